@@ -1,0 +1,273 @@
+//! The use case: reuse a fresh key or issue, store and announce a new one.
+//!
+//! The broker depends only on ports (`Vendor`, `SecretStore`, `Handoff`), so
+//! the same logic serves every trigger and the rotation protocol, and its
+//! adapters are chosen once in `main`.
+
+use std::time::Instant;
+
+use chrono::Utc;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::handoff::Handoff;
+use crate::request::{Credential, KeyRequest, KeyResult, Status};
+use crate::secrets::store::NewSecret;
+use crate::secrets::{
+    AWSCURRENT, KeyRecord, P1ANNOUNCED, SecretKeySource, SecretStore, StoreError, VersionRef,
+};
+use crate::sensitive::ApiKey;
+use crate::vendor::{IssuedKey, Vendor};
+
+pub struct Broker<V, S, H> {
+    pub config: Config,
+    pub vendor: V,
+    pub store: S,
+    pub handoff: H,
+    pub secret_key: SecretKeySource,
+}
+
+/// A served request: the result, plus what the caller needs but must not
+/// publish (the key, for an allowed `include_key` or a batch-mate).
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub result: KeyResult,
+    pub api_key: ApiKey,
+    pub vendor_latency_ms: Option<u64>,
+}
+
+impl Served {
+    /// The result object as the caller asked for it.
+    pub fn output(&self, include_key: bool) -> KeyResult {
+        KeyResult {
+            api_key: include_key.then(|| self.api_key.clone()),
+            ..self.result.clone()
+        }
+    }
+
+    /// The same key, for a later request of the same batch: nothing fetched.
+    pub fn reused(&self) -> Served {
+        Served {
+            result: KeyResult {
+                status: Status::Fresh,
+                ..self.result.clone()
+            },
+            api_key: self.api_key.clone(),
+            vendor_latency_ms: None,
+        }
+    }
+}
+
+impl<V: Vendor, S: SecretStore, H: Handoff> Broker<V, S, H> {
+    pub fn new(config: Config, vendor: V, store: S, handoff: H) -> Self {
+        let secret_key = SecretKeySource::new(
+            config.secret_key_secret_id.clone(),
+            config.secret_key_field.clone(),
+            config.secret_key_cache_ttl,
+        );
+        Broker {
+            config,
+            vendor,
+            store,
+            handoff,
+            secret_key,
+        }
+    }
+
+    /// One request: `fresh` when the target's current key outlives the renewal
+    /// margin (and `force` is off), else a new key, stored and announced.
+    pub async fn serve(&self, request: &KeyRequest) -> Result<Served, Error> {
+        let target = &request.target_secret_id;
+        if !request.force
+            && let Some(served) = self.fresh(request).await?
+        {
+            tracing::info!(target_secret = %target, version_id = %served.result.version_id, "stored key is fresh");
+            return Ok(served);
+        }
+
+        let started = Instant::now();
+        let issued = self.issue_key(&request.credential).await?;
+        let vendor_latency_ms = started.elapsed().as_millis() as u64;
+        let record = KeyRecord::issued(
+            issued.api_key,
+            issued.end_date,
+            request.credential.clone(),
+            Utc::now(),
+        );
+        let stored = self.store_record(target, &record).await?;
+        tracing::info!(target_secret = %target, version_id = %stored.version_id, "issued and stored a new key");
+
+        let served = Served {
+            result: result_of(Status::Issued, &record, stored),
+            api_key: record.api_key,
+            vendor_latency_ms: Some(vendor_latency_ms),
+        };
+        self.announce(target, &served.result).await?;
+        Ok(served)
+    }
+
+    /// Asks the vendor for a key. A refused secret key is re-read once: if
+    /// the secret now holds a different one, the call is tried with it.
+    pub async fn issue_key(&self, credential: &Credential) -> Result<IssuedKey, Error> {
+        let secret_key = self.secret_key.get(&self.store).await?;
+        match self.vendor.get_api_key(&secret_key, credential).await {
+            Err(Error::Vendor(e)) if e.is_credential_error() => {
+                match self
+                    .secret_key
+                    .refresh_after_refusal(&self.store, &secret_key)
+                    .await?
+                {
+                    Some(newer) => {
+                        tracing::info!(
+                            "secret key was refused; retrying once with the newly read one"
+                        );
+                        self.vendor.get_api_key(&newer, credential).await
+                    }
+                    None => Err(Error::Vendor(e)),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// The target's current record, when it is fresh for this request.
+    async fn fresh(&self, request: &KeyRequest) -> Result<Option<Served>, Error> {
+        let target = &request.target_secret_id;
+        let current = match self.store.get_value(target, Some(AWSCURRENT), None).await {
+            Ok(v) => v,
+            Err(StoreError::NotFound(_)) => return Ok(None),
+            Err(e) => {
+                return Err(Error::StoreFailed(format!(
+                    "cannot read the target secret {target:?}: {e}"
+                )));
+            }
+        };
+        let Some(record) = current.secret_string.as_ref().and_then(KeyRecord::parse) else {
+            return Ok(None);
+        };
+        if !record.is_fresh_for(&request.credential, Utc::now(), self.config.renew_before) {
+            return Ok(None);
+        }
+        let announced = current.stages.iter().any(|s| s == P1ANNOUNCED);
+        let version = VersionRef {
+            arn: current.arn,
+            version_id: current.version_id,
+        };
+        let served = Served {
+            result: result_of(Status::Fresh, &record, version),
+            api_key: record.api_key,
+            vendor_latency_ms: None,
+        };
+        if !announced {
+            // An earlier announcement of this version failed: complete it now.
+            self.announce(target, &served.result).await?;
+        }
+        Ok(Some(served))
+    }
+
+    /// Writes a record as the target's new AWSCURRENT version, creating the
+    /// secret when it is missing and that is allowed.
+    pub async fn store_record(
+        &self,
+        target: &str,
+        record: &KeyRecord,
+    ) -> Result<VersionRef, Error> {
+        let value = record.to_secret_string();
+        let failed = |e: StoreError| {
+            Error::StoreFailed(format!("cannot store the new key in {target:?}: {e}"))
+        };
+        match self
+            .store
+            .put_value(target, &value, None, &[AWSCURRENT], None)
+            .await
+        {
+            Ok(v) => return Ok(v),
+            Err(StoreError::NotFound(_)) => {}
+            Err(e) => return Err(failed(e)),
+        }
+        if !self.config.create_missing_secret {
+            return Err(Error::StoreFailed(format!(
+                "the target secret {target:?} does not exist and P1_CREATE_MISSING_SECRET is false"
+            )));
+        }
+        if target.starts_with("arn:") {
+            return Err(Error::StoreFailed(format!(
+                "the target secret {target:?} does not exist; a secret can be created from a name, not an ARN"
+            )));
+        }
+        let mut tags = vec![
+            (
+                "p1:credential_type".to_string(),
+                record.credential.credential_type.as_str().to_string(),
+            ),
+            ("managed-by".to_string(), "p1-key-broker".to_string()),
+        ];
+        if let Some(model_id) = &record.credential.model_id {
+            tags.push(("p1:model_id".to_string(), model_id.as_str().to_string()));
+        }
+        let new = NewSecret {
+            tags,
+            kms_key_id: self.config.target_kms_key_id.clone(),
+        };
+        match self.store.create(target, &value, &new).await {
+            Ok(v) => {
+                tracing::info!(target_secret = %target, "created the missing target secret");
+                Ok(v)
+            }
+            // Created concurrently by another invocation: write a version to it.
+            Err(StoreError::Exists(_)) => self
+                .store
+                .put_value(target, &value, None, &[AWSCURRENT], None)
+                .await
+                .map_err(failed),
+            Err(e) => Err(failed(e)),
+        }
+    }
+
+    /// Announces a version on the configured bus, once: success moves the
+    /// `P1ANNOUNCED` label onto it.
+    async fn announce(&self, target: &str, result: &KeyResult) -> Result<(), Error> {
+        let Some(bus) = &self.config.event_bus_name else {
+            return Ok(());
+        };
+        let detail = serde_json::to_string(&result.without_key())
+            .map_err(|e| Error::HandOffFailed(format!("cannot encode the announcement: {e}")))?;
+        if let Err(e) = self.handoff.announce(bus, &detail).await {
+            return Err(Error::HandOffFailed(format!(
+                "the key is stored as version {} of {}, but announcing it on EventBridge bus {bus:?} failed ({e}); the same request retried will announce it",
+                result.version_id, result.secret_arn
+            )));
+        }
+        // The event is out; a failure to label only risks a second
+        // announcement later, so it is logged rather than failed.
+        let holder = match self.store.describe(target).await {
+            Ok(d) => d.version_with(P1ANNOUNCED).map(str::to_string),
+            Err(e) => {
+                tracing::warn!(error = %e, "announced, but cannot describe the secret to move P1ANNOUNCED");
+                return Ok(());
+            }
+        };
+        if holder.as_deref() != Some(result.version_id.as_str())
+            && let Err(e) = self
+                .store
+                .move_stage(target, P1ANNOUNCED, &result.version_id, holder.as_deref())
+                .await
+        {
+            tracing::warn!(error = %e, "announced, but cannot move P1ANNOUNCED onto the version");
+        }
+        Ok(())
+    }
+}
+
+fn result_of(status: Status, record: &KeyRecord, version: VersionRef) -> KeyResult {
+    KeyResult {
+        status,
+        credential_type: record.credential.credential_type,
+        model_id: record.credential.model_id.clone(),
+        secret_arn: version.arn,
+        version_id: version.version_id,
+        end_date: record.end_date.clone(),
+        expires_at: record.expires_at.clone(),
+        api_key: None,
+    }
+}

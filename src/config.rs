@@ -1,0 +1,343 @@
+//! The environment, read and validated once at start-up (SPEC section 2).
+//!
+//! A missing or invalid value is a `ConfigError` that names the variable, so a
+//! misconfigured deployment fails its init instead of its first invocation.
+//! An empty value counts as unset: infrastructure templates often pass `""`
+//! for an optional parameter. AWS settings (region, endpoint, credentials)
+//! are left to the SDK's own configuration chain.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use reqwest::Url;
+
+use crate::error::Error;
+use crate::request::{CredentialType, ModelId};
+
+pub const DEFAULT_API_BASE_URL: &str = "https://developer-api.predictionone.sony.biz";
+
+/// Secrets Manager accepts secret names of up to 512 characters and IDs (ARNs)
+/// of up to 2048.
+const MAX_SECRET_ID_LEN: usize = 2048;
+const MAX_SECRET_NAME_LEN: usize = 512;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub secret_key_secret_id: String,
+    pub secret_key_field: String,
+    pub api_base_url: Url,
+    pub train_secret_id: String,
+    pub deploy_secret_id: String,
+    pub retrain_secret_prefix: String,
+    pub create_missing_secret: bool,
+    pub target_kms_key_id: Option<String>,
+    pub renew_before: Duration,
+    pub secret_key_cache_ttl: Duration,
+    pub http_timeout: Duration,
+    pub max_attempts: u32,
+    pub event_bus_name: Option<String>,
+    pub allow_key_in_output: bool,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_lookup(|name| match std::env::var(name) {
+            Ok(value) => Ok(Some(value)),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => Err(config_error(name, "is not valid UTF-8")),
+        })
+    }
+
+    /// Reads variables through `lookup`, so tests need not touch the process
+    /// environment.
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Result<Option<String>, Error>,
+    ) -> Result<Self, Error> {
+        let var = |name: &str| -> Result<Option<String>, Error> {
+            Ok(lookup(name)?
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty()))
+        };
+        let or_default = |name: &str, default: &str| -> Result<String, Error> {
+            Ok(var(name)?.unwrap_or_else(|| default.to_string()))
+        };
+
+        let secret_key_secret_id = var("P1_SECRET_KEY_SECRET_ID")?.ok_or_else(|| {
+            config_error(
+                "P1_SECRET_KEY_SECRET_ID",
+                "is required: the name or ARN of the secret holding the Prediction One secret key",
+            )
+        })?;
+        check_secret_id("P1_SECRET_KEY_SECRET_ID", &secret_key_secret_id)?;
+
+        let train_secret_id = or_default("P1_TRAIN_SECRET_ID", "prediction-one/api-key/train")?;
+        check_secret_id("P1_TRAIN_SECRET_ID", &train_secret_id)?;
+        let deploy_secret_id = or_default("P1_DEPLOY_SECRET_ID", "prediction-one/api-key/deploy")?;
+        check_secret_id("P1_DEPLOY_SECRET_ID", &deploy_secret_id)?;
+        let retrain_secret_prefix = or_default(
+            "P1_RETRAIN_SECRET_PREFIX",
+            "prediction-one/api-key/retrain/",
+        )?;
+        if retrain_secret_prefix.len() + ModelId::MAX_LEN > MAX_SECRET_NAME_LEN {
+            return Err(config_error(
+                "P1_RETRAIN_SECRET_PREFIX",
+                &format!(
+                    "is too long: prefix + a {}-character model_id must fit a {MAX_SECRET_NAME_LEN}-character secret name",
+                    ModelId::MAX_LEN
+                ),
+            ));
+        }
+
+        Ok(Config {
+            secret_key_secret_id,
+            secret_key_field: or_default("P1_SECRET_KEY_FIELD", "secret_key")?,
+            api_base_url: parse_base_url(&or_default("P1_API_BASE_URL", DEFAULT_API_BASE_URL)?)?,
+            train_secret_id,
+            deploy_secret_id,
+            retrain_secret_prefix,
+            create_missing_secret: parse_bool(
+                "P1_CREATE_MISSING_SECRET",
+                var("P1_CREATE_MISSING_SECRET")?,
+                true,
+            )?,
+            target_kms_key_id: var("P1_TARGET_KMS_KEY_ID")?,
+            renew_before: Duration::from_secs(parse_int(
+                "P1_RENEW_BEFORE_SECONDS",
+                var("P1_RENEW_BEFORE_SECONDS")?,
+                86_400,
+                0..=31_536_000,
+            )?),
+            secret_key_cache_ttl: Duration::from_secs(parse_int(
+                "P1_SECRET_KEY_CACHE_TTL_SECONDS",
+                var("P1_SECRET_KEY_CACHE_TTL_SECONDS")?,
+                300,
+                0..=86_400,
+            )?),
+            http_timeout: Duration::from_millis(parse_int(
+                "P1_HTTP_TIMEOUT_MS",
+                var("P1_HTTP_TIMEOUT_MS")?,
+                10_000,
+                1..=900_000,
+            )?),
+            max_attempts: parse_int("P1_MAX_ATTEMPTS", var("P1_MAX_ATTEMPTS")?, 3, 1..=10)? as u32,
+            event_bus_name: var("P1_EVENT_BUS_NAME")?,
+            allow_key_in_output: parse_bool(
+                "P1_ALLOW_KEY_IN_OUTPUT",
+                var("P1_ALLOW_KEY_IN_OUTPUT")?,
+                false,
+            )?,
+        })
+    }
+
+    /// The secret a request's key is stored in when it names none.
+    pub fn default_target(
+        &self,
+        credential_type: CredentialType,
+        model_id: Option<&ModelId>,
+    ) -> String {
+        match (credential_type, model_id) {
+            (CredentialType::Retrain, Some(id)) => {
+                format!("{}{}", self.retrain_secret_prefix, id.as_str())
+            }
+            (CredentialType::Deploy, _) => self.deploy_secret_id.clone(),
+            _ => self.train_secret_id.clone(),
+        }
+    }
+}
+
+fn config_error(name: &str, problem: &str) -> Error {
+    Error::Config(format!("{name} {problem}"))
+}
+
+fn check_secret_id(name: &str, value: &str) -> Result<(), Error> {
+    if value.len() > MAX_SECRET_ID_LEN {
+        return Err(config_error(
+            name,
+            &format!("is longer than {MAX_SECRET_ID_LEN} characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_bool(name: &str, value: Option<String>, default: bool) -> Result<bool, Error> {
+    match value.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None => Ok(default),
+        Some("true" | "1" | "yes") => Ok(true),
+        Some("false" | "0" | "no") => Ok(false),
+        Some(_) => Err(config_error(name, "must be true or false")),
+    }
+}
+
+fn parse_int(
+    name: &str,
+    value: Option<String>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, Error> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    let parsed: u64 = value
+        .parse()
+        .map_err(|_| config_error(name, &format!("must be a whole number, got {value:?}")))?;
+    if !range.contains(&parsed) {
+        return Err(config_error(
+            name,
+            &format!(
+                "must be between {} and {}, got {parsed}",
+                range.start(),
+                range.end()
+            ),
+        ));
+    }
+    Ok(parsed)
+}
+
+/// `https://host[:port]`, or `http://` for a loopback host only: the secret
+/// key travels in a header, so it must never cross a network in clear text.
+fn parse_base_url(value: &str) -> Result<Url, Error> {
+    const NAME: &str = "P1_API_BASE_URL";
+    let url =
+        Url::parse(value).map_err(|e| config_error(NAME, &format!("is not a valid URL ({e})")))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(config_error(NAME, "must not carry credentials"));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(config_error(
+            NAME,
+            "must be scheme, host and optional port only (no path, query or fragment)",
+        ));
+    }
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => return Err(config_error(NAME, "has no host")),
+    };
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if loopback => Ok(url),
+        "http" => Err(config_error(
+            NAME,
+            "must use https (plain http is accepted only for localhost, 127.0.0.0/8 and [::1])",
+        )),
+        other => Err(config_error(
+            NAME,
+            &format!("has unsupported scheme {other:?}; use https"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Config, Error> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| Ok(map.get(name).cloned()))
+    }
+
+    fn err_of(vars: &[(&str, &str)]) -> String {
+        let err = load(vars).unwrap_err();
+        assert_eq!(err.error_type(), "ConfigError");
+        err.to_string()
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let c = load(&[("P1_SECRET_KEY_SECRET_ID", "p1/secret-key")]).unwrap();
+        assert_eq!(c.secret_key_field, "secret_key");
+        assert_eq!(
+            c.api_base_url.as_str(),
+            "https://developer-api.predictionone.sony.biz/"
+        );
+        assert_eq!(c.train_secret_id, "prediction-one/api-key/train");
+        assert_eq!(c.deploy_secret_id, "prediction-one/api-key/deploy");
+        assert_eq!(c.retrain_secret_prefix, "prediction-one/api-key/retrain/");
+        assert!(c.create_missing_secret);
+        assert_eq!(c.target_kms_key_id, None);
+        assert_eq!(c.renew_before, Duration::from_secs(86_400));
+        assert_eq!(c.secret_key_cache_ttl, Duration::from_secs(300));
+        assert_eq!(c.http_timeout, Duration::from_millis(10_000));
+        assert_eq!(c.max_attempts, 3);
+        assert_eq!(c.event_bus_name, None);
+        assert!(!c.allow_key_in_output);
+    }
+
+    #[test]
+    fn missing_secret_id_names_the_variable() {
+        assert!(err_of(&[]).contains("P1_SECRET_KEY_SECRET_ID"));
+        assert!(err_of(&[("P1_SECRET_KEY_SECRET_ID", "  ")]).contains("P1_SECRET_KEY_SECRET_ID"));
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        let base = ("P1_SECRET_KEY_SECRET_ID", "s");
+        for (name, value) in [
+            ("P1_CREATE_MISSING_SECRET", "maybe"),
+            ("P1_ALLOW_KEY_IN_OUTPUT", "yes please"),
+            ("P1_RENEW_BEFORE_SECONDS", "-1"),
+            ("P1_RENEW_BEFORE_SECONDS", "1d"),
+            ("P1_SECRET_KEY_CACHE_TTL_SECONDS", "abc"),
+            ("P1_HTTP_TIMEOUT_MS", "0"),
+            ("P1_MAX_ATTEMPTS", "0"),
+            ("P1_MAX_ATTEMPTS", "11"),
+            ("P1_API_BASE_URL", "not a url"),
+            ("P1_API_BASE_URL", "http://example.com"),
+            ("P1_API_BASE_URL", "http://10.0.0.1:8080"),
+            ("P1_API_BASE_URL", "ftp://localhost"),
+            ("P1_API_BASE_URL", "https://example.com/v1"),
+            ("P1_API_BASE_URL", "https://user:pw@example.com"),
+        ] {
+            let msg = err_of(&[base, (name, value)]);
+            assert!(msg.starts_with(name), "{name}={value}: {msg}");
+        }
+        let long_prefix = "p/".repeat(250);
+        assert!(
+            err_of(&[base, ("P1_RETRAIN_SECRET_PREFIX", &long_prefix)])
+                .starts_with("P1_RETRAIN_SECRET_PREFIX")
+        );
+    }
+
+    #[test]
+    fn http_only_for_loopback() {
+        let base = ("P1_SECRET_KEY_SECRET_ID", "s");
+        for ok in [
+            "http://localhost:9000",
+            "http://127.0.0.1:9000",
+            "http://127.1.2.3",
+            "http://[::1]:9000/",
+            "https://example.com:8443",
+        ] {
+            load(&[base, ("P1_API_BASE_URL", ok)]).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+    }
+
+    #[test]
+    fn parses_explicit_values_and_treats_empty_as_unset() {
+        let c = load(&[
+            (
+                "P1_SECRET_KEY_SECRET_ID",
+                "arn:aws:secretsmanager:eu-west-1:1:secret:sk",
+            ),
+            ("P1_CREATE_MISSING_SECRET", "FALSE"),
+            ("P1_ALLOW_KEY_IN_OUTPUT", "true"),
+            ("P1_RENEW_BEFORE_SECONDS", "0"),
+            ("P1_MAX_ATTEMPTS", "5"),
+            ("P1_EVENT_BUS_NAME", ""),
+            ("P1_TARGET_KMS_KEY_ID", "alias/p1"),
+        ])
+        .unwrap();
+        assert!(!c.create_missing_secret);
+        assert!(c.allow_key_in_output);
+        assert_eq!(c.renew_before, Duration::ZERO);
+        assert_eq!(c.max_attempts, 5);
+        assert_eq!(c.event_bus_name, None);
+        assert_eq!(c.target_kms_key_id.as_deref(), Some("alias/p1"));
+    }
+}

@@ -1,0 +1,91 @@
+//! CloudWatch Embedded Metric Format lines (SPEC section 9).
+//!
+//! Written by hand: EMF is one JSON line on stdout, and the crates that wrap
+//! it bring their own runtime assumptions for no gain here.
+
+use std::io::Write;
+
+pub const NAMESPACE: &str = "PredictionOne/KeyBroker";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Count,
+    Seconds,
+    Milliseconds,
+}
+
+impl Unit {
+    fn as_str(self) -> &'static str {
+        match self {
+            Unit::Count => "Count",
+            Unit::Seconds => "Seconds",
+            Unit::Milliseconds => "Milliseconds",
+        }
+    }
+}
+
+/// One EMF document with the `CredentialType` dimension.
+pub fn emf_line(credential_type: &str, values: &[(&str, f64, Unit)], timestamp_ms: i64) -> String {
+    let definitions: Vec<_> = values
+        .iter()
+        .map(|(name, _, unit)| serde_json::json!({"Name": name, "Unit": unit.as_str()}))
+        .collect();
+    let mut doc = serde_json::json!({
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["CredentialType"]],
+                "Metrics": definitions,
+            }]
+        },
+        "CredentialType": credential_type,
+    });
+    for (name, value, _) in values {
+        doc[*name] = serde_json::json!(value);
+    }
+    doc.to_string()
+}
+
+/// Prints one EMF line to stdout, where Lambda picks it up.
+pub fn emit(credential_type: &str, values: &[(&str, f64, Unit)]) {
+    if values.is_empty() {
+        return;
+    }
+    let line = emf_line(
+        credential_type,
+        values,
+        chrono::Utc::now().timestamp_millis(),
+    );
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emf_document_shape() {
+        let line = emf_line(
+            "retrain",
+            &[
+                ("KeysIssued", 1.0, Unit::Count),
+                ("VendorLatencyMs", 42.0, Unit::Milliseconds),
+            ],
+            1_700_000_000_000,
+        );
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["_aws"]["Timestamp"], 1_700_000_000_000i64);
+        let m = &v["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(m["Namespace"], NAMESPACE);
+        assert_eq!(m["Dimensions"], serde_json::json!([["CredentialType"]]));
+        assert_eq!(
+            m["Metrics"][1],
+            serde_json::json!({"Name": "VendorLatencyMs", "Unit": "Milliseconds"})
+        );
+        assert_eq!(v["CredentialType"], "retrain");
+        assert_eq!(v["KeysIssued"], 1.0);
+        assert_eq!(v["VendorLatencyMs"], 42.0);
+        assert!(!line.contains('\n'));
+    }
+}

@@ -1,0 +1,245 @@
+//! Secrets Manager's four-step rotation protocol (SPEC section 6), on the
+//! same ports as the broker: the same vendor client, secret-key cache,
+//! record format and errors.
+//!
+//! The shape follows the AWS rotation templates: every step first checks
+//! that rotation is enabled and that the token is a version of the secret;
+//! a token that is already AWSCURRENT means the step is done. Each step is
+//! idempotent, because Secrets Manager retries them.
+
+use chrono::Utc;
+
+use crate::broker::Broker;
+use crate::error::Error;
+use crate::expiry;
+use crate::handoff::Handoff;
+use crate::metrics::{self, Unit};
+use crate::request::{Credential, CredentialType, ModelId};
+use crate::secrets::store::SecretDescription;
+use crate::secrets::{AWSCURRENT, AWSPENDING, KeyRecord, SecretStore, StoreError};
+use crate::trigger::RotationEvent;
+use crate::vendor::Vendor;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Create,
+    Set,
+    Test,
+    Finish,
+}
+
+pub async fn rotate<V: Vendor, S: SecretStore, H: Handoff>(
+    broker: &Broker<V, S, H>,
+    event: &RotationEvent,
+) -> Result<(), Error> {
+    let step = match event.step.as_str() {
+        "createSecret" => Step::Create,
+        "setSecret" => Step::Set,
+        "testSecret" => Step::Test,
+        "finishSecret" => Step::Finish,
+        other => {
+            return Err(Error::Rotation(format!(
+                "unknown rotation step {other:?}; expected createSecret, setSecret, testSecret or finishSecret"
+            )));
+        }
+    };
+    let secret_id = event.secret_id.as_str();
+    let token = event.client_request_token.as_str();
+    let store = &broker.store;
+
+    let description = store
+        .describe(secret_id)
+        .await
+        .map_err(|e| Error::Rotation(format!("cannot describe secret {secret_id:?}: {e}")))?;
+    if !description.rotation_enabled {
+        return Err(Error::Rotation(format!(
+            "rotation is not enabled on secret {secret_id:?}"
+        )));
+    }
+    let Some(stages) = description.versions.get(token) else {
+        return Err(Error::Rotation(format!(
+            "version {token} is not a version of secret {secret_id:?}"
+        )));
+    };
+    if stages.iter().any(|s| s == AWSCURRENT) {
+        tracing::info!(
+            step = event.step,
+            version_id = token,
+            "version is already AWSCURRENT; nothing to do"
+        );
+        return Ok(());
+    }
+    if !stages.iter().any(|s| s == AWSPENDING) {
+        return Err(Error::Rotation(format!(
+            "version {token} of secret {secret_id:?} is not AWSPENDING"
+        )));
+    }
+
+    match step {
+        Step::Create => create(broker, event, &description).await,
+        // The vendor holds no copy of the key to update.
+        Step::Set => Ok(()),
+        Step::Test => test(store, secret_id, token).await,
+        Step::Finish => {
+            let current = description.version_with(AWSCURRENT);
+            store
+                .move_stage(secret_id, AWSCURRENT, token, current)
+                .await
+                .map_err(|e| {
+                    Error::Rotation(format!("cannot move AWSCURRENT to version {token}: {e}"))
+                })?;
+            tracing::info!(
+                version_id = token,
+                "rotation finished; the new key is AWSCURRENT"
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn create<V: Vendor, S: SecretStore, H: Handoff>(
+    broker: &Broker<V, S, H>,
+    event: &RotationEvent,
+    description: &SecretDescription,
+) -> Result<(), Error> {
+    let (secret_id, token) = (
+        event.secret_id.as_str(),
+        event.client_request_token.as_str(),
+    );
+    let store = &broker.store;
+    if pending_value(store, secret_id, token).await?.is_some() {
+        tracing::info!(
+            version_id = token,
+            "AWSPENDING already holds a value; createSecret is done"
+        );
+        return Ok(());
+    }
+
+    let credential = credential_of(store, secret_id, description).await;
+    let started = std::time::Instant::now();
+    let issued = broker.issue_key(&credential).await?;
+    let latency_ms = started.elapsed().as_millis() as f64;
+    let record = KeyRecord::issued(
+        issued.api_key,
+        issued.end_date,
+        credential.clone(),
+        Utc::now(),
+    );
+    match store
+        .put_value(
+            secret_id,
+            &record.to_secret_string(),
+            Some(token),
+            &[AWSPENDING],
+            event.rotation_token.as_ref(),
+        )
+        .await
+    {
+        Ok(_) => {}
+        // Secrets Manager retried the step and a value landed meanwhile.
+        Err(StoreError::Exists(_)) if pending_value(store, secret_id, token).await?.is_some() => {
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(Error::StoreFailed(format!(
+                "cannot put the new key as AWSPENDING of {secret_id:?}: {e}"
+            )));
+        }
+    }
+    tracing::info!(version_id = token, "issued a key and staged it AWSPENDING");
+    let mut values = vec![
+        ("KeysIssued", 1.0, Unit::Count),
+        ("VendorLatencyMs", latency_ms, Unit::Milliseconds),
+    ];
+    if let Some(at) = record.expiry() {
+        values.push((
+            "SecondsUntilExpiry",
+            (at - Utc::now()).num_seconds() as f64,
+            Unit::Seconds,
+        ));
+    }
+    metrics::emit(credential.credential_type.as_str(), &values);
+    Ok(())
+}
+
+/// The pending version's value, when it holds a non-empty one.
+async fn pending_value(
+    store: &impl SecretStore,
+    secret_id: &str,
+    token: &str,
+) -> Result<Option<crate::sensitive::SecretString>, Error> {
+    match store
+        .get_value(secret_id, Some(AWSPENDING), Some(token))
+        .await
+    {
+        Ok(v) => Ok(v.secret_string.filter(|s| !s.expose().trim().is_empty())),
+        Err(StoreError::NotFound(_)) => Ok(None),
+        Err(e) => Err(Error::Rotation(format!(
+            "cannot read the AWSPENDING version {token}: {e}"
+        ))),
+    }
+}
+
+/// The credential a secret holds: its current record, else its `p1:` tags,
+/// else a train key.
+async fn credential_of(
+    store: &impl SecretStore,
+    secret_id: &str,
+    description: &SecretDescription,
+) -> Credential {
+    if let Ok(current) = store.get_value(secret_id, Some(AWSCURRENT), None).await
+        && let Some(record) = current.secret_string.as_ref().and_then(KeyRecord::parse)
+    {
+        return record.credential;
+    }
+    let tagged = description
+        .tags
+        .get("p1:credential_type")
+        .and_then(|t| CredentialType::parse(t));
+    match tagged {
+        Some(CredentialType::Retrain) => {
+            match description
+                .tags
+                .get("p1:model_id")
+                .and_then(|m| ModelId::parse(m))
+            {
+                Some(model_id) => Credential::new(CredentialType::Retrain, Some(model_id)),
+                None => {
+                    tracing::warn!(
+                        "secret is tagged retrain without a valid p1:model_id; rotating a train key"
+                    );
+                    Credential::new(CredentialType::Train, None)
+                }
+            }
+        }
+        Some(other) => Credential::new(other, None),
+        None => Credential::new(CredentialType::Train, None),
+    }
+}
+
+async fn test(store: &impl SecretStore, secret_id: &str, token: &str) -> Result<(), Error> {
+    let Some(value) = pending_value(store, secret_id, token).await? else {
+        return Err(Error::Rotation(format!(
+            "the AWSPENDING version {token} holds no value"
+        )));
+    };
+    let Some(record) = KeyRecord::parse(&value) else {
+        return Err(Error::Rotation(format!(
+            "the AWSPENDING version {token} is not a valid API key record"
+        )));
+    };
+    if record.api_key.expose().trim().is_empty() {
+        return Err(Error::Rotation(format!(
+            "the AWSPENDING version {token} holds an empty api_key"
+        )));
+    }
+    if let Some(at) = record.expiry()
+        && at <= Utc::now()
+    {
+        return Err(Error::Rotation(format!(
+            "the AWSPENDING key expired at {}",
+            expiry::format_instant(at)
+        )));
+    }
+    Ok(())
+}

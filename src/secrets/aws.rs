@@ -1,0 +1,167 @@
+//! The Secrets Manager adapter: the AWS SDK client behind [`SecretStore`].
+//!
+//! Errors keep the service's code and message but never the raw response
+//! (see [`crate::error::describe_sdk_error`]); secret values travel only in
+//! [`SecretString`], whose `Debug` redacts.
+
+use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::types::Tag;
+
+use super::store::{
+    NewSecret, SecretDescription, SecretStore, SecretValue, StoreError, VersionRef,
+};
+use crate::error::describe_sdk_error;
+use crate::sensitive::{RotationToken, SecretString};
+
+pub struct SecretsManager {
+    client: Client,
+}
+
+impl SecretsManager {
+    pub fn new(client: Client) -> Self {
+        SecretsManager { client }
+    }
+}
+
+fn store_error<E, R>(err: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let text = describe_sdk_error(&err);
+    match err.code() {
+        Some("ResourceNotFoundException") => StoreError::NotFound(text),
+        Some("ResourceExistsException") => StoreError::Exists(text),
+        _ => StoreError::Other(text),
+    }
+}
+
+fn version_ref(arn: Option<&str>, version_id: Option<&str>) -> Result<VersionRef, StoreError> {
+    match (arn, version_id) {
+        (Some(arn), Some(version_id)) => Ok(VersionRef {
+            arn: arn.into(),
+            version_id: version_id.into(),
+        }),
+        _ => Err(StoreError::Other(
+            "Secrets Manager did not return the ARN and version id".into(),
+        )),
+    }
+}
+
+impl SecretStore for SecretsManager {
+    async fn get_value(
+        &self,
+        secret_id: &str,
+        stage: Option<&str>,
+        version_id: Option<&str>,
+    ) -> Result<SecretValue, StoreError> {
+        let out = self
+            .client
+            .get_secret_value()
+            .secret_id(secret_id)
+            .set_version_stage(stage.map(str::to_string))
+            .set_version_id(version_id.map(str::to_string))
+            .send()
+            .await
+            .map_err(store_error)?;
+        let r = version_ref(out.arn(), out.version_id())?;
+        Ok(SecretValue {
+            arn: r.arn,
+            version_id: r.version_id,
+            secret_string: out.secret_string().map(SecretString::new),
+            stages: out.version_stages().to_vec(),
+        })
+    }
+
+    async fn put_value(
+        &self,
+        secret_id: &str,
+        value: &SecretString,
+        token: Option<&str>,
+        stages: &[&str],
+        rotation_token: Option<&RotationToken>,
+    ) -> Result<VersionRef, StoreError> {
+        let out = self
+            .client
+            .put_secret_value()
+            .secret_id(secret_id)
+            .secret_string(value.expose())
+            .set_client_request_token(token.map(str::to_string))
+            .set_version_stages(Some(stages.iter().map(|s| s.to_string()).collect()))
+            .set_rotation_token(rotation_token.map(|t| t.expose().to_string()))
+            .send()
+            .await
+            .map_err(store_error)?;
+        version_ref(out.arn(), out.version_id())
+    }
+
+    async fn create(
+        &self,
+        name: &str,
+        value: &SecretString,
+        new: &NewSecret,
+    ) -> Result<VersionRef, StoreError> {
+        let tags = new
+            .tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        let out = self
+            .client
+            .create_secret()
+            .name(name)
+            .secret_string(value.expose())
+            .set_kms_key_id(new.kms_key_id.clone())
+            .set_tags(Some(tags))
+            .description("Prediction One API key, kept fresh by p1-key-broker")
+            .send()
+            .await
+            .map_err(store_error)?;
+        version_ref(out.arn(), out.version_id())
+    }
+
+    async fn describe(&self, secret_id: &str) -> Result<SecretDescription, StoreError> {
+        let out = self
+            .client
+            .describe_secret()
+            .secret_id(secret_id)
+            .send()
+            .await
+            .map_err(store_error)?;
+        Ok(SecretDescription {
+            arn: out.arn().unwrap_or_default().to_string(),
+            rotation_enabled: out.rotation_enabled().unwrap_or(false),
+            versions: out.version_ids_to_stages().cloned().unwrap_or_default(),
+            tags: out
+                .tags()
+                .iter()
+                .filter_map(|t| {
+                    Some((
+                        t.key()?.to_string(),
+                        t.value().unwrap_or_default().to_string(),
+                    ))
+                })
+                .collect(),
+        })
+    }
+
+    async fn move_stage(
+        &self,
+        secret_id: &str,
+        stage: &str,
+        to_version: &str,
+        from_version: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.client
+            .update_secret_version_stage()
+            .secret_id(secret_id)
+            .version_stage(stage)
+            .move_to_version_id(to_version)
+            .set_remove_from_version_id(from_version.map(str::to_string))
+            .send()
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,117 @@
+//! The Prediction One secret key: read from its secret on first use, reused
+//! by a warm instance for `P1_SECRET_KEY_CACHE_TTL_SECONDS`, and dropped when
+//! the vendor refuses it, so a key rotated in Secrets Manager is picked up
+//! without waiting for the TTL.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use super::AWSCURRENT;
+use super::store::{SecretStore, StoreError};
+use crate::error::Error;
+use crate::sensitive::SecretKey;
+
+pub struct SecretKeySource {
+    secret_id: String,
+    field: String,
+    ttl: Duration,
+    /// Held across the read, so concurrent records of a batch share one read.
+    cached: Mutex<Option<(SecretKey, Instant)>>,
+}
+
+impl SecretKeySource {
+    pub fn new(secret_id: String, field: String, ttl: Duration) -> Self {
+        SecretKeySource {
+            secret_id,
+            field,
+            ttl,
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// The cached key, or a fresh read when there is none or it is too old.
+    pub async fn get(&self, store: &impl SecretStore) -> Result<SecretKey, Error> {
+        let mut cached = self.cached.lock().await;
+        if let Some((key, read_at)) = cached.as_ref()
+            && read_at.elapsed() < self.ttl
+        {
+            return Ok(key.clone());
+        }
+        let key = self.read(store).await?;
+        *cached = Some((key.clone(), Instant::now()));
+        Ok(key)
+    }
+
+    /// Drops the cache and reads again; `Some` only when the secret now holds
+    /// a different key than the one the vendor refused.
+    pub async fn refresh_after_refusal(
+        &self,
+        store: &impl SecretStore,
+        refused: &SecretKey,
+    ) -> Result<Option<SecretKey>, Error> {
+        let mut cached = self.cached.lock().await;
+        // Another record of the same batch may have refreshed it already.
+        if let Some((key, _)) = cached.as_ref()
+            && key != refused
+        {
+            return Ok(Some(key.clone()));
+        }
+        *cached = None;
+        let key = self.read(store).await?;
+        *cached = Some((key.clone(), Instant::now()));
+        Ok((key != *refused).then_some(key))
+    }
+
+    async fn read(&self, store: &impl SecretStore) -> Result<SecretKey, Error> {
+        let id = &self.secret_id;
+        let value = store
+            .get_value(id, Some(AWSCURRENT), None)
+            .await
+            .map_err(|e| {
+                Error::SecretKeyUnavailable(match e {
+                    StoreError::NotFound(_) => format!(
+                        "the secret-key secret {id:?} does not exist (or has no AWSCURRENT version)"
+                    ),
+                    other => format!("cannot read the secret-key secret {id:?}: {other}"),
+                })
+            })?;
+        let Some(raw) = value.secret_string else {
+            return Err(Error::SecretKeyUnavailable(format!(
+                "the secret-key secret {id:?} has no SecretString (binary secrets are not supported)"
+            )));
+        };
+        let text = raw.expose().trim();
+        let key = if text.starts_with('{') {
+            let json: Value = serde_json::from_str(text).map_err(|_| {
+                Error::SecretKeyUnavailable(format!(
+                    "the secret-key secret {id:?} looks like JSON but does not parse"
+                ))
+            })?;
+            match json.get(&self.field) {
+                Some(Value::String(s)) => s.trim().to_string(),
+                _ => {
+                    return Err(Error::SecretKeyUnavailable(format!(
+                        "the secret-key secret {id:?} is a JSON object without a string field {:?} (P1_SECRET_KEY_FIELD)",
+                        self.field
+                    )));
+                }
+            }
+        } else {
+            text.to_string()
+        };
+        if key.is_empty() {
+            return Err(Error::SecretKeyUnavailable(format!(
+                "the secret-key secret {id:?} is empty"
+            )));
+        }
+        // It goes into an HTTP header: visible ASCII only.
+        if !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::SecretKeyUnavailable(format!(
+                "the secret key in {id:?} holds characters that cannot be sent in an HTTP header"
+            )));
+        }
+        Ok(SecretKey::new(key))
+    }
+}

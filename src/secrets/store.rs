@@ -1,0 +1,106 @@
+//! The Secrets Manager port: just the calls this function makes, with the
+//! errors it needs to tell apart.
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use crate::sensitive::{RotationToken, SecretString};
+
+/// One version of a secret, as GetSecretValue returns it.
+#[derive(Debug, Clone)]
+pub struct SecretValue {
+    pub arn: String,
+    pub version_id: String,
+    pub secret_string: Option<SecretString>,
+    pub stages: Vec<String>,
+}
+
+/// Where a written value now lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionRef {
+    pub arn: String,
+    pub version_id: String,
+}
+
+/// DescribeSecret, reduced to what rotation and labelling need.
+#[derive(Debug, Clone, Default)]
+pub struct SecretDescription {
+    pub arn: String,
+    pub rotation_enabled: bool,
+    pub versions: HashMap<String, Vec<String>>,
+    pub tags: HashMap<String, String>,
+}
+
+impl SecretDescription {
+    /// The version that carries `stage`, if any.
+    pub fn version_with(&self, stage: &str) -> Option<&str> {
+        self.versions
+            .iter()
+            .find(|(_, stages)| stages.iter().any(|s| s == stage))
+            .map(|(id, _)| id.as_str())
+    }
+}
+
+/// What to create a missing secret with.
+#[derive(Debug, Clone, Default)]
+pub struct NewSecret {
+    pub tags: Vec<(String, String)>,
+    pub kms_key_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The secret, or the asked-for version or stage, does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The secret exists already (CreateSecret) or the token names another value.
+    #[error("already exists: {0}")]
+    Exists(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The port. `secret_id` is a name or an ARN throughout.
+pub trait SecretStore: Send + Sync {
+    /// The version carrying `stage`, or with `version_id` when given.
+    fn get_value(
+        &self,
+        secret_id: &str,
+        stage: Option<&str>,
+        version_id: Option<&str>,
+    ) -> impl Future<Output = Result<SecretValue, StoreError>> + Send;
+
+    /// PutSecretValue: a new version with these stages. `token` is the
+    /// ClientRequestToken (the SDK makes one up when it is `None`).
+    fn put_value(
+        &self,
+        secret_id: &str,
+        value: &SecretString,
+        token: Option<&str>,
+        stages: &[&str],
+        rotation_token: Option<&RotationToken>,
+    ) -> impl Future<Output = Result<VersionRef, StoreError>> + Send;
+
+    /// CreateSecret with a first value (staged AWSCURRENT).
+    fn create(
+        &self,
+        name: &str,
+        value: &SecretString,
+        new: &NewSecret,
+    ) -> impl Future<Output = Result<VersionRef, StoreError>> + Send;
+
+    fn describe(
+        &self,
+        secret_id: &str,
+    ) -> impl Future<Output = Result<SecretDescription, StoreError>> + Send;
+
+    /// UpdateSecretVersionStage: put `stage` on `to_version`, taking it off
+    /// `from_version` (which must be named when another version holds it).
+    fn move_stage(
+        &self,
+        secret_id: &str,
+        stage: &str,
+        to_version: &str,
+        from_version: Option<&str>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}

@@ -1,0 +1,200 @@
+//! Any payload to one of the contract's triggers (SPEC section 3).
+//!
+//! One function serves them all, so the payload's shape decides: an SQS
+//! batch has `Records`, a rotation event has `SecretId`/`ClientRequestToken`/
+//! `Step`, an EventBridge envelope has `detail-type`; anything else with a
+//! request field is a direct request, and the rest is refused by name.
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use serde_json::{Map, Value, json};
+
+use crate::error::Error;
+use crate::request::json_kind;
+
+#[derive(Debug)]
+pub enum Trigger {
+    /// A request object: Lambda invoke, Step Functions, Scheduler input.
+    Direct(Value),
+    /// An EventBridge event; holds the request taken from `detail`.
+    EventBridge(Value),
+    Sqs(SqsEvent),
+    Rotation(RotationEvent),
+}
+
+/// The rotation event. Not `aws_lambda_events`' type: that one drops the
+/// `RotationToken` field unless a catch-all feature is on.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RotationEvent {
+    pub secret_id: String,
+    /// The version id of the new secret value (not a credential).
+    pub client_request_token: String,
+    pub step: String,
+    #[serde(default)]
+    pub rotation_token: Option<crate::sensitive::RotationToken>,
+}
+
+const EXPECTED: &str = "expected a request object (credential_type, ...), an EventBridge event (detail-type, source, detail), an SQS batch (Records) or a Secrets Manager rotation event (SecretId, ClientRequestToken, Step)";
+const REQUEST_FIELDS: &[&str] = &[
+    "credential_type",
+    "model_id",
+    "target_secret_id",
+    "force",
+    "task_token",
+    "include_key",
+];
+
+impl Trigger {
+    pub fn from_payload(payload: Value) -> Result<Trigger, Error> {
+        let Value::Object(fields) = &payload else {
+            return Err(Error::invalid(format!(
+                "unrecognised payload ({}); {EXPECTED}",
+                json_kind(&payload)
+            )));
+        };
+        if let Some(records) = fields.get("Records") {
+            return sqs_batch(records, &payload);
+        }
+        if ["SecretId", "ClientRequestToken", "Step"]
+            .iter()
+            .any(|k| fields.contains_key(*k))
+        {
+            return serde_json::from_value(payload)
+                .map(Trigger::Rotation)
+                .map_err(|e| {
+                    Error::invalid(format!(
+                        "malformed Secrets Manager rotation event: {}",
+                        serde_error(&e)
+                    ))
+                });
+        }
+        if fields.contains_key("detail-type") {
+            return request_from_envelope(fields).map(Trigger::EventBridge);
+        }
+        if fields.keys().any(|k| REQUEST_FIELDS.contains(&k.as_str())) || fields.is_empty() {
+            return Ok(Trigger::Direct(payload));
+        }
+        let names: Vec<&str> = fields.keys().take(5).map(String::as_str).collect();
+        Err(Error::invalid(format!(
+            "unrecognised payload with fields {names:?}; {EXPECTED}"
+        )))
+    }
+}
+
+/// An EventBridge envelope's request: its `detail`, where an empty (or
+/// absent) detail, as in a rule's `Scheduled Event`, means a train key.
+pub fn request_from_envelope(fields: &Map<String, Value>) -> Result<Value, Error> {
+    if !fields.get("source").is_some_and(Value::is_string) {
+        return Err(Error::invalid("an EventBridge event needs a string source"));
+    }
+    match fields.get("detail") {
+        None | Some(Value::Null) => Ok(json!({"credential_type": "train"})),
+        Some(Value::Object(d)) if d.is_empty() => Ok(json!({"credential_type": "train"})),
+        Some(d @ Value::Object(_)) => Ok(d.clone()),
+        Some(other) => Err(Error::invalid(format!(
+            "an EventBridge event's detail must be a request object; got {}",
+            json_kind(other)
+        ))),
+    }
+}
+
+fn sqs_batch(records: &Value, payload: &Value) -> Result<Trigger, Error> {
+    let Value::Array(list) = records else {
+        return Err(Error::invalid("Records must be an array of SQS messages"));
+    };
+    if let Some(other) = list
+        .iter()
+        .map(|r| {
+            r.get("eventSource")
+                .and_then(Value::as_str)
+                .unwrap_or("(none)")
+        })
+        .find(|s| *s != "aws:sqs")
+    {
+        return Err(Error::invalid(format!(
+            "Records from eventSource {other:?} are not supported; expected an SQS batch (eventSource \"aws:sqs\")"
+        )));
+    }
+    serde_json::from_value(payload.clone())
+        .map(Trigger::Sqs)
+        .map_err(|e| Error::invalid(format!("malformed SQS batch: {}", serde_error(&e))))
+}
+
+/// serde's message without a payload excerpt (it could quote a token).
+fn serde_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.find(" at line ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(v: Value) -> &'static str {
+        match Trigger::from_payload(v) {
+            Ok(Trigger::Direct(_)) => "direct",
+            Ok(Trigger::EventBridge(_)) => "eventbridge",
+            Ok(Trigger::Sqs(_)) => "sqs",
+            Ok(Trigger::Rotation(_)) => "rotation",
+            Err(e) => {
+                assert_eq!(e.error_type(), "InvalidRequest");
+                "invalid"
+            }
+        }
+    }
+
+    #[test]
+    fn recognises_each_shape() {
+        assert_eq!(kind(json!({"credential_type": "train"})), "direct");
+        assert_eq!(kind(json!({"credentialType": "train"})), "invalid");
+        assert_eq!(
+            kind(json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}})),
+            "eventbridge"
+        );
+        assert_eq!(
+            kind(json!({"Records": [{"eventSource": "aws:sqs", "messageId": "1", "body": "{}"}]})),
+            "sqs"
+        );
+        assert_eq!(
+            kind(json!({"Records": [{"eventSource": "aws:sns"}]})),
+            "invalid"
+        );
+        assert_eq!(
+            kind(json!({"SecretId": "s", "ClientRequestToken": "t", "Step": "createSecret"})),
+            "rotation"
+        );
+        assert_eq!(kind(json!({"SecretId": "s"})), "invalid");
+        assert_eq!(kind(json!("train")), "invalid");
+        assert_eq!(kind(json!(null)), "invalid");
+    }
+
+    #[test]
+    fn scheduled_event_means_train() {
+        for detail in [json!({}), Value::Null] {
+            let Ok(Trigger::EventBridge(r)) = Trigger::from_payload(
+                json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": detail}),
+            ) else {
+                panic!()
+            };
+            assert_eq!(r, json!({"credential_type": "train"}));
+        }
+        assert_eq!(
+            kind(json!({"detail-type": "x", "source": "s", "detail": "train"})),
+            "invalid"
+        );
+    }
+
+    #[test]
+    fn rotation_tokens_stay_redacted() {
+        let Ok(Trigger::Rotation(e)) = Trigger::from_payload(
+            json!({"SecretId": "s", "ClientRequestToken": "version-1", "Step": "createSecret", "RotationToken": "RT-SENTINEL"}),
+        ) else {
+            panic!()
+        };
+        assert!(!format!("{e:?}").contains("RT-SENTINEL"));
+        assert_eq!(e.rotation_token.unwrap().expose(), "RT-SENTINEL");
+    }
+}

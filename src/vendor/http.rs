@@ -1,0 +1,209 @@
+//! The HTTP adapter for the Get API Key call: one reqwest client (rustls,
+//! built once per instance), a per-attempt timeout, retries for transient
+//! failures only, and a hard cap on how much of a body is read.
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderValue, RETRY_AFTER};
+use reqwest::{Client, Url};
+
+use super::backoff::{self, MAX_RETRY_AFTER};
+use super::response::{self, Outcome, Transient};
+use super::{IssuedKey, Vendor, VendorError};
+use crate::config::Config;
+use crate::error::Error;
+use crate::request::Credential;
+use crate::sensitive::SecretKey;
+
+/// A response body larger than this is refused without being read whole
+/// (SPEC section 8): a real key response is well under 1 KiB.
+pub const MAX_BODY: usize = 64 * 1024;
+
+const PATH: &str = "/v1/external/api-key";
+
+pub struct HttpVendor {
+    client: Client,
+    endpoint: Url,
+    max_attempts: u32,
+}
+
+/// Why one attempt did not produce an outcome from a response.
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    Transient(Transient),
+    Connection,
+}
+
+impl HttpVendor {
+    pub fn new(config: &Config) -> Result<Self, Error> {
+        let client = Client::builder()
+            .timeout(config.http_timeout)
+            .connect_timeout(config.http_timeout)
+            // A redirect would carry the x-api-key header to another place:
+            // never follow one (it surfaces as PredictionOne.BadRequest).
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("p1-key-broker/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        let endpoint = config.api_base_url.join(PATH).map_err(|e| {
+            Error::Config(format!("P1_API_BASE_URL cannot be joined with {PATH}: {e}"))
+        })?;
+        Ok(HttpVendor {
+            client,
+            endpoint,
+            max_attempts: config.max_attempts,
+        })
+    }
+
+    async fn attempt(
+        &self,
+        header: &HeaderValue,
+        secret_key: &SecretKey,
+        credential: &Credential,
+    ) -> Result<(Outcome, Option<Duration>), Failure> {
+        let mut url = self.endpoint.clone();
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("credential_type", credential.credential_type.as_str());
+            if let Some(model_id) = &credential.model_id {
+                query.append_pair("model_id", model_id.as_str());
+            }
+        }
+        let mut response = self
+            .client
+            .get(url)
+            .header("x-api-key", header.clone())
+            .send()
+            .await
+            .map_err(transport_failure)?;
+
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| backoff::parse_retry_after(v, chrono::Utc::now()));
+
+        let body = match read_capped(&mut response).await? {
+            Some(body) => body,
+            None if (200..300).contains(&status) => {
+                return Ok((
+                    Outcome::Fail(VendorError::MalformedResponse(format!(
+                        "response body over {} KiB refused",
+                        MAX_BODY / 1024
+                    ))),
+                    None,
+                ));
+            }
+            // An oversized error page still tells us the status.
+            None => Vec::new(),
+        };
+        Ok((response::classify(status, &body, secret_key), retry_after))
+    }
+}
+
+impl Vendor for HttpVendor {
+    async fn get_api_key(
+        &self,
+        secret_key: &SecretKey,
+        credential: &Credential,
+    ) -> Result<IssuedKey, Error> {
+        let mut header = HeaderValue::from_str(secret_key.expose()).map_err(|_| {
+            Error::SecretKeyUnavailable(
+                "the secret key holds characters that cannot be sent in an HTTP header".into(),
+            )
+        })?;
+        // Keeps the value out of hyper's and reqwest's own debug output.
+        header.set_sensitive(true);
+
+        let mut last = Failure::Connection;
+        for attempt in 1..=self.max_attempts {
+            let started = Instant::now();
+            let outcome = self.attempt(&header, secret_key, credential).await;
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            let retry_after = match outcome {
+                Ok((Outcome::Key(key), _)) => {
+                    tracing::debug!(attempt, elapsed_ms, "vendor issued a key");
+                    return Ok(key);
+                }
+                Ok((Outcome::Fail(error), _)) => {
+                    tracing::debug!(
+                        attempt,
+                        elapsed_ms,
+                        error_type = error.error_type(),
+                        "vendor call failed"
+                    );
+                    return Err(error.into());
+                }
+                Ok((Outcome::Retry(transient), retry_after)) => {
+                    last = Failure::Transient(transient);
+                    retry_after
+                }
+                Err(failure) => {
+                    last = failure;
+                    None
+                }
+            };
+            tracing::warn!(attempt, elapsed_ms, failure = ?last, "vendor call failed transiently");
+            if attempt == self.max_attempts {
+                break;
+            }
+            let wait = match retry_after {
+                Some(wait) if wait > MAX_RETRY_AFTER => {
+                    tracing::warn!(
+                        retry_after_s = wait.as_secs(),
+                        "Retry-After is too long to wait for in this invocation"
+                    );
+                    return Err(final_error(last, attempt).into());
+                }
+                Some(wait) => wait,
+                None => backoff::jittered(attempt + 1),
+            };
+            tokio::time::sleep(wait).await;
+        }
+        Err(final_error(last, self.max_attempts).into())
+    }
+}
+
+fn final_error(last: Failure, attempts: u32) -> VendorError {
+    match last {
+        Failure::Transient(Transient::Throttled) => VendorError::Throttled { attempts },
+        Failure::Transient(Transient::Timeout) => VendorError::Timeout { attempts },
+        Failure::Transient(Transient::ServerError(status)) => VendorError::Unavailable {
+            attempts,
+            detail: format!("HTTP {status}"),
+        },
+        Failure::Connection => VendorError::Unavailable {
+            attempts,
+            detail: "connection failed or closed before a complete response".into(),
+        },
+    }
+}
+
+/// reqwest's errors print the URL and more; keep only the class.
+fn transport_failure(error: reqwest::Error) -> Failure {
+    if error.is_timeout() {
+        Failure::Transient(Transient::Timeout)
+    } else {
+        Failure::Connection
+    }
+}
+
+/// Reads the body, or `None` as soon as it is known to exceed [`MAX_BODY`]
+/// (from Content-Length, or while streaming a chunked body).
+async fn read_capped(response: &mut reqwest::Response) -> Result<Option<Vec<u8>>, Failure> {
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_BODY as u64)
+    {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport_failure)? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}

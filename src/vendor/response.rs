@@ -1,0 +1,245 @@
+//! Reading one Get API Key response (SPEC section 1).
+//!
+//! The manual documents the success body and six error messages, but not the
+//! HTTP status, the error body's exact shape, or what gateways in front of
+//! the API send. So: `code` may be a number or a string, messages match
+//! case-insensitively without their trailing dot, a non-JSON body is fine,
+//! and a documented error message is recognised whatever the status.
+
+use serde_json::Value;
+
+use super::{IssuedKey, VendorError};
+use crate::sensitive::{ApiKey, SecretKey};
+
+/// What to do with a response.
+#[derive(Debug)]
+pub enum Outcome {
+    Key(IssuedKey),
+    /// Worth another attempt: 429, 408 or 5xx.
+    Retry(Transient),
+    Fail(VendorError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transient {
+    Throttled,
+    Timeout,
+    ServerError(u16),
+}
+
+/// Longest vendor message kept in an error text.
+const MAX_MESSAGE: usize = 200;
+
+pub fn classify(status: u16, body: &[u8], secret_key: &SecretKey) -> Outcome {
+    let json: Option<Value> = serde_json::from_slice(body).ok();
+    let message = json.as_ref().and_then(error_message);
+
+    // A documented message wins whatever the status, even a 200.
+    if let Some(known) = message.as_deref().and_then(documented) {
+        return Outcome::Fail(known);
+    }
+    match status {
+        200..=299 => match json.as_ref().map(parse_key) {
+            Some(Ok(key)) => Outcome::Key(key),
+            Some(Err(problem)) => Outcome::Fail(VendorError::MalformedResponse(problem)),
+            None => Outcome::Fail(VendorError::MalformedResponse(format!(
+                "HTTP {status} with a body that is not JSON"
+            ))),
+        },
+        429 => Outcome::Retry(Transient::Throttled),
+        408 => Outcome::Retry(Transient::Timeout),
+        500..=599 => Outcome::Retry(Transient::ServerError(status)),
+        _ => Outcome::Fail(VendorError::BadRequest {
+            status,
+            message: message
+                .map(|m| scrub(&m, secret_key))
+                .unwrap_or_else(|| "no error message in the response".to_string()),
+        }),
+    }
+}
+
+fn parse_key(body: &Value) -> Result<IssuedKey, String> {
+    let api_key = match body.get("api_key") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
+        Some(_) => return Err("api_key is empty or not a string".into()),
+        None => return Err("no api_key in the response".into()),
+    };
+    let end_date = match body.get("end_date") {
+        Some(Value::String(s)) => s.clone(),
+        // Not the documented type, but still the vendor's own statement of expiry.
+        Some(Value::Number(n)) => n.to_string(),
+        Some(_) => return Err("end_date is not a string".into()),
+        None => return Err("no end_date in the response".into()),
+    };
+    Ok(IssuedKey {
+        api_key: ApiKey::new(api_key),
+        end_date,
+    })
+}
+
+/// The `message` of an error body (`{"code", "error", "message"}`, or a
+/// gateway's `{"message"}` / `{"Message"}`).
+fn error_message(body: &Value) -> Option<String> {
+    ["message", "Message", "error_message"]
+        .iter()
+        .find_map(|k| body.get(*k).and_then(Value::as_str))
+        .map(str::to_string)
+}
+
+fn documented(message: &str) -> Option<VendorError> {
+    let normalized = message
+        .trim()
+        .trim_end_matches('.')
+        .trim()
+        .to_ascii_lowercase();
+    Some(match normalized.as_str() {
+        "invalid_api_key" => VendorError::InvalidSecretKey,
+        "inactive_credential" => VendorError::InactiveCredential,
+        "not_found_credential" => VendorError::CredentialNotFound,
+        "this user may be deleted" => VendorError::UserDeleted,
+        "this model may be deleted" => VendorError::ModelDeleted,
+        "model id is required" => VendorError::ModelIdRequired,
+        _ => return None,
+    })
+}
+
+/// Vendor text goes into our error messages; make sure it cannot carry the
+/// secret key back out, and keep it short.
+fn scrub(message: &str, secret_key: &SecretKey) -> String {
+    let mut text = message.trim().to_string();
+    if !secret_key.expose().is_empty() {
+        text = text.replace(secret_key.expose(), "<redacted>");
+    }
+    if text.chars().count() > MAX_MESSAGE {
+        text = text.chars().take(MAX_MESSAGE).collect::<String>() + "…";
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sk() -> SecretKey {
+        SecretKey::new("sk-SENTINEL")
+    }
+
+    fn fail(status: u16, body: &str) -> VendorError {
+        match classify(status, body.as_bytes(), &sk()) {
+            Outcome::Fail(e) => e,
+            other => panic!("{status} {body}: {other:?}"),
+        }
+    }
+
+    fn vendor_error(message: &str, code: Value) -> String {
+        json!({"code": code, "error": "PREDA_EXTERNAL_BAD_REQUEST", "message": message}).to_string()
+    }
+
+    #[test]
+    fn documented_errors_map_to_their_types() {
+        let table = [
+            ("invalid_api_key.", "PredictionOne.InvalidSecretKey"),
+            ("Inactive_credential.", "PredictionOne.InactiveCredential"),
+            ("Not_found_credential.", "PredictionOne.CredentialNotFound"),
+            ("This user may be deleted.", "PredictionOne.UserDeleted"),
+            ("This model may be deleted.", "PredictionOne.ModelDeleted"),
+            ("Model id is required.", "PredictionOne.ModelIdRequired"),
+        ];
+        for (message, error_type) in table {
+            for variant in [
+                message.to_string(),
+                message.to_uppercase(),
+                format!("  {} ", message.trim_end_matches('.')),
+            ] {
+                for code in [json!(4001000204u64), json!("4001000204")] {
+                    assert_eq!(
+                        fail(400, &vendor_error(&variant, code)).error_type(),
+                        error_type,
+                        "{variant}"
+                    );
+                }
+            }
+        }
+        // Even under a status the manual does not promise.
+        assert_eq!(
+            fail(401, &vendor_error("invalid_api_key.", json!(1))).error_type(),
+            "PredictionOne.InvalidSecretKey"
+        );
+        assert_eq!(
+            fail(200, &vendor_error("Model id is required.", json!(1))).error_type(),
+            "PredictionOne.ModelIdRequired"
+        );
+    }
+
+    #[test]
+    fn unknown_and_non_json_errors_are_bad_requests() {
+        let e = fail(
+            400,
+            &vendor_error("Invalid credential_type.", json!(4001000204u64)),
+        );
+        assert_eq!(
+            e,
+            VendorError::BadRequest {
+                status: 400,
+                message: "Invalid credential_type.".into()
+            }
+        );
+        let e = fail(403, r#"{"message": "Forbidden"}"#);
+        assert!(
+            e.to_string().contains("HTTP 403") && e.to_string().contains("Forbidden"),
+            "{e}"
+        );
+        let e = fail(404, "<html>not here</html>");
+        assert_eq!(e.error_type(), "PredictionOne.BadRequest");
+        let e = fail(400, &vendor_error("bad key sk-SENTINEL given", json!(1)));
+        assert!(!e.to_string().contains("SENTINEL"), "{e}");
+        let e = fail(400, &vendor_error(&"x".repeat(5000), json!(1)));
+        assert!(e.to_string().len() < 400);
+    }
+
+    #[test]
+    fn transient_statuses_are_retried() {
+        for (status, want) in [
+            (429, Transient::Throttled),
+            (408, Transient::Timeout),
+            (500, Transient::ServerError(500)),
+            (502, Transient::ServerError(502)),
+            (503, Transient::ServerError(503)),
+        ] {
+            match classify(status, b"<html>Bad Gateway</html>", &sk()) {
+                Outcome::Retry(t) => assert_eq!(t, want),
+                other => panic!("{status}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn success_bodies() {
+        match classify(
+            200,
+            br#"{"api_key": "AK", "end_date": "2030-01-01 00:00:00"}"#,
+            &sk(),
+        ) {
+            Outcome::Key(k) => {
+                assert_eq!(k.api_key.expose(), "AK");
+                assert_eq!(k.end_date, "2030-01-01 00:00:00");
+            }
+            other => panic!("{other:?}"),
+        }
+        for body in [
+            r#"{"end_date": "x"}"#,
+            r#"{"api_key": "", "end_date": "x"}"#,
+            r#"{"api_key": "AK"}"#,
+            r#"{"api_key": 5, "end_date": "x"}"#,
+            "not json",
+            "[]",
+        ] {
+            assert_eq!(
+                fail(200, body).error_type(),
+                "PredictionOne.MalformedResponse",
+                "{body}"
+            );
+        }
+    }
+}
