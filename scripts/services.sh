@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Starts or stops the local stand-ins on loopback:
+#   - moto's server (Secrets Manager, Step Functions, SQS, EventBridge),
+#   - the Prediction One vendor stand-in (scripts/vendor_standin.py).
+# `start` writes .local/env, a file of `export` lines that point the AWS SDK
+# (AWS_ENDPOINT_URL) and the function (P1_API_BASE_URL) at them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p .local
+
+stop() {
+  for name in moto standin; do
+    if [ -f ".local/$name.pid" ]; then
+      kill "$(cat ".local/$name.pid")" 2>/dev/null || true
+      rm -f ".local/$name.pid"
+    fi
+  done
+}
+
+wait_for() { # url
+  for _ in $(seq 1 100); do
+    if .venv/bin/python - "$1" <<'PY' 2>/dev/null; then return 0; fi
+import sys, urllib.request
+urllib.request.urlopen(sys.argv[1], timeout=1)
+PY
+    sleep 0.1
+  done
+  echo "services: $1 did not come up" >&2
+  return 1
+}
+
+free_port() {
+  .venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+start() {
+  stop
+  local moto_port standin_port
+  moto_port=$(free_port)
+  .venv/bin/moto_server -H 127.0.0.1 -p "$moto_port" >.local/moto.log 2>&1 &
+  echo $! >.local/moto.pid
+  rm -f .local/standin.port
+  .venv/bin/python scripts/vendor_standin.py --port 0 --port-file .local/standin.port \
+    >.local/standin.log 2>&1 &
+  echo $! >.local/standin.pid
+  for _ in $(seq 1 100); do [ -s .local/standin.port ] && break; sleep 0.1; done
+  standin_port=$(cat .local/standin.port)
+  wait_for "http://127.0.0.1:$moto_port/moto-api/"
+  wait_for "http://127.0.0.1:$standin_port/_standin/health"
+  # Let moto run real state machines, so task-token workflows run end to end.
+  .venv/bin/python - "$moto_port" <<'PY'
+import json, sys, urllib.request
+req = urllib.request.Request(
+    f"http://127.0.0.1:{sys.argv[1]}/moto-api/config",
+    data=json.dumps({"stepfunctions": {"execute_state_machine": True}}).encode(),
+    headers={"Content-Type": "application/json"}, method="POST")
+urllib.request.urlopen(req, timeout=5)
+PY
+  cat >.local/env <<ENV
+export AWS_ENDPOINT_URL=http://127.0.0.1:$moto_port
+export AWS_REGION=us-east-1
+export AWS_ACCESS_KEY_ID=testing
+export AWS_SECRET_ACCESS_KEY=testing
+unset AWS_SESSION_TOKEN AWS_PROFILE
+export P1_API_BASE_URL=http://127.0.0.1:$standin_port
+export P1_STANDIN_URL=http://127.0.0.1:$standin_port
+ENV
+  echo "services: moto on 127.0.0.1:$moto_port, vendor stand-in on 127.0.0.1:$standin_port" >&2
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+esac

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests, integration tests against moto and the vendor
+# stand-in, and the Lambda runtime path through cargo lambda watch/invoke.
+# Installs and starts what it needs, and stops it again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+trap 'scripts/services.sh stop' EXIT
+scripts/services.sh start
+# shellcheck disable=SC1091
+source .local/env
+export PATH="$PWD/.venv/bin:$PATH"
+cargo test --all-targets "$@"

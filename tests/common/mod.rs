@@ -1,0 +1,187 @@
+//! Shared set-up for the integration tests: the real AWS SDK against the
+//! moto server, and the vendor stand-in, both started by `scripts/test.sh`
+//! (which exports `AWS_ENDPOINT_URL` and `P1_STANDIN_URL`). Every test makes
+//! its own uniquely named secrets and secret key, so tests run in parallel.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+
+use p1_key_broker::{App, Config};
+use serde_json::{Value, json};
+
+pub struct Harness {
+    pub sm: aws_sdk_secretsmanager::Client,
+    pub sfn: aws_sdk_sfn::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub events: aws_sdk_eventbridge::Client,
+    pub standin: String,
+    pub http: reqwest::Client,
+    /// Unique per test: prefixes every name it creates.
+    pub id: String,
+}
+
+pub fn unique() -> String {
+    format!("{:016x}", fastrand::u64(..))
+}
+
+impl Harness {
+    pub async fn new() -> Harness {
+        let standin = std::env::var("P1_STANDIN_URL").unwrap_or_else(|_| {
+            panic!("P1_STANDIN_URL and AWS_ENDPOINT_URL are not set: run the integration tests with scripts/test.sh, which starts moto and the vendor stand-in")
+        });
+        assert!(
+            std::env::var("AWS_ENDPOINT_URL").is_ok(),
+            "AWS_ENDPOINT_URL is not set: run scripts/test.sh"
+        );
+        let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Harness {
+            sm: aws_sdk_secretsmanager::Client::new(&aws),
+            sfn: aws_sdk_sfn::Client::new(&aws),
+            sqs: aws_sdk_sqs::Client::new(&aws),
+            events: aws_sdk_eventbridge::Client::new(&aws),
+            standin,
+            http: reqwest::Client::new(),
+            id: unique(),
+        }
+    }
+
+    /// A name unique to this test.
+    pub fn name(&self, what: &str) -> String {
+        format!("t-{}/{what}", self.id)
+    }
+
+    /// A secret key the stand-in accepts (or refuses, with its prefixes).
+    pub fn secret_key(&self, prefix: &str) -> String {
+        format!("{prefix}sk-{}-{}", self.id, unique())
+    }
+
+    pub async fn create_secret(&self, name: &str, value: &str) -> String {
+        self.sm
+            .create_secret()
+            .name(name)
+            .secret_string(value)
+            .send()
+            .await
+            .expect("create_secret")
+            .arn()
+            .unwrap()
+            .to_string()
+    }
+
+    pub async fn set_secret(&self, name: &str, value: &str) {
+        self.sm
+            .put_secret_value()
+            .secret_id(name)
+            .secret_string(value)
+            .send()
+            .await
+            .expect("put_secret_value");
+    }
+
+    /// The environment of a test function: its own secret-key secret holding
+    /// `secret_key`, its own targets, the stand-in as vendor; `extra` on top.
+    pub async fn config(&self, secret_key: &str, extra: &[(&str, &str)]) -> Config {
+        let secret_id = self.name("secret-key");
+        if self
+            .sm
+            .describe_secret()
+            .secret_id(&secret_id)
+            .send()
+            .await
+            .is_err()
+        {
+            self.create_secret(&secret_id, secret_key).await;
+        } else {
+            self.set_secret(&secret_id, secret_key).await;
+        }
+        let mut vars: HashMap<String, String> = HashMap::from([
+            ("P1_SECRET_KEY_SECRET_ID".into(), secret_id),
+            ("P1_API_BASE_URL".into(), self.standin.clone()),
+            ("P1_TRAIN_SECRET_ID".into(), self.name("train")),
+            ("P1_DEPLOY_SECRET_ID".into(), self.name("deploy")),
+            ("P1_RETRAIN_SECRET_PREFIX".into(), self.name("retrain/")),
+            ("P1_HTTP_TIMEOUT_MS".into(), "2000".into()),
+        ]);
+        for (k, v) in extra {
+            vars.insert(k.to_string(), v.to_string());
+        }
+        Config::from_lookup(|name| Ok(vars.get(name).cloned())).expect("test config")
+    }
+
+    pub async fn app(&self, secret_key: &str, extra: &[(&str, &str)]) -> App {
+        App::from_config(self.config(secret_key, extra).await)
+            .await
+            .expect("app")
+    }
+
+    /// Queues scripted responses for a secret key at the stand-in.
+    pub async fn script(&self, secret_key: &str, responses: Value) {
+        let r = self
+            .http
+            .post(format!("{}/_standin/script", self.standin))
+            .json(&json!({"secret_key": secret_key, "responses": responses}))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "script refused: {}",
+            r.text().await.unwrap()
+        );
+    }
+
+    /// The vendor calls made with a secret key.
+    pub async fn calls(&self, secret_key: &str) -> Vec<Value> {
+        let v: Value = self
+            .http
+            .get(format!("{}/_standin/calls", self.standin))
+            .query(&[("secret_key", secret_key)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["calls"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The JSON record a target secret holds under `stage`.
+    pub async fn record(&self, secret_id: &str, stage: &str) -> (String, Value) {
+        let out = self
+            .sm
+            .get_secret_value()
+            .secret_id(secret_id)
+            .version_stage(stage)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("get {secret_id} {stage}: {e:?}"));
+        let value = serde_json::from_str(out.secret_string().unwrap()).unwrap();
+        (out.version_id().unwrap().to_string(), value)
+    }
+
+    pub async fn stages(&self, secret_id: &str) -> HashMap<String, Vec<String>> {
+        self.sm
+            .describe_secret()
+            .secret_id(secret_id)
+            .send()
+            .await
+            .unwrap()
+            .version_ids_to_stages()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// Runs the handler and returns (value or error type, message).
+pub async fn invoke(app: &App, payload: Value) -> Result<Value, (String, String)> {
+    p1_key_broker::handle(app, payload)
+        .await
+        .map_err(|e| (e.error_type().to_string(), e.to_string()))
+}
+
+/// Loads a fixture from `events/`.
+pub fn fixture(name: &str) -> Value {
+    let path = format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
+        .unwrap()
+}
