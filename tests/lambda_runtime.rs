@@ -1,0 +1,240 @@
+//! The real Lambda runtime path: `cargo lambda watch` runs the function
+//! binary under its Runtime API emulator, and `cargo lambda invoke
+//! --data-file events/...` sends the fixtures, against moto and the vendor
+//! stand-in. Logs run at TRACE and are searched for the sentinel secret key.
+
+mod common;
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Harness;
+use serde_json::{Value, json};
+
+const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+
+struct Watch {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Watch {
+    fn start(name: &str, env: &[(&str, &str)], remove: &[&str]) -> Watch {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // Outside the crate, so the log never looks like a source change.
+        let log = std::env::temp_dir().join(format!("p1-key-broker-watch-{name}-{port}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new("cargo");
+        cmd.args([
+            "lambda",
+            "watch",
+            "--ignore-changes",
+            "-A",
+            "127.0.0.1",
+            "-P",
+            &port.to_string(),
+            "--timeout",
+            "120",
+        ])
+        .current_dir(MANIFEST_DIR)
+        .env("RUST_LOG", "trace")
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        for k in remove {
+            cmd.env_remove(k);
+        }
+        // Its own process group, so that stopping it stops the function too.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd
+            .spawn()
+            .expect("cargo lambda watch (is cargo-lambda on PATH? run scripts/test.sh)");
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "cargo lambda watch did not start; see {}",
+                log.display()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Watch { child, port, log }
+    }
+
+    /// `cargo lambda invoke --data-file events/<file>`: the parsed stdout.
+    fn invoke(&self, file: &str) -> Value {
+        let out = Command::new("cargo")
+            .args([
+                "lambda",
+                "invoke",
+                "-A",
+                "127.0.0.1",
+                "-P",
+                &self.port.to_string(),
+                "--data-file",
+                &format!("events/{file}"),
+            ])
+            .current_dir(MANIFEST_DIR)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "invoke {file}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.logs()
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{file}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// The invoke endpoint directly, to see an error's errorType (the CLI
+    /// prints only a generic error).
+    async fn invoke_raw(&self, payload: Value) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(format!(
+                "http://127.0.0.1:{}/2015-03-31/functions/_/invocations",
+                self.port
+            ))
+            .json(&payload)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .args(["--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
+        let logs = self.logs();
+        let _ = std::fs::remove_file(&self.log);
+        logs
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fixtures_through_cargo_lambda() {
+    let h = Harness::new().await;
+    let sk = format!("SENTINELSK-e2e-{}", h.id);
+    let config = h.config(&sk, &[]).await;
+    let watch = Watch::start(
+        "main",
+        &[
+            ("P1_SECRET_KEY_SECRET_ID", &config.secret_key_secret_id),
+            ("P1_TRAIN_SECRET_ID", &config.train_secret_id),
+            ("P1_DEPLOY_SECRET_ID", &config.deploy_secret_id),
+            ("P1_RETRAIN_SECRET_PREFIX", &config.retrain_secret_prefix),
+            ("P1_API_BASE_URL", &h.standin),
+        ],
+        &[],
+    );
+
+    let r = watch.invoke("direct-train.json");
+    assert_eq!(
+        (r["status"].as_str(), r["credential_type"].as_str()),
+        (Some("issued"), Some("train")),
+        "{r}"
+    );
+    assert_eq!(watch.invoke("scheduler-input.json")["status"], "fresh");
+    assert_eq!(
+        watch.invoke("eventbridge-scheduled.json")["status"],
+        "fresh"
+    );
+    let r = watch.invoke("direct-retrain.json");
+    assert_eq!(
+        (r["status"].as_str(), r["model_id"].as_str()),
+        (Some("issued"), Some("42"))
+    );
+    assert_eq!(watch.invoke("eventbridge-retrain.json")["model_id"], "1234");
+    assert_eq!(watch.invoke("direct-deploy.json")["status"], "issued");
+    let r = watch.invoke("sqs-batch.json");
+    assert_eq!(
+        r["batchItemFailures"],
+        json!([{"itemIdentifier": "5b0c1a6e-0004-4c8e-9d6f-0a1b2c3d4e04"}])
+    );
+    let (_, record) = h
+        .record(&format!("{}7", config.retrain_secret_prefix), "AWSCURRENT")
+        .await;
+    assert_eq!(record["model_id"], "7");
+
+    let fixture = common::fixture("stepfunctions-task-token.json");
+    let (status, body) = watch.invoke_raw(fixture).await;
+    assert_eq!(
+        (status, body["errorType"].as_str()),
+        (500, Some("HandOffFailed")),
+        "{body}"
+    );
+    let (status, body) = watch.invoke_raw(json!({"credentialType": "train"})).await;
+    assert_eq!(
+        (status, body["errorType"].as_str()),
+        (500, Some("InvalidRequest")),
+        "{body}"
+    );
+    let (_, body) = watch
+        .invoke_raw(json!({"credential_type": "train", "force": true, "include_key": true}))
+        .await;
+    assert_eq!(body["errorType"], "InvalidRequest");
+
+    let logs = watch.stop();
+    assert!(
+        logs.contains("requestId"),
+        "log lines carry the request id:\n{logs}"
+    );
+    assert!(
+        logs.contains("issued and stored a new key"),
+        "the function's own logs were captured"
+    );
+    assert_eq!(
+        h.calls(&sk).await.len(),
+        5,
+        "train, retrain 42, retrain 1234, deploy, retrain 7"
+    );
+    for line in logs.lines() {
+        assert!(
+            !line.contains("SENTINELSK"),
+            "secret key in the runtime's output: {line}"
+        );
+        assert!(
+            !line.contains("p1k_"),
+            "an API key in the runtime's output: {line}"
+        );
+        assert!(
+            !line.contains("exampleTaskToken"),
+            "a task token in the runtime's output: {line}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_configuration_fails_init_naming_the_variable() {
+    let watch = Watch::start(
+        "init",
+        &[("P1_MAX_ATTEMPTS", "lots")],
+        &["P1_SECRET_KEY_SECRET_ID"],
+    );
+    let (_, body) = watch.invoke_raw(json!({"credential_type": "train"})).await;
+    assert_eq!(body["errorType"], "ConfigError", "{body}");
+    assert!(
+        body["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("P1_SECRET_KEY_SECRET_ID"),
+        "{body}"
+    );
+    watch.stop();
+}
