@@ -250,7 +250,12 @@ impl<V: Vendor, S: SecretStore, H: Handoff> Broker<V, S, H> {
         if holder.as_deref() != Some(result.version_id.as_str())
             && let Err(e) = self
                 .store
-                .move_stage(target, P1ANNOUNCED, &result.version_id, holder.as_deref())
+                .move_stage(
+                    target,
+                    P1ANNOUNCED,
+                    Some(&result.version_id),
+                    holder.as_deref(),
+                )
                 .await
         {
             tracing::warn!(error = %e, "announced, but cannot move P1ANNOUNCED onto the version");

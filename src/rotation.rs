@@ -62,6 +62,10 @@ pub async fn rotate<V: Vendor, S: SecretStore, H: Handoff>(
         )));
     };
     if stages.iter().any(|s| s == AWSCURRENT) {
+        if step == Step::Finish && stages.iter().any(|s| s == AWSPENDING) {
+            // A retried finishSecret whose first run moved AWSCURRENT.
+            return clear_pending(store, secret_id, token).await;
+        }
         tracing::info!(
             step = event.step,
             version_id = token,
@@ -83,7 +87,7 @@ pub async fn rotate<V: Vendor, S: SecretStore, H: Handoff>(
         Step::Finish => {
             let current = description.version_with(AWSCURRENT);
             store
-                .move_stage(secret_id, AWSCURRENT, token, current)
+                .move_stage(secret_id, AWSCURRENT, Some(token), current)
                 .await
                 .map_err(|e| {
                     Error::Rotation(format!("cannot move AWSCURRENT to version {token}: {e}"))
@@ -92,8 +96,28 @@ pub async fn rotate<V: Vendor, S: SecretStore, H: Handoff>(
                 version_id = token,
                 "rotation finished; the new key is AWSCURRENT"
             );
-            Ok(())
+            clear_pending(store, secret_id, token).await
         }
+    }
+}
+
+/// Takes AWSPENDING off the finished version. Secrets Manager does this
+/// itself after a successful finishSecret, but a label left behind (moto
+/// leaves it; so could a finishSecret that died between its two calls)
+/// would make the next rotation fail with "previous rotation in progress".
+async fn clear_pending(
+    store: &impl SecretStore,
+    secret_id: &str,
+    token: &str,
+) -> Result<(), Error> {
+    match store
+        .move_stage(secret_id, AWSPENDING, None, Some(token))
+        .await
+    {
+        Ok(()) | Err(StoreError::NotFound(_)) => Ok(()),
+        Err(e) => Err(Error::Rotation(format!(
+            "cannot remove AWSPENDING from version {token}: {e}"
+        ))),
     }
 }
 

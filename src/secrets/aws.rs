@@ -150,14 +150,14 @@ impl SecretStore for SecretsManager {
         &self,
         secret_id: &str,
         stage: &str,
-        to_version: &str,
+        to_version: Option<&str>,
         from_version: Option<&str>,
     ) -> Result<(), StoreError> {
         self.client
             .update_secret_version_stage()
             .secret_id(secret_id)
             .version_stage(stage)
-            .move_to_version_id(to_version)
+            .set_move_to_version_id(to_version.map(str::to_string))
             .set_remove_from_version_id(from_version.map(str::to_string))
             .send()
             .await

@@ -96,11 +96,12 @@ pub trait SecretStore: Send + Sync {
 
     /// UpdateSecretVersionStage: put `stage` on `to_version`, taking it off
     /// `from_version` (which must be named when another version holds it).
+    /// Without `to_version` the stage is only removed.
     fn move_stage(
         &self,
         secret_id: &str,
         stage: &str,
-        to_version: &str,
+        to_version: Option<&str>,
         from_version: Option<&str>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

@@ -1,0 +1,330 @@
+//! Native Secrets Manager rotation against moto. moto's `rotate_secret`
+//! cannot run this function as the rotation Lambda, but it stages an empty
+//! `AWSPENDING` version under the token, as Secrets Manager does; the tests
+//! then play Secrets Manager's part and call each step through `handle()`.
+
+mod common;
+
+use common::{Harness, fixture, invoke};
+use serde_json::{Value, json};
+
+/// Starts a rotation the way Secrets Manager does; returns the token.
+async fn start_rotation(h: &Harness, secret: &str) -> String {
+    let before = h.stages(secret).await;
+    // moto fails to invoke the (absent) Lambda after staging the version.
+    let _ =
+        h.sm.rotate_secret()
+            .secret_id(secret)
+            .rotation_lambda_arn("arn:aws:lambda:us-east-1:123456789012:function:p1-key-broker")
+            .rotation_rules(
+                aws_sdk_secretsmanager::types::RotationRulesType::builder()
+                    .automatically_after_days(1)
+                    .build(),
+            )
+            .send()
+            .await;
+    h.stages(secret)
+        .await
+        .into_iter()
+        .find(|(v, s)| {
+            s.contains(&"AWSPENDING".to_string())
+                && !before
+                    .get(v)
+                    .is_some_and(|b| b.contains(&"AWSPENDING".to_string()))
+        })
+        .map(|(v, _)| v)
+        .expect("rotate_secret staged a pending version")
+}
+
+fn step(secret: &str, token: &str, step: &str) -> Value {
+    json!({"SecretId": secret, "ClientRequestToken": token, "Step": step, "RotationToken": "rotation-token-1"})
+}
+
+async fn run_steps(h: &Harness, app: &p1_key_broker::App, secret: &str, token: &str) {
+    for s in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+        assert_eq!(
+            invoke(app, step(secret, token, s)).await,
+            Ok(Value::Null),
+            "{s}"
+        );
+    }
+    assert!(h.stages(secret).await[token].contains(&"AWSCURRENT".to_string()));
+}
+
+fn has(
+    stages: &std::collections::HashMap<String, Vec<String>>,
+    version: &str,
+    stage: &str,
+) -> bool {
+    stages
+        .get(version)
+        .is_some_and(|s| s.iter().any(|x| x == stage))
+}
+
+#[tokio::test]
+async fn happy_path_with_retried_steps_and_a_second_rotation() {
+    let h = Harness::new().await;
+    let sk = h.secret_key("");
+    let app = h.app(&sk, &[]).await;
+    let first = invoke(&app, json!({"credential_type": "train"}))
+        .await
+        .unwrap();
+    let secret = first["secret_arn"].as_str().unwrap().to_string();
+    let old_version = first["version_id"].as_str().unwrap().to_string();
+    let (_, old_record) = h.record(&secret, "AWSCURRENT").await;
+
+    let token = start_rotation(&h, &secret).await;
+    // Every step twice: Secrets Manager retries them.
+    for s in [
+        "createSecret",
+        "createSecret",
+        "setSecret",
+        "setSecret",
+        "testSecret",
+        "testSecret",
+    ] {
+        assert_eq!(
+            invoke(&app, step(&secret, &token, s)).await,
+            Ok(Value::Null),
+            "{s}"
+        );
+        // Readers of AWSCURRENT see the old key until finishSecret.
+        assert_eq!(h.record(&secret, "AWSCURRENT").await.0, old_version);
+    }
+    assert_eq!(
+        h.calls(&sk).await.len(),
+        2,
+        "a retried createSecret issues no second key"
+    );
+    let (_, pending) = h.record(&secret, "AWSPENDING").await;
+    assert_ne!(pending["api_key"], old_record["api_key"]);
+    assert_eq!(pending["credential_type"], "train");
+    for _ in 0..2 {
+        assert_eq!(
+            invoke(&app, step(&secret, &token, "finishSecret")).await,
+            Ok(Value::Null)
+        );
+    }
+    let stages = h.stages(&secret).await;
+    assert!(has(&stages, &token, "AWSCURRENT"), "{stages:?}");
+    assert!(
+        has(&stages, &old_version, "AWSPREVIOUS"),
+        "the old key stays readable: {stages:?}"
+    );
+    let (current, record) = h.record(&secret, "AWSCURRENT").await;
+    assert_eq!(
+        (current.as_str(), &record["api_key"]),
+        (token.as_str(), &pending["api_key"])
+    );
+
+    // A second rotation after the first has finished.
+    let second = start_rotation(&h, &secret).await;
+    run_steps(&h, &app, &secret, &second).await;
+    let stages = h.stages(&secret).await;
+    assert!(has(&stages, &token, "AWSPREVIOUS"), "{stages:?}");
+    assert_eq!(h.calls(&sk).await.len(), 3);
+    // And the broker reads the rotated key as fresh.
+    let r = invoke(&app, json!({"credential_type": "train"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r["status"].as_str(), r["version_id"].as_str()),
+        (Some("fresh"), Some(second.as_str()))
+    );
+}
+
+#[tokio::test]
+async fn retrain_secrets_rotate_their_own_model() {
+    let h = Harness::new().await;
+    let sk = h.secret_key("");
+    let app = h.app(&sk, &[]).await;
+    let r = invoke(&app, json!({"credential_type": "retrain", "model_id": 77}))
+        .await
+        .unwrap();
+    let secret = r["secret_arn"].as_str().unwrap().to_string();
+    let token = start_rotation(&h, &secret).await;
+    run_steps(&h, &app, &secret, &token).await;
+    let calls = h.calls(&sk).await;
+    assert_eq!(
+        (&calls[1]["credential_type"], &calls[1]["model_id"]),
+        (&json!("retrain"), &json!("77"))
+    );
+    assert_eq!(h.record(&secret, "AWSCURRENT").await.1["model_id"], "77");
+
+    // A secret that holds no record yet: its p1: tags say what to issue.
+    let tagged = h.name("tagged");
+    h.sm.create_secret()
+        .name(&tagged)
+        .secret_string("placeholder")
+        .tags(
+            aws_sdk_secretsmanager::types::Tag::builder()
+                .key("p1:credential_type")
+                .value("retrain")
+                .build(),
+        )
+        .tags(
+            aws_sdk_secretsmanager::types::Tag::builder()
+                .key("p1:model_id")
+                .value("88")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let token = start_rotation(&h, &tagged).await;
+    run_steps(&h, &app, &tagged, &token).await;
+    let calls = h.calls(&sk).await;
+    assert_eq!(calls[2]["model_id"], "88");
+
+    // Neither record nor tags: a train key.
+    let bare = h.name("bare");
+    h.create_secret(&bare, "placeholder").await;
+    let token = start_rotation(&h, &bare).await;
+    run_steps(&h, &app, &bare, &token).await;
+    assert_eq!(h.calls(&sk).await[3]["credential_type"], "train");
+}
+
+#[tokio::test]
+async fn pre_checks_refuse_what_is_not_a_pending_rotation() {
+    let h = Harness::new().await;
+    let sk = h.secret_key("");
+    let app = h.app(&sk, &[]).await;
+    let r = invoke(&app, json!({"credential_type": "deploy"}))
+        .await
+        .unwrap();
+    let secret = r["secret_arn"].as_str().unwrap().to_string();
+    let current = r["version_id"].as_str().unwrap().to_string();
+
+    // Rotation not enabled: refused before anything else.
+    let (t, m) = invoke(&app, step(&secret, &current, "createSecret"))
+        .await
+        .unwrap_err();
+    assert_eq!(t, "RotationError");
+    assert!(m.contains("not enabled"), "{m}");
+
+    // An unknown step is refused first of all, even for a secret that does not exist.
+    let (t, m) = invoke(&app, step("nowhere", "x", "rotateSecret"))
+        .await
+        .unwrap_err();
+    assert_eq!(t, "RotationError");
+    assert!(m.contains("\"rotateSecret\""), "{m}");
+
+    let token = start_rotation(&h, &secret).await;
+    let (t, m) = invoke(
+        &app,
+        step(
+            &secret,
+            "0f0e4bde-8c1a-4a5e-9f27-000000000000",
+            "createSecret",
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(t, "RotationError");
+    assert!(m.contains("not a version"), "{m}");
+    // The current version: the step is already done.
+    assert_eq!(
+        invoke(&app, step(&secret, &current, "createSecret")).await,
+        Ok(Value::Null)
+    );
+    run_steps(&h, &app, &secret, &token).await;
+    // The now-previous version is neither current nor pending.
+    let (t, m) = invoke(&app, step(&secret, &current, "testSecret"))
+        .await
+        .unwrap_err();
+    assert_eq!(t, "RotationError");
+    assert!(m.contains("not AWSPENDING"), "{m}");
+    assert_eq!(
+        h.calls(&sk).await.len(),
+        2,
+        "only the real rotation issued a key"
+    );
+}
+
+#[tokio::test]
+async fn vendor_failure_in_create_promotes_nothing() {
+    let h = Harness::new().await;
+    let sk = h.secret_key("");
+    let app = h.app(&sk, &[]).await;
+    let r = invoke(&app, json!({"credential_type": "train"}))
+        .await
+        .unwrap();
+    let secret = r["secret_arn"].as_str().unwrap().to_string();
+    let (current, record) = h.record(&secret, "AWSCURRENT").await;
+    let token = start_rotation(&h, &secret).await;
+    let bad = json!({"status": 503, "body": "<html>down</html>"});
+    h.script(&sk, json!([bad, bad, bad])).await;
+    let (t, _) = invoke(&app, step(&secret, &token, "createSecret"))
+        .await
+        .unwrap_err();
+    assert_eq!(t, "PredictionOne.Unavailable");
+    let (t, _) = invoke(&app, step(&secret, &token, "testSecret"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        t, "RotationError",
+        "an empty pending version fails testSecret"
+    );
+    assert_eq!(
+        h.record(&secret, "AWSCURRENT").await,
+        (current.clone(), record.clone()),
+        "the current key is untouched"
+    );
+
+    // Secrets Manager retries createSecret: now it works, and the rest follows.
+    run_steps(&h, &app, &secret, &token).await;
+    assert_ne!(
+        h.record(&secret, "AWSCURRENT").await.1["api_key"],
+        record["api_key"]
+    );
+}
+
+#[tokio::test]
+async fn test_secret_refuses_an_expired_pending_key() {
+    let h = Harness::new().await;
+    let sk = h.secret_key("");
+    let app = h.app(&sk, &[]).await;
+    let r = invoke(&app, json!({"credential_type": "train"}))
+        .await
+        .unwrap();
+    let secret = r["secret_arn"].as_str().unwrap().to_string();
+    let token = start_rotation(&h, &secret).await;
+    h.script(
+        &sk,
+        json!([{"json": {"api_key": "old", "end_date": "2001-01-01 00:00:00"}}]),
+    )
+    .await;
+    assert_eq!(
+        invoke(&app, step(&secret, &token, "createSecret")).await,
+        Ok(Value::Null)
+    );
+    let (t, m) = invoke(&app, step(&secret, &token, "testSecret"))
+        .await
+        .unwrap_err();
+    assert_eq!(t, "RotationError");
+    assert!(m.contains("expired"), "{m}");
+}
+
+#[tokio::test]
+async fn rotation_fixtures_drive_a_rotation() {
+    let h = Harness::new().await;
+    let sk = h.secret_key("");
+    let app = h.app(&sk, &[]).await;
+    let r = invoke(&app, json!({"credential_type": "train"}))
+        .await
+        .unwrap();
+    let secret = r["secret_arn"].as_str().unwrap().to_string();
+    let token = start_rotation(&h, &secret).await;
+    for file in [
+        "rotation-create-secret.json",
+        "rotation-set-secret.json",
+        "rotation-test-secret.json",
+        "rotation-finish-secret.json",
+    ] {
+        let mut event = fixture(file);
+        event["SecretId"] = json!(secret);
+        event["ClientRequestToken"] = json!(token);
+        assert_eq!(invoke(&app, event).await, Ok(Value::Null), "{file}");
+    }
+    assert_eq!(h.record(&secret, "AWSCURRENT").await.0, token);
+}
