@@ -73,6 +73,10 @@ impl Watch {
 
     /// `cargo lambda invoke --data-file events/<file>`: the parsed stdout.
     fn invoke(&self, file: &str) -> Value {
+        self.invoke_path(&format!("events/{file}"))
+    }
+
+    fn invoke_path(&self, file: &str) -> Value {
         let out = Command::new("cargo")
             .args([
                 "lambda",
@@ -82,7 +86,7 @@ impl Watch {
                 "-P",
                 &self.port.to_string(),
                 "--data-file",
-                &format!("events/{file}"),
+                file,
             ])
             .current_dir(MANIFEST_DIR)
             .output()
@@ -190,6 +194,27 @@ async fn fixtures_through_cargo_lambda() {
         .await;
     assert_eq!(body["errorType"], "InvalidRequest");
 
+    // A rotation, step by step, from the rotation fixtures pointed at a
+    // live secret and the version moto staged for it.
+    let secret = &config.train_secret_id;
+    let token = h.start_rotation(secret).await;
+    for file in [
+        "rotation-create-secret.json",
+        "rotation-set-secret.json",
+        "rotation-test-secret.json",
+        "rotation-finish-secret.json",
+    ] {
+        let mut event = common::fixture(file);
+        event["SecretId"] = json!(secret);
+        event["ClientRequestToken"] = json!(token);
+        let path = std::env::temp_dir().join(format!("p1-{}-{file}", h.id));
+        std::fs::write(&path, event.to_string()).unwrap();
+        let result = watch.invoke_path(path.to_str().unwrap());
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(result, Value::Null, "{file}");
+    }
+    assert_eq!(h.record(secret, "AWSCURRENT").await.0, token);
+
     let logs = watch.stop();
     assert!(
         logs.contains("requestId"),
@@ -201,10 +226,14 @@ async fn fixtures_through_cargo_lambda() {
     );
     assert_eq!(
         h.calls(&sk).await.len(),
-        5,
-        "train, retrain 42, retrain 1234, deploy, retrain 7"
+        6,
+        "train, retrain 42, retrain 1234, deploy, retrain 7, rotation"
     );
     for line in logs.lines() {
+        assert!(
+            !line.contains("example-rotation-token"),
+            "a rotation token in the runtime's output: {line}"
+        );
         assert!(
             !line.contains("SENTINELSK"),
             "secret key in the runtime's output: {line}"

@@ -69,24 +69,7 @@ async fn sentinels_never_leave_through_logs_errors_or_results() {
 
     // Rotation, with a sentinel RotationToken.
     let target = h.name("train");
-    let _ =
-        h.sm.rotate_secret()
-            .secret_id(&target)
-            .rotation_lambda_arn("arn:aws:lambda:us-east-1:123456789012:function:none")
-            .rotation_rules(
-                aws_sdk_secretsmanager::types::RotationRulesType::builder()
-                    .automatically_after_days(1)
-                    .build(),
-            )
-            .send()
-            .await;
-    let pending = h
-        .stages(&target)
-        .await
-        .into_iter()
-        .find(|(_, s)| s.contains(&"AWSPENDING".to_string()))
-        .map(|(v, _)| v)
-        .expect("a pending version");
+    let pending = h.start_rotation(&target).await;
     h.script(&sk, json!([ak(4)])).await;
     for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
         record(invoke(&app, json!({"SecretId": target, "ClientRequestToken": pending, "Step": step, "RotationToken": "SENTINELRT-1"})).await);

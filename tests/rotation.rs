@@ -8,34 +8,6 @@ mod common;
 use common::{Harness, fixture, invoke};
 use serde_json::{Value, json};
 
-/// Starts a rotation the way Secrets Manager does; returns the token.
-async fn start_rotation(h: &Harness, secret: &str) -> String {
-    let before = h.stages(secret).await;
-    // moto fails to invoke the (absent) Lambda after staging the version.
-    let _ =
-        h.sm.rotate_secret()
-            .secret_id(secret)
-            .rotation_lambda_arn("arn:aws:lambda:us-east-1:123456789012:function:p1-key-broker")
-            .rotation_rules(
-                aws_sdk_secretsmanager::types::RotationRulesType::builder()
-                    .automatically_after_days(1)
-                    .build(),
-            )
-            .send()
-            .await;
-    h.stages(secret)
-        .await
-        .into_iter()
-        .find(|(v, s)| {
-            s.contains(&"AWSPENDING".to_string())
-                && !before
-                    .get(v)
-                    .is_some_and(|b| b.contains(&"AWSPENDING".to_string()))
-        })
-        .map(|(v, _)| v)
-        .expect("rotate_secret staged a pending version")
-}
-
 fn step(secret: &str, token: &str, step: &str) -> Value {
     json!({"SecretId": secret, "ClientRequestToken": token, "Step": step, "RotationToken": "rotation-token-1"})
 }
@@ -73,7 +45,7 @@ async fn happy_path_with_retried_steps_and_a_second_rotation() {
     let old_version = first["version_id"].as_str().unwrap().to_string();
     let (_, old_record) = h.record(&secret, "AWSCURRENT").await;
 
-    let token = start_rotation(&h, &secret).await;
+    let token = h.start_rotation(&secret).await;
     // Every step twice: Secrets Manager retries them.
     for s in [
         "createSecret",
@@ -118,7 +90,7 @@ async fn happy_path_with_retried_steps_and_a_second_rotation() {
     );
 
     // A second rotation after the first has finished.
-    let second = start_rotation(&h, &secret).await;
+    let second = h.start_rotation(&secret).await;
     run_steps(&h, &app, &secret, &second).await;
     let stages = h.stages(&secret).await;
     assert!(has(&stages, &token, "AWSPREVIOUS"), "{stages:?}");
@@ -142,7 +114,7 @@ async fn retrain_secrets_rotate_their_own_model() {
         .await
         .unwrap();
     let secret = r["secret_arn"].as_str().unwrap().to_string();
-    let token = start_rotation(&h, &secret).await;
+    let token = h.start_rotation(&secret).await;
     run_steps(&h, &app, &secret, &token).await;
     let calls = h.calls(&sk).await;
     assert_eq!(
@@ -171,7 +143,7 @@ async fn retrain_secrets_rotate_their_own_model() {
         .send()
         .await
         .unwrap();
-    let token = start_rotation(&h, &tagged).await;
+    let token = h.start_rotation(&tagged).await;
     run_steps(&h, &app, &tagged, &token).await;
     let calls = h.calls(&sk).await;
     assert_eq!(calls[2]["model_id"], "88");
@@ -179,7 +151,7 @@ async fn retrain_secrets_rotate_their_own_model() {
     // Neither record nor tags: a train key.
     let bare = h.name("bare");
     h.create_secret(&bare, "placeholder").await;
-    let token = start_rotation(&h, &bare).await;
+    let token = h.start_rotation(&bare).await;
     run_steps(&h, &app, &bare, &token).await;
     assert_eq!(h.calls(&sk).await[3]["credential_type"], "train");
 }
@@ -209,7 +181,7 @@ async fn pre_checks_refuse_what_is_not_a_pending_rotation() {
     assert_eq!(t, "RotationError");
     assert!(m.contains("\"rotateSecret\""), "{m}");
 
-    let token = start_rotation(&h, &secret).await;
+    let token = h.start_rotation(&secret).await;
     let (t, m) = invoke(
         &app,
         step(
@@ -251,7 +223,7 @@ async fn vendor_failure_in_create_promotes_nothing() {
         .unwrap();
     let secret = r["secret_arn"].as_str().unwrap().to_string();
     let (current, record) = h.record(&secret, "AWSCURRENT").await;
-    let token = start_rotation(&h, &secret).await;
+    let token = h.start_rotation(&secret).await;
     let bad = json!({"status": 503, "body": "<html>down</html>"});
     h.script(&sk, json!([bad, bad, bad])).await;
     let (t, _) = invoke(&app, step(&secret, &token, "createSecret"))
@@ -288,7 +260,7 @@ async fn test_secret_refuses_an_expired_pending_key() {
         .await
         .unwrap();
     let secret = r["secret_arn"].as_str().unwrap().to_string();
-    let token = start_rotation(&h, &secret).await;
+    let token = h.start_rotation(&secret).await;
     h.script(
         &sk,
         json!([{"json": {"api_key": "old", "end_date": "2001-01-01 00:00:00"}}]),
@@ -314,7 +286,7 @@ async fn rotation_fixtures_drive_a_rotation() {
         .await
         .unwrap();
     let secret = r["secret_arn"].as_str().unwrap().to_string();
-    let token = start_rotation(&h, &secret).await;
+    let token = h.start_rotation(&secret).await;
     for file in [
         "rotation-create-secret.json",
         "rotation-set-secret.json",

@@ -159,6 +159,35 @@ impl Harness {
         (out.version_id().unwrap().to_string(), value)
     }
 
+    /// Starts a rotation the way Secrets Manager does; returns the token.
+    pub async fn start_rotation(&self, secret: &str) -> String {
+        let before = self.stages(secret).await;
+        // moto fails to invoke the (absent) Lambda after staging the version.
+        let _ = self
+            .sm
+            .rotate_secret()
+            .secret_id(secret)
+            .rotation_lambda_arn("arn:aws:lambda:us-east-1:123456789012:function:p1-key-broker")
+            .rotation_rules(
+                aws_sdk_secretsmanager::types::RotationRulesType::builder()
+                    .automatically_after_days(1)
+                    .build(),
+            )
+            .send()
+            .await;
+        self.stages(secret)
+            .await
+            .into_iter()
+            .find(|(v, s)| {
+                s.contains(&"AWSPENDING".to_string())
+                    && !before
+                        .get(v)
+                        .is_some_and(|b| b.contains(&"AWSPENDING".to_string()))
+            })
+            .map(|(v, _)| v)
+            .expect("rotate_secret staged a pending version")
+    }
+
     pub async fn stages(&self, secret_id: &str) -> HashMap<String, Vec<String>> {
         self.sm
             .describe_secret()
