@@ -85,9 +85,7 @@ impl<V: Vendor, S: SecretStore, H: Handoff> Broker<V, S, H> {
             return Ok(served);
         }
 
-        let started = Instant::now();
-        let issued = self.issue_key(&request.credential).await?;
-        let vendor_latency_ms = started.elapsed().as_millis() as u64;
+        let (issued, vendor_latency_ms) = self.issue_key(&request.credential).await?;
         let record = KeyRecord::issued(
             issued.api_key,
             issued.end_date,
@@ -108,9 +106,13 @@ impl<V: Vendor, S: SecretStore, H: Handoff> Broker<V, S, H> {
 
     /// Asks the vendor for a key. A refused secret key is re-read once: if
     /// the secret now holds a different one, the call is tried with it.
-    pub async fn issue_key(&self, credential: &Credential) -> Result<IssuedKey, Error> {
+    /// Also returns the time spent in vendor calls (`VendorLatencyMs`).
+    pub async fn issue_key(&self, credential: &Credential) -> Result<(IssuedKey, u64), Error> {
         let secret_key = self.secret_key.get(&self.store).await?;
-        match self.vendor.get_api_key(&secret_key, credential).await {
+        let started = Instant::now();
+        let first = self.vendor.get_api_key(&secret_key, credential).await;
+        let mut vendor_ms = started.elapsed().as_millis() as u64;
+        let issued = match first {
             Err(Error::Vendor(e)) if e.is_credential_error() => {
                 match self
                     .secret_key
@@ -121,13 +123,17 @@ impl<V: Vendor, S: SecretStore, H: Handoff> Broker<V, S, H> {
                         tracing::info!(
                             "secret key was refused; retrying once with the newly read one"
                         );
-                        self.vendor.get_api_key(&newer, credential).await
+                        let started = Instant::now();
+                        let retried = self.vendor.get_api_key(&newer, credential).await;
+                        vendor_ms += started.elapsed().as_millis() as u64;
+                        retried
                     }
                     None => Err(Error::Vendor(e)),
                 }
             }
             other => other,
-        }
+        }?;
+        Ok((issued, vendor_ms))
     }
 
     /// The target's current record, when it is fresh for this request.

@@ -140,9 +140,8 @@ async fn create<V: Vendor, S: SecretStore, H: Handoff>(
     }
 
     let credential = credential_of(store, secret_id, description).await;
-    let started = std::time::Instant::now();
-    let issued = broker.issue_key(&credential).await?;
-    let latency_ms = started.elapsed().as_millis() as f64;
+    let (issued, vendor_ms) = broker.issue_key(&credential).await?;
+    let latency_ms = vendor_ms as f64;
     let record = KeyRecord::issued(
         issued.api_key,
         issued.end_date,
