@@ -282,3 +282,245 @@ fn result_of(status: Status, record: &KeyRecord, version: VersionRef) -> KeyResu
         api_key: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The broker against in-process fakes of its three ports, for the
+    //! paths a real server will not produce on demand (races, partial
+    //! failures). The real adapters are exercised in `tests/`.
+
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::request::CredentialType;
+    use crate::secrets::store::{SecretDescription, SecretValue};
+    use crate::sensitive::{RotationToken, SecretKey, SecretString, TaskToken};
+    use crate::vendor::VendorError;
+
+    #[derive(Default)]
+    struct FakeStore {
+        values: Mutex<HashMap<String, Vec<(String, String, Vec<String>)>>>,
+        /// Errors to return, by operation name, once each.
+        fail: Mutex<HashMap<&'static str, StoreError>>,
+        calls: Mutex<Vec<&'static str>>,
+    }
+
+    impl FakeStore {
+        fn with_secret_key(key: &str) -> Self {
+            let s = FakeStore::default();
+            s.values.lock().unwrap().insert(
+                "sk".into(),
+                vec![("v0".into(), key.into(), vec![AWSCURRENT.into()])],
+            );
+            s
+        }
+        fn take(&self, op: &'static str) -> Result<(), StoreError> {
+            self.calls.lock().unwrap().push(op);
+            match self.fail.lock().unwrap().remove(op) {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
+        }
+        fn put(&self, id: &str, value: &SecretString) -> VersionRef {
+            let mut values = self.values.lock().unwrap();
+            let versions = values.entry(id.to_string()).or_default();
+            for v in versions.iter_mut() {
+                v.2.retain(|s| s != AWSCURRENT);
+            }
+            let version_id = format!("v{}", versions.len() + 1);
+            versions.push((
+                version_id.clone(),
+                value.expose().to_string(),
+                vec![AWSCURRENT.into()],
+            ));
+            VersionRef {
+                arn: format!("arn:{id}"),
+                version_id,
+            }
+        }
+    }
+
+    impl SecretStore for FakeStore {
+        async fn get_value(
+            &self,
+            id: &str,
+            stage: Option<&str>,
+            _: Option<&str>,
+        ) -> Result<SecretValue, StoreError> {
+            self.take("get")?;
+            let values = self.values.lock().unwrap();
+            let stage = stage.unwrap_or(AWSCURRENT);
+            let (version_id, value, stages) = values
+                .get(id)
+                .and_then(|vs| vs.iter().find(|v| v.2.iter().any(|s| s == stage)))
+                .ok_or_else(|| StoreError::NotFound(id.into()))?;
+            Ok(SecretValue {
+                arn: format!("arn:{id}"),
+                version_id: version_id.clone(),
+                secret_string: Some(SecretString::new(value.clone())),
+                stages: stages.clone(),
+            })
+        }
+        async fn put_value(
+            &self,
+            id: &str,
+            value: &SecretString,
+            _: Option<&str>,
+            _: &[&str],
+            _: Option<&RotationToken>,
+        ) -> Result<VersionRef, StoreError> {
+            self.take("put")?;
+            if !self.values.lock().unwrap().contains_key(id) {
+                return Err(StoreError::NotFound(id.into()));
+            }
+            Ok(self.put(id, value))
+        }
+        async fn create(
+            &self,
+            id: &str,
+            value: &SecretString,
+            _: &NewSecret,
+        ) -> Result<VersionRef, StoreError> {
+            self.take("create")?;
+            Ok(self.put(id, value))
+        }
+        async fn describe(&self, _: &str) -> Result<SecretDescription, StoreError> {
+            self.take("describe")?;
+            Ok(SecretDescription::default())
+        }
+        async fn move_stage(
+            &self,
+            _: &str,
+            _: &str,
+            _: Option<&str>,
+            _: Option<&str>,
+        ) -> Result<(), StoreError> {
+            self.take("move_stage")
+        }
+    }
+
+    #[derive(Default)]
+    struct FakeVendor {
+        /// Secret keys the vendor refuses as inactive.
+        refused: Vec<String>,
+        used: Mutex<Vec<String>>,
+    }
+
+    impl Vendor for FakeVendor {
+        async fn get_api_key(
+            &self,
+            secret_key: &SecretKey,
+            _: &Credential,
+        ) -> Result<IssuedKey, Error> {
+            self.used
+                .lock()
+                .unwrap()
+                .push(secret_key.expose().to_string());
+            if self.refused.iter().any(|r| r == secret_key.expose()) {
+                return Err(VendorError::InactiveCredential.into());
+            }
+            Ok(IssuedKey {
+                api_key: ApiKey::new("ak"),
+                end_date: "2099-01-01T00:00:00Z".into(),
+            })
+        }
+    }
+
+    #[derive(Default)]
+    struct FakeHandoff {
+        announced: Mutex<Vec<String>>,
+    }
+
+    impl Handoff for FakeHandoff {
+        async fn task_success(&self, _: &TaskToken, _: &str) -> Result<(), String> {
+            Ok(())
+        }
+        async fn task_failure(&self, _: &TaskToken, _: &str, _: &str) -> Result<(), String> {
+            Ok(())
+        }
+        async fn announce(&self, _: &str, detail: &str) -> Result<(), String> {
+            self.announced.lock().unwrap().push(detail.to_string());
+            Ok(())
+        }
+    }
+
+    fn broker(
+        store: FakeStore,
+        vendor: FakeVendor,
+        extra: &[(&str, &str)],
+    ) -> Broker<FakeVendor, FakeStore, FakeHandoff> {
+        let mut vars: HashMap<String, String> =
+            HashMap::from([("P1_SECRET_KEY_SECRET_ID".to_string(), "sk".to_string())]);
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let config = Config::from_lookup(|n| Ok(vars.get(n).cloned())).unwrap();
+        Broker::new(config, vendor, store, FakeHandoff::default())
+    }
+
+    fn request(b: &Broker<FakeVendor, FakeStore, FakeHandoff>) -> KeyRequest {
+        KeyRequest::from_value(&json!({"credential_type": "train"}), &b.config).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_target_created_concurrently_is_written_to() {
+        let store = FakeStore::with_secret_key("sk-1");
+        store
+            .fail
+            .lock()
+            .unwrap()
+            .insert("create", StoreError::Exists("raced".into()));
+        // The other invocation's secret appears between our put and create.
+        store
+            .values
+            .lock()
+            .unwrap()
+            .insert("prediction-one/api-key/train".into(), vec![]);
+        store
+            .fail
+            .lock()
+            .unwrap()
+            .insert("put", StoreError::NotFound("not yet".into()));
+        let b = broker(store, FakeVendor::default(), &[]);
+        let served = b.serve(&request(&b)).await.unwrap();
+        assert_eq!(served.result.status, Status::Issued);
+        assert_eq!(
+            *b.store.calls.lock().unwrap(),
+            ["get", "get", "put", "create", "put"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_label_move_does_not_fail_an_announced_key() {
+        let store = FakeStore::with_secret_key("sk-1");
+        store
+            .fail
+            .lock()
+            .unwrap()
+            .insert("move_stage", StoreError::Other("denied".into()));
+        let b = broker(
+            store,
+            FakeVendor::default(),
+            &[("P1_EVENT_BUS_NAME", "bus")],
+        );
+        let served = b.serve(&request(&b)).await.unwrap();
+        assert_eq!(b.handoff.announced.lock().unwrap().len(), 1);
+        assert_eq!(served.result.credential_type, CredentialType::Train);
+    }
+
+    #[tokio::test]
+    async fn a_refused_key_that_did_not_change_is_not_retried() {
+        let store = FakeStore::with_secret_key("sk-old");
+        let vendor = FakeVendor {
+            refused: vec!["sk-old".into()],
+            ..Default::default()
+        };
+        let b = broker(store, vendor, &[]);
+        let err = b.serve(&request(&b)).await.unwrap_err();
+        assert_eq!(err.error_type(), "PredictionOne.InactiveCredential");
+        assert_eq!(*b.vendor.used.lock().unwrap(), ["sk-old"]);
+        // Nothing was stored.
+        assert!(!b.store.calls.lock().unwrap().contains(&"put"));
+    }
+}
