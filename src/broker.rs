@@ -300,9 +300,12 @@ mod tests {
     use crate::sensitive::{RotationToken, SecretKey, SecretString, TaskToken};
     use crate::vendor::VendorError;
 
+    /// (version id, value, stages), oldest first.
+    type Versions = Vec<(String, String, Vec<String>)>;
+
     #[derive(Default)]
     struct FakeStore {
-        values: Mutex<HashMap<String, Vec<(String, String, Vec<String>)>>>,
+        values: Mutex<HashMap<String, Versions>>,
         /// Errors to return, by operation name, once each.
         fail: Mutex<HashMap<&'static str, StoreError>>,
         calls: Mutex<Vec<&'static str>>,
