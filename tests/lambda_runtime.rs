@@ -45,6 +45,7 @@ impl Watch {
         ])
         .current_dir(MANIFEST_DIR)
         .env("RUST_LOG", "trace")
+        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
         .stdin(Stdio::null())
         .stdout(file.try_clone().unwrap())
         .stderr(file);
@@ -216,10 +217,27 @@ async fn fixtures_through_cargo_lambda() {
     assert_eq!(h.record(secret, "AWSCURRENT").await.0, token);
 
     let logs = watch.stop();
+    // Every line the function logs inside an invocation is JSON and carries
+    // the request id of the runtime's invoke span.
+    let ours: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| {
+            v["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("p1_key_broker"))
+        })
+        .collect();
     assert!(
-        logs.contains("requestId"),
-        "log lines carry the request id:\n{logs}"
+        ours.len() >= 10,
+        "too few JSON log lines from the function:\n{logs}"
     );
+    for line in &ours {
+        assert!(
+            line["span"]["requestId"].is_string(),
+            "a line without requestId: {line}"
+        );
+    }
     assert!(
         logs.contains("issued and stored a new key"),
         "the function's own logs were captured"
