@@ -624,16 +624,7 @@ async fn invalid_payloads_are_refused_before_any_call() {
 async fn bus_with_queue(h: &Harness) -> (String, String) {
     let bus = format!("p1-bus-{}", h.id);
     h.events.create_event_bus().name(&bus).send().await.unwrap();
-    let queue = h
-        .sqs
-        .create_queue()
-        .queue_name(format!("p1-events-{}", h.id))
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_string();
+    let queue = h.create_queue("p1-events").await;
     let arn = h
         .sqs
         .get_queue_attributes()

@@ -16,16 +16,7 @@ struct Workflow {
 }
 
 async fn workflow(h: &Harness) -> Workflow {
-    let queue = h
-        .sqs
-        .create_queue()
-        .queue_name(format!("p1-requests-{}", h.id))
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_string();
+    let queue = h.create_queue("p1-requests").await;
     let definition = json!({
         "StartAt": "GetKey",
         "States": {

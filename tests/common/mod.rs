@@ -68,6 +68,19 @@ impl Harness {
             .to_string()
     }
 
+    /// An SQS queue unique to this test; returns its URL.
+    pub async fn create_queue(&self, name: &str) -> String {
+        self.sqs
+            .create_queue()
+            .queue_name(format!("{name}-{}", self.id))
+            .send()
+            .await
+            .expect("create_queue")
+            .queue_url()
+            .unwrap()
+            .to_string()
+    }
+
     pub async fn set_secret(&self, name: &str, value: &str) {
         self.sm
             .put_secret_value()
