@@ -45,7 +45,7 @@ async fn serve_one<V: Vendor, S: SecretStore, H: Handoff>(
     match KeyRequest::from_value(request, &broker.config) {
         Ok(request) => {
             let outcome = broker.serve(&request).await;
-            record(request.credential.credential_type, &outcome);
+            emit_metrics(request.credential.credential_type, &outcome);
             complete(
                 broker,
                 request.task_token.as_ref(),
@@ -179,7 +179,7 @@ async fn serve_group<V: Vendor, S: SecretStore, H: Handoff>(
         if let Ok(served) = &outcome {
             last = Some(served.clone());
         }
-        record(request.credential.credential_type, &outcome);
+        emit_metrics(request.credential.credential_type, &outcome);
         if let Err(e) = complete(
             broker,
             request.task_token.as_ref(),
@@ -233,7 +233,7 @@ fn to_json(result: &crate::request::KeyResult) -> Value {
     serde_json::to_value(result).unwrap_or(Value::Null)
 }
 
-fn record(credential_type: CredentialType, outcome: &Result<Served, Error>) {
+fn emit_metrics(credential_type: CredentialType, outcome: &Result<Served, Error>) {
     let dimension = credential_type.as_str();
     match outcome {
         Ok(served) => {
