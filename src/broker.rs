@@ -14,7 +14,8 @@ use crate::handoff::Handoff;
 use crate::request::{Credential, KeyRequest, KeyResult, Status};
 use crate::secrets::store::NewSecret;
 use crate::secrets::{
-    AWSCURRENT, KeyRecord, P1ANNOUNCED, SecretKeySource, SecretStore, StoreError, VersionRef,
+    AWSCURRENT, KeyRecord, P1ANNOUNCED, SecretKeySource, SecretStore, SecretValue, StoreError,
+    VersionRef,
 };
 use crate::sensitive::ApiKey;
 use crate::vendor::{IssuedKey, Vendor};
@@ -78,11 +79,30 @@ impl<V: Vendor, S: SecretStore, H: Handoff> Broker<V, S, H> {
     /// margin (and `force` is off), else a new key, stored and announced.
     pub async fn serve(&self, request: &KeyRequest) -> Result<Served, Error> {
         let target = &request.target_secret_id;
+        let current = match self.store.get_value(target, Some(AWSCURRENT), None).await {
+            Ok(v) => Some(v),
+            Err(StoreError::NotFound(_)) => None,
+            Err(e) => {
+                return Err(Error::StoreFailed(format!(
+                    "cannot read the target secret {target:?}: {e}"
+                )));
+            }
+        };
         if !request.force
-            && let Some(served) = self.fresh(request).await?
+            && let Some(current) = current.as_ref()
+            && let Some(served) = self.fresh(request, current).await?
         {
             tracing::info!(target_secret = %target, version_id = %served.result.version_id, "stored key is fresh");
             return Ok(served);
+        }
+        // Whatever name or ARN the request used, never write over the
+        // account's secret key.
+        if let Some(current) = &current
+            && self.is_secret_key_secret(&current.arn).await?
+        {
+            return Err(Error::invalid(
+                "target_secret_id must not be the secret that holds the Prediction One secret key",
+            ));
         }
 
         let (issued, vendor_latency_ms) = self.issue_key(&request.credential).await?;
@@ -136,18 +156,18 @@ impl<V: Vendor, S: SecretStore, H: Handoff> Broker<V, S, H> {
         Ok((issued, vendor_ms))
     }
 
+    /// Whether `arn` is the secret that holds the Prediction One secret key.
+    pub async fn is_secret_key_secret(&self, arn: &str) -> Result<bool, Error> {
+        Ok(self.secret_key.secret_arn(&self.store).await? == arn)
+    }
+
     /// The target's current record, when it is fresh for this request.
-    async fn fresh(&self, request: &KeyRequest) -> Result<Option<Served>, Error> {
+    async fn fresh(
+        &self,
+        request: &KeyRequest,
+        current: &SecretValue,
+    ) -> Result<Option<Served>, Error> {
         let target = &request.target_secret_id;
-        let current = match self.store.get_value(target, Some(AWSCURRENT), None).await {
-            Ok(v) => v,
-            Err(StoreError::NotFound(_)) => return Ok(None),
-            Err(e) => {
-                return Err(Error::StoreFailed(format!(
-                    "cannot read the target secret {target:?}: {e}"
-                )));
-            }
-        };
         let Some(record) = current.secret_string.as_ref().and_then(KeyRecord::parse) else {
             return Ok(None);
         };
@@ -156,8 +176,8 @@ impl<V: Vendor, S: SecretStore, H: Handoff> Broker<V, S, H> {
         }
         let announced = current.stages.iter().any(|s| s == P1ANNOUNCED);
         let version = VersionRef {
-            arn: current.arn,
-            version_id: current.version_id,
+            arn: current.arn.clone(),
+            version_id: current.version_id.clone(),
         };
         let served = Served {
             result: result_of(Status::Fresh, &record, version),

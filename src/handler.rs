@@ -160,14 +160,18 @@ async fn serve_batch<V: Vendor, S: SecretStore, H: Handoff>(
 }
 
 /// Serves one target's requests in order; returns the ids that failed.
+/// A key issued for an earlier record of the batch serves the later ones for
+/// the same credential (as `fresh`, even under `force`: it was fetched just
+/// now). Anything else goes to the broker, so a `force` after a `fresh`
+/// result still renews.
 async fn serve_group<V: Vendor, S: SecretStore, H: Handoff>(
     broker: &Broker<V, S, H>,
     group: Vec<(String, KeyRequest)>,
 ) -> Vec<String> {
     let mut failed = Vec::new();
-    let mut last: Option<Served> = None;
+    let mut issued: Option<Served> = None;
     for (id, request) in group {
-        let outcome = match &last {
+        let outcome = match &issued {
             Some(prev)
                 if prev.result.credential_type == request.credential.credential_type
                     && prev.result.model_id == request.credential.model_id =>
@@ -176,8 +180,10 @@ async fn serve_group<V: Vendor, S: SecretStore, H: Handoff>(
             }
             _ => broker.serve(&request).await,
         };
-        if let Ok(served) = &outcome {
-            last = Some(served.clone());
+        if let Ok(served) = &outcome
+            && served.result.status == Status::Issued
+        {
+            issued = Some(served.clone());
         }
         emit_metrics(request.credential.credential_type, &outcome);
         if let Err(e) = complete(

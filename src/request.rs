@@ -91,6 +91,7 @@ pub struct KeyRequest {
 
 const FIELDS: &str = "credential_type, model_id, target_secret_id, force, task_token, include_key";
 const MAX_SECRET_ID_LEN: usize = 2048;
+const MAX_SECRET_NAME_LEN: usize = 512;
 const MAX_TASK_TOKEN_LEN: usize = 2048;
 
 impl KeyRequest {
@@ -151,12 +152,10 @@ impl KeyRequest {
 
         let target_secret_id = match present(fields, "target_secret_id") {
             None => config.default_target(credential_type, model_id.as_ref()),
-            Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= MAX_SECRET_ID_LEN => {
-                s.clone()
-            }
+            Some(Value::String(s)) if is_secret_id(s) => s.clone(),
             Some(_) => {
                 return Err(Error::invalid(format!(
-                    "target_secret_id must be a secret name or ARN of 1 to {MAX_SECRET_ID_LEN} characters"
+                    "target_secret_id must be a secret name (1 to {MAX_SECRET_NAME_LEN} of A-Z a-z 0-9 / _ + = . @ -) or a secret ARN of at most {MAX_SECRET_ID_LEN} characters"
                 )));
             }
         };
@@ -194,6 +193,20 @@ impl KeyRequest {
             task_token,
             include_key,
         })
+    }
+}
+
+/// A Secrets Manager secret name, or an ARN of one (the characters
+/// Secrets Manager allows; anything else could only fail later, or name the
+/// same secret in a way the secret-key check would not recognise).
+fn is_secret_id(s: &str) -> bool {
+    let name_char = |b: u8| b.is_ascii_alphanumeric() || b"/_+=.@-".contains(&b);
+    if let Some(rest) = s.strip_prefix("arn:") {
+        s.len() <= MAX_SECRET_ID_LEN
+            && !rest.is_empty()
+            && rest.bytes().all(|b| name_char(b) || b == b':')
+    } else {
+        !s.is_empty() && s.len() <= MAX_SECRET_NAME_LEN && s.bytes().all(name_char)
     }
 }
 
@@ -395,6 +408,27 @@ mod tests {
         assert!(
             rejected(json!({"credential_type": "train", "target_secret_id": "p1/secret-key"}))
                 .contains("secret key")
+        );
+        for bad in [
+            "p1/secret-key ",
+            " p1/x",
+            "a b",
+            &"x".repeat(513),
+            "arn:",
+            "arn:aws:secretsmanager:x:1:secret:a b",
+        ] {
+            assert!(
+                rejected(json!({"credential_type": "train", "target_secret_id": bad}))
+                    .contains("target_secret_id"),
+                "{bad:?}"
+            );
+        }
+        let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:team/p1-key-AbCdEf";
+        assert_eq!(
+            parse(json!({"credential_type": "train", "target_secret_id": arn}))
+                .unwrap()
+                .target_secret_id,
+            arn
         );
         assert!(rejected(json!(["train"])).contains("an array"));
         let r = parse(

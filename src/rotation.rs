@@ -56,6 +56,12 @@ pub async fn rotate<V: Vendor, S: SecretStore, H: Handoff>(
             "rotation is not enabled on secret {secret_id:?}"
         )));
     }
+    // Rotating it would replace the account's secret key with an API key.
+    if broker.is_secret_key_secret(&description.arn).await? {
+        return Err(Error::Rotation(format!(
+            "secret {secret_id:?} holds the Prediction One secret key, not an API key; this function does not rotate it"
+        )));
+    }
     let Some(stages) = description.versions.get(token) else {
         return Err(Error::Rotation(format!(
             "version {token} is not a version of secret {secret_id:?}"

@@ -744,3 +744,61 @@ async fn a_failed_announcement_is_completed_by_the_next_request() {
     assert!(h.stages(&h.name("deploy")).await[&version].contains(&"P1ANNOUNCED".to_string()));
     assert_eq!(h.calls(&sk).await.len(), 1, "nothing was issued twice");
 }
+
+#[tokio::test]
+async fn a_force_after_a_fresh_result_in_one_batch_still_renews() {
+    let h = Harness::new().await;
+    let sk = h.secret_key("");
+    let app = h.app(&sk, &[]).await;
+    let first = invoke(&app, json!({"credential_type": "train"}))
+        .await
+        .unwrap();
+    let batch = json!({"Records": [
+        {"messageId": "a", "eventSource": "aws:sqs", "body": json!({"credential_type": "train"}).to_string()},
+        {"messageId": "b", "eventSource": "aws:sqs", "body": json!({"credential_type": "train", "force": true}).to_string()},
+        {"messageId": "c", "eventSource": "aws:sqs", "body": json!({"credential_type": "train", "force": true}).to_string()},
+    ]});
+    let r = invoke(&app, batch).await.unwrap();
+    assert_eq!(r, json!({"batchItemFailures": []}));
+    // One renewal for the two forced records (the second reuses it).
+    assert_eq!(h.calls(&sk).await.len(), 2);
+    let (current, _) = h.record(&h.name("train"), "AWSCURRENT").await;
+    assert_ne!(first["version_id"], current.as_str());
+}
+
+#[tokio::test]
+async fn the_secret_key_secret_is_never_written_whatever_it_is_called() {
+    let h = Harness::new().await;
+    let sk = h.secret_key("");
+    let app = h.app(&sk, &[]).await;
+    let secret_key_id = h.name("secret-key");
+    let arn =
+        h.sm.describe_secret()
+            .secret_id(&secret_key_id)
+            .send()
+            .await
+            .unwrap()
+            .arn()
+            .unwrap()
+            .to_string();
+    for request in [
+        json!({"credential_type": "train", "target_secret_id": arn}),
+        json!({"credential_type": "train", "target_secret_id": arn, "force": true}),
+        json!({"credential_type": "train", "target_secret_id": secret_key_id}),
+    ] {
+        let (t, m) = err_type(invoke(&app, request.clone()).await);
+        assert_eq!(t, "InvalidRequest", "{request}");
+        assert!(m.contains("secret key"), "{m}");
+    }
+    assert!(
+        h.calls(&sk).await.is_empty(),
+        "refused before the vendor call"
+    );
+    let value =
+        h.sm.get_secret_value()
+            .secret_id(&secret_key_id)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(value.secret_string(), Some(sk.as_str()));
+}

@@ -300,3 +300,26 @@ async fn rotation_fixtures_drive_a_rotation() {
     }
     assert_eq!(h.record(&secret, "AWSCURRENT").await.0, token);
 }
+
+#[tokio::test]
+async fn the_secret_key_secret_is_not_rotated() {
+    let h = Harness::new().await;
+    let sk = h.secret_key("");
+    let app = h.app(&sk, &[]).await;
+    let secret = h.name("secret-key");
+    let token = h.start_rotation(&secret).await;
+    let (t, m) = invoke(&app, step(&secret, &token, "createSecret"))
+        .await
+        .unwrap_err();
+    assert_eq!(t, "RotationError");
+    assert!(m.contains("secret key"), "{m}");
+    assert!(h.calls(&sk).await.is_empty());
+    let value =
+        h.sm.get_secret_value()
+            .secret_id(&secret)
+            .version_stage("AWSCURRENT")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(value.secret_string(), Some(sk.as_str()));
+}

@@ -18,7 +18,14 @@ pub struct SecretKeySource {
     field: String,
     ttl: Duration,
     /// Held across the read, so concurrent records of a batch share one read.
-    cached: Mutex<Option<(SecretKey, Instant)>>,
+    cached: Mutex<Option<Cached>>,
+}
+
+/// The key, the ARN of the secret it came from, and when it was read.
+struct Cached {
+    key: SecretKey,
+    arn: String,
+    read_at: Instant,
 }
 
 impl SecretKeySource {
@@ -33,15 +40,26 @@ impl SecretKeySource {
 
     /// The cached key, or a fresh read when there is none or it is too old.
     pub async fn get(&self, store: &impl SecretStore) -> Result<SecretKey, Error> {
+        self.current(store).await.map(|(key, _)| key)
+    }
+
+    /// The full ARN of the secret-key secret (read like the key), so that
+    /// writes can refuse it whatever name or ARN a request used.
+    pub async fn secret_arn(&self, store: &impl SecretStore) -> Result<String, Error> {
+        self.current(store).await.map(|(_, arn)| arn)
+    }
+
+    async fn current(&self, store: &impl SecretStore) -> Result<(SecretKey, String), Error> {
         let mut cached = self.cached.lock().await;
-        if let Some((key, read_at)) = cached.as_ref()
-            && read_at.elapsed() < self.ttl
+        if let Some(c) = cached.as_ref()
+            && c.read_at.elapsed() < self.ttl
         {
-            return Ok(key.clone());
+            return Ok((c.key.clone(), c.arn.clone()));
         }
-        let key = self.read(store).await?;
-        *cached = Some((key.clone(), Instant::now()));
-        Ok(key)
+        let fresh = self.read(store).await?;
+        let out = (fresh.key.clone(), fresh.arn.clone());
+        *cached = Some(fresh);
+        Ok(out)
     }
 
     /// Drops the cache and reads again; `Some` only when the secret now holds
@@ -53,18 +71,19 @@ impl SecretKeySource {
     ) -> Result<Option<SecretKey>, Error> {
         let mut cached = self.cached.lock().await;
         // Another record of the same batch may have refreshed it already.
-        if let Some((key, _)) = cached.as_ref()
-            && key != refused
+        if let Some(c) = cached.as_ref()
+            && c.key != *refused
         {
-            return Ok(Some(key.clone()));
+            return Ok(Some(c.key.clone()));
         }
         *cached = None;
-        let key = self.read(store).await?;
-        *cached = Some((key.clone(), Instant::now()));
+        let fresh = self.read(store).await?;
+        let key = fresh.key.clone();
+        *cached = Some(fresh);
         Ok((key != *refused).then_some(key))
     }
 
-    async fn read(&self, store: &impl SecretStore) -> Result<SecretKey, Error> {
+    async fn read(&self, store: &impl SecretStore) -> Result<Cached, Error> {
         let id = &self.secret_id;
         let value = store
             .get_value(id, Some(AWSCURRENT), None)
@@ -112,6 +131,10 @@ impl SecretKeySource {
                 "the secret key in {id:?} holds characters that cannot be sent in an HTTP header"
             )));
         }
-        Ok(SecretKey::new(key))
+        Ok(Cached {
+            key: SecretKey::new(key),
+            arn: value.arn,
+            read_at: Instant::now(),
+        })
     }
 }
