@@ -10,17 +10,25 @@
 use std::str::FromStr;
 
 use tracing::level_filters::LevelFilter;
-use tracing_subscriber::filter::Targets;
+use tracing::{Level, Metadata};
+use tracing_subscriber::filter::{FilterFn, Targets, filter_fn};
 use tracing_subscriber::fmt::MakeWriter;
 
 /// The most any other crate may log.
 const OTHERS_CAP: LevelFilter = LevelFilter::DEBUG;
 
-/// Which events pass at `level`.
-pub fn filter(level: LevelFilter) -> Targets {
-    Targets::new()
+/// Which events pass at `level`. Spans at INFO and above always pass: the
+/// runtime's invoke span (INFO) carries the request id that every line must
+/// show, also when only warnings are logged. Spans print only their fields
+/// (ids and operation names), never as lines of their own.
+pub fn filter(level: LevelFilter) -> FilterFn<impl Fn(&Metadata<'_>) -> bool> {
+    let targets = Targets::new()
         .with_default(level.min(OTHERS_CAP))
-        .with_target(env!("CARGO_CRATE_NAME"), level)
+        .with_target(env!("CARGO_CRATE_NAME"), level);
+    filter_fn(move |meta| {
+        (meta.is_span() && *meta.level() <= Level::INFO)
+            || targets.would_enable(meta.target(), meta.level())
+    })
 }
 
 /// The level asked for in the environment (INFO when unset or unreadable).
@@ -28,7 +36,11 @@ pub fn level_from_env() -> LevelFilter {
     std::env::var("AWS_LAMBDA_LOG_LEVEL")
         .or_else(|_| std::env::var("RUST_LOG"))
         .ok()
-        .and_then(|v| LevelFilter::from_str(v.trim()).ok())
+        .and_then(|v| match v.trim().to_ascii_uppercase().as_str() {
+            // Lambda's advanced logging controls also offer FATAL.
+            "FATAL" => Some(LevelFilter::ERROR),
+            other => LevelFilter::from_str(other).ok(),
+        })
         .unwrap_or(LevelFilter::INFO)
 }
 

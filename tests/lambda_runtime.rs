@@ -285,3 +285,39 @@ async fn bad_configuration_fails_init_naming_the_variable() {
     );
     watch.stop();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn warning_lines_carry_the_request_id_at_warn_level() {
+    let h = Harness::new().await;
+    let config = h.config(&h.secret_key(""), &[]).await;
+    let watch = Watch::start(
+        "warn",
+        &[
+            ("P1_SECRET_KEY_SECRET_ID", &config.secret_key_secret_id),
+            ("AWS_LAMBDA_LOG_LEVEL", "WARN"),
+        ],
+        &[],
+    );
+    let (_, body) = watch
+        .invoke_raw(json!({"credential_type": "retrain", "model_id": "a/b"}))
+        .await;
+    assert_eq!(body["errorType"], "InvalidRequest");
+    let logs = watch.stop();
+    let ours: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| {
+            v["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("p1_key_broker"))
+        })
+        .collect();
+    assert!(!ours.is_empty(), "the failure is logged:\n{logs}");
+    for line in &ours {
+        assert_eq!(line["level"], "WARN", "{line}");
+        assert!(
+            line["span"]["requestId"].is_string(),
+            "a line without requestId: {line}"
+        );
+    }
+}
