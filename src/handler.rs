@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use serde_json::{Value, json};
 
 use crate::broker::{Broker, Served};
@@ -14,7 +14,7 @@ use crate::metrics::{self, Unit};
 use crate::request::{CredentialType, KeyRequest, Status};
 use crate::secrets::SecretStore;
 use crate::sensitive::TaskToken;
-use crate::trigger::{self, Trigger};
+use crate::trigger::{self, SqsRecord, Trigger};
 use crate::vendor::Vendor;
 use crate::{expiry, rotation};
 
@@ -111,15 +111,19 @@ async fn complete<V: Vendor, S: SecretStore, H: Handoff>(
 /// group, so a batch asking for one key many times makes one vendor call.
 async fn serve_batch<V: Vendor, S: SecretStore, H: Handoff>(
     broker: &Broker<V, S, H>,
-    batch: SqsEvent,
+    batch: Vec<SqsRecord>,
 ) -> SqsBatchResponse {
     let mut failed: Vec<String> = Vec::new();
     let mut groups: Vec<Vec<(String, KeyRequest)>> = Vec::new();
     let mut group_of: HashMap<String, usize> = HashMap::new();
 
-    for message in batch.records {
-        let id = message.message_id.clone().unwrap_or_default();
-        match parse_message(&message, &broker.config) {
+    for record in batch {
+        let id = record.message_id;
+        let parsed = record
+            .body
+            .map_err(|problem| (Error::invalid(problem), None))
+            .and_then(|body| parse_message(&body, &broker.config));
+        match parsed {
             Ok(request) => {
                 let next = groups.len();
                 let index = *group_of
@@ -204,10 +208,9 @@ async fn serve_group<V: Vendor, S: SecretStore, H: Handoff>(
 /// A record's body is a request or an EventBridge envelope. On failure the
 /// body's task token (if any) comes back so the failure can be reported.
 fn parse_message(
-    message: &SqsMessage,
+    body: &str,
     config: &crate::config::Config,
 ) -> Result<KeyRequest, (Error, Option<TaskToken>)> {
-    let body = message.body.as_deref().unwrap_or("");
     let value: Value = serde_json::from_str(body).map_err(|_| {
         (
             Error::invalid("the SQS message body is not a JSON request object"),

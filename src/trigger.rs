@@ -5,19 +5,18 @@
 //! `Step`, an EventBridge envelope has `detail-type`; anything else with a
 //! request field is a direct request, and the rest is refused by name.
 
-use aws_lambda_events::event::sqs::SqsEvent;
 use serde_json::{Map, Value, json};
 
 use crate::error::Error;
 use crate::request::json_kind;
 
-#[derive(Debug)]
+/// Not `Debug`: requests and SQS bodies may carry task tokens.
 pub enum Trigger {
     /// A request object: Lambda invoke, Step Functions, Scheduler input.
     Direct(Value),
     /// An EventBridge event; holds the request taken from `detail`.
     EventBridge(Value),
-    Sqs(SqsEvent),
+    Sqs(Vec<SqsRecord>),
     Rotation(RotationEvent),
 }
 
@@ -32,6 +31,12 @@ pub struct RotationEvent {
     pub step: String,
     #[serde(default)]
     pub rotation_token: Option<crate::sensitive::RotationToken>,
+}
+
+/// One record of an SQS batch: its id, and its body or why it has none.
+pub struct SqsRecord {
+    pub message_id: String,
+    pub body: Result<String, &'static str>,
 }
 
 const EXPECTED: &str = "expected a request object (credential_type, ...), an EventBridge event (detail-type, source, detail), an SQS batch (Records) or a Secrets Manager rotation event (SecretId, ClientRequestToken, Step)";
@@ -53,11 +58,14 @@ impl Trigger {
             )));
         };
         if let Some(records) = fields.get("Records") {
-            return sqs_batch(records, &payload);
+            return sqs_batch(records);
         }
-        if ["SecretId", "ClientRequestToken", "Step"]
-            .iter()
-            .any(|k| fields.contains_key(*k))
+        let has_request_field = fields.keys().any(|k| REQUEST_FIELDS.contains(&k.as_str()));
+        // A request with a stray `Step` is a request with an unknown field.
+        if !has_request_field
+            && ["SecretId", "ClientRequestToken", "Step"]
+                .iter()
+                .any(|k| fields.contains_key(*k))
         {
             return serde_json::from_value(payload)
                 .map(Trigger::Rotation)
@@ -71,7 +79,7 @@ impl Trigger {
         if fields.contains_key("detail-type") {
             return request_from_envelope(fields).map(Trigger::EventBridge);
         }
-        if fields.keys().any(|k| REQUEST_FIELDS.contains(&k.as_str())) || fields.is_empty() {
+        if has_request_field || fields.is_empty() {
             return Ok(Trigger::Direct(payload));
         }
         let names: Vec<&str> = fields.keys().take(5).map(String::as_str).collect();
@@ -98,26 +106,43 @@ pub fn request_from_envelope(fields: &Map<String, Value>) -> Result<Value, Error
     }
 }
 
-fn sqs_batch(records: &Value, payload: &Value) -> Result<Trigger, Error> {
+/// Records are read one by one rather than as `aws_lambda_events`'
+/// `SqsEvent`: one malformed record must fail alone, not the whole batch
+/// (and with it every good record that SQS would then deliver again).
+fn sqs_batch(records: &Value) -> Result<Trigger, Error> {
     let Value::Array(list) = records else {
         return Err(Error::invalid("Records must be an array of SQS messages"));
     };
-    if let Some(other) = list
-        .iter()
-        .map(|r| {
-            r.get("eventSource")
-                .and_then(Value::as_str)
-                .unwrap_or("(none)")
-        })
-        .find(|s| *s != "aws:sqs")
-    {
+    let source = |r: &Value| {
+        r.get("eventSource")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    if !list.is_empty() && !list.iter().any(|r| source(r).as_deref() == Some("aws:sqs")) {
+        let other = list
+            .iter()
+            .find_map(source)
+            .unwrap_or_else(|| "(none)".into());
         return Err(Error::invalid(format!(
             "Records from eventSource {other:?} are not supported; expected an SQS batch (eventSource \"aws:sqs\")"
         )));
     }
-    serde_json::from_value(payload.clone())
-        .map(Trigger::Sqs)
-        .map_err(|e| Error::invalid(format!("malformed SQS batch: {}", serde_error(&e))))
+    let records = list
+        .iter()
+        .map(|r| SqsRecord {
+            message_id: r
+                .get("messageId")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            body: match (source(r).as_deref(), r.get("body")) {
+                (Some("aws:sqs"), Some(Value::String(body))) => Ok(body.clone()),
+                (Some("aws:sqs"), _) => Err("the SQS record has no string body"),
+                _ => Err("the record is not an SQS message (eventSource is not \"aws:sqs\")"),
+            },
+        })
+        .collect();
+    Ok(Trigger::Sqs(records))
 }
 
 /// serde's message without a payload excerpt (it could quote a token).
@@ -167,8 +192,40 @@ mod tests {
             "rotation"
         );
         assert_eq!(kind(json!({"SecretId": "s"})), "invalid");
+        assert_eq!(
+            kind(json!({"credential_type": "train", "Step": 1})),
+            "direct"
+        );
+        assert_eq!(kind(json!({"Records": []})), "sqs");
         assert_eq!(kind(json!("train")), "invalid");
         assert_eq!(kind(json!(null)), "invalid");
+    }
+
+    #[test]
+    fn a_malformed_sqs_record_fails_alone() {
+        let Ok(Trigger::Sqs(records)) = Trigger::from_payload(json!({"Records": [
+            {"eventSource": "aws:sqs", "messageId": "good", "body": "{}"},
+            {"eventSource": "aws:sqs", "messageId": "object-body", "body": {}},
+            {"eventSource": "aws:sqs", "messageId": "no-body"},
+            {"messageId": "no-source", "body": "{}"},
+            {"eventSource": "aws:sqs", "messageId": 7, "body": "{}"},
+        ]})) else {
+            panic!("not read as an SQS batch")
+        };
+        let read: Vec<(&str, bool)> = records
+            .iter()
+            .map(|r| (r.message_id.as_str(), r.body.is_ok()))
+            .collect();
+        assert_eq!(
+            read,
+            [
+                ("good", true),
+                ("object-body", false),
+                ("no-body", false),
+                ("no-source", false),
+                ("", true)
+            ]
+        );
     }
 
     #[test]

@@ -239,6 +239,8 @@ async fn sqs_batch_reports_only_failed_records_and_shares_vendor_calls() {
         {"messageId": "a", "eventSource": "aws:sqs", "body": json!({"credential_type": "retrain", "model_id": "deleted-9"}).to_string()},
         {"messageId": "b", "eventSource": "aws:sqs", "body": json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}}).to_string()},
         {"messageId": "c", "eventSource": "aws:sqs", "body": json!({"credential_type": "retrain", "model_id": "../x"}).to_string()},
+        {"messageId": "d", "eventSource": "aws:sqs", "body": {"credential_type": "deploy"}},
+        {"messageId": "e", "eventSource": "aws:sqs", "body": json!({"credential_type": "deploy"}).to_string(), "attributes": {"ApproximateReceiveCount": 1}},
     ]});
     let r = invoke(&app, batch).await.unwrap();
     let mut failed: Vec<String> = r["batchItemFailures"]
@@ -248,7 +250,9 @@ async fn sqs_batch_reports_only_failed_records_and_shares_vendor_calls() {
         .map(|f| f["itemIdentifier"].as_str().unwrap().to_string())
         .collect();
     failed.sort();
-    assert_eq!(failed, ["a", "c"]);
+    // d's body is not a string: it fails alone; e (an odd attribute) is served.
+    assert_eq!(failed, ["a", "c", "d"]);
+    h.record(&h.name("deploy"), "AWSCURRENT").await;
 }
 
 async fn vendor_error(
