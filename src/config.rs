@@ -75,6 +75,17 @@ impl Config {
         check_secret_id("P1_TRAIN_SECRET_ID", &train_secret_id)?;
         let deploy_secret_id = or_default("P1_DEPLOY_SECRET_ID", "prediction-one/api-key/deploy")?;
         check_secret_id("P1_DEPLOY_SECRET_ID", &deploy_secret_id)?;
+        for (name, target) in [
+            ("P1_TRAIN_SECRET_ID", &train_secret_id),
+            ("P1_DEPLOY_SECRET_ID", &deploy_secret_id),
+        ] {
+            if *target == secret_key_secret_id {
+                return Err(config_error(
+                    name,
+                    "must not be P1_SECRET_KEY_SECRET_ID: storing an API key there would overwrite the secret key",
+                ));
+            }
+        }
         let retrain_secret_prefix = or_default(
             "P1_RETRAIN_SECRET_PREFIX",
             "prediction-one/api-key/retrain/",
@@ -296,6 +307,9 @@ mod tests {
         ] {
             let msg = err_of(&[base, (name, value)]);
             assert!(msg.starts_with(name), "{name}={value}: {msg}");
+        }
+        for name in ["P1_TRAIN_SECRET_ID", "P1_DEPLOY_SECRET_ID"] {
+            assert!(err_of(&[base, (name, "s")]).starts_with(name));
         }
         let long_prefix = "p/".repeat(250);
         assert!(

@@ -145,7 +145,7 @@ async fn create<V: Vendor, S: SecretStore, H: Handoff>(
         return Ok(());
     }
 
-    let credential = credential_of(store, secret_id, description).await;
+    let credential = credential_of(store, secret_id, description).await?;
     let (issued, vendor_ms) = broker.issue_key(&credential).await?;
     let latency_ms = vendor_ms as f64;
     let record = KeyRecord::issued(
@@ -215,35 +215,40 @@ async fn credential_of(
     store: &impl SecretStore,
     secret_id: &str,
     description: &SecretDescription,
-) -> Credential {
-    if let Ok(current) = store.get_value(secret_id, Some(AWSCURRENT), None).await
-        && let Some(record) = current.secret_string.as_ref().and_then(KeyRecord::parse)
-    {
-        return record.credential;
-    }
-    let tagged = description
-        .tags
-        .get("p1:credential_type")
-        .and_then(|t| CredentialType::parse(t));
-    match tagged {
-        Some(CredentialType::Retrain) => {
-            match description
-                .tags
-                .get("p1:model_id")
-                .and_then(|m| ModelId::parse(m))
-            {
-                Some(model_id) => Credential::new(CredentialType::Retrain, Some(model_id)),
-                None => {
-                    tracing::warn!(
-                        "secret is tagged retrain without a valid p1:model_id; rotating a train key"
-                    );
-                    Credential::new(CredentialType::Train, None)
-                }
+) -> Result<Credential, Error> {
+    // Only a missing or foreign current value falls back to the tags: a
+    // failed read must not rotate a retrain secret into a train key.
+    match store.get_value(secret_id, Some(AWSCURRENT), None).await {
+        Ok(current) => {
+            if let Some(record) = current.secret_string.as_ref().and_then(KeyRecord::parse) {
+                return Ok(record.credential);
             }
         }
-        Some(other) => Credential::new(other, None),
-        None => Credential::new(CredentialType::Train, None),
+        Err(StoreError::NotFound(_)) => {}
+        Err(e) => {
+            return Err(Error::Rotation(format!(
+                "cannot read the current value of {secret_id:?} to learn its credential: {e}"
+            )));
+        }
     }
+    let tag = |name: &str| description.tags.get(name).map(String::as_str);
+    let Some(tagged) = tag("p1:credential_type") else {
+        return Ok(Credential::new(CredentialType::Train, None));
+    };
+    let credential_type = CredentialType::parse(tagged).ok_or_else(|| {
+        Error::Rotation(format!(
+            "secret {secret_id:?} is tagged p1:credential_type={tagged:?}; expected train, retrain or deploy"
+        ))
+    })?;
+    if credential_type != CredentialType::Retrain {
+        return Ok(Credential::new(credential_type, None));
+    }
+    let model_id = tag("p1:model_id").and_then(ModelId::parse).ok_or_else(|| {
+        Error::Rotation(format!(
+            "secret {secret_id:?} is tagged retrain without a valid p1:model_id"
+        ))
+    })?;
+    Ok(Credential::new(CredentialType::Retrain, Some(model_id)))
 }
 
 async fn test(store: &impl SecretStore, secret_id: &str, token: &str) -> Result<(), Error> {

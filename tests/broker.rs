@@ -411,6 +411,8 @@ async fn malformed_and_oversized_responses() {
     for script in [
         json!([{"body_size": 100000}]),
         json!([{"body_size": 100000, "chunked": true}]),
+        json!([{"status": 503, "body_size": 70000}]),
+        json!([{"status": 400, "body_size": 70000, "chunked": true}]),
         json!([{"body": "<html>ok</html>"}]),
         json!([{"json": {"api_key": ""}}]),
         json!([{"json": {"token": "x", "end_date": "2099-01-01"}}]),

@@ -148,6 +148,34 @@ async fn retrain_secrets_rotate_their_own_model() {
     let calls = h.calls(&sk).await;
     assert_eq!(calls[2]["model_id"], "88");
 
+    // A retrain tag without a usable model id is refused, not rotated as train.
+    let broken = h.name("broken-tags");
+    h.sm.create_secret()
+        .name(&broken)
+        .secret_string("placeholder")
+        .tags(
+            aws_sdk_secretsmanager::types::Tag::builder()
+                .key("p1:credential_type")
+                .value("retrain")
+                .build(),
+        )
+        .tags(
+            aws_sdk_secretsmanager::types::Tag::builder()
+                .key("p1:model_id")
+                .value("no/slashes")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let token = h.start_rotation(&broken).await;
+    let (t, m) = invoke(&app, step(&broken, &token, "createSecret"))
+        .await
+        .unwrap_err();
+    assert_eq!(t, "RotationError");
+    assert!(m.contains("p1:model_id"), "{m}");
+    assert_eq!(h.calls(&sk).await.len(), 3, "no key issued for it");
+
     // Neither record nor tags: a train key.
     let bare = h.name("bare");
     h.create_secret(&bare, "placeholder").await;

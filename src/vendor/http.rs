@@ -84,19 +84,16 @@ impl HttpVendor {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| backoff::parse_retry_after(v, chrono::Utc::now()));
 
-        let body = match read_capped(&mut response).await? {
-            Some(body) => body,
-            None if (200..300).contains(&status) => {
-                return Ok((
-                    Outcome::Fail(VendorError::MalformedResponse(format!(
-                        "response body over {} KiB refused",
-                        MAX_BODY / 1024
-                    ))),
-                    None,
-                ));
-            }
-            // An oversized error page still tells us the status.
-            None => Vec::new(),
+        // Whatever the status: SPEC section 8 refuses any body over the cap,
+        // and a gateway sending megabytes is not a transient fault to retry.
+        let Some(body) = read_capped(&mut response).await? else {
+            return Ok((
+                Outcome::Fail(VendorError::MalformedResponse(format!(
+                    "HTTP {status} with a response body over {} KiB, refused",
+                    MAX_BODY / 1024
+                ))),
+                None,
+            ));
         };
         Ok((response::classify(status, &body, secret_key), retry_after))
     }
