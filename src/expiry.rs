@@ -13,6 +13,14 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 
 static LOGGED_UTC_ASSUMPTION: AtomicBool = AtomicBool::new(false);
 
+/// RFC 3339 look-alikes with an offset that chrono's RFC 3339 parser refuses
+/// (`+0900` without the colon, a space instead of `T`).
+const OFFSET_FORMATS: &[&str] = &[
+    "%Y-%m-%dT%H:%M:%S%.f%z",
+    "%Y-%m-%d %H:%M:%S%.f%z",
+    "%Y-%m-%d %H:%M:%S%.f %z",
+];
+
 const NAIVE_FORMATS: &[&str] = &[
     "%Y-%m-%dT%H:%M:%S%.f",
     "%Y-%m-%d %H:%M:%S%.f",
@@ -25,7 +33,11 @@ const DATE_FORMATS: &[&str] = &["%Y-%m-%d", "%Y/%m/%d"];
 /// The instant `end_date` names, if it can be read.
 pub fn parse_end_date(raw: &str) -> Option<DateTime<Utc>> {
     let raw = raw.trim();
-    if let Ok(with_offset) = DateTime::parse_from_rfc3339(raw) {
+    if let Some(with_offset) = DateTime::parse_from_rfc3339(raw).ok().or_else(|| {
+        OFFSET_FORMATS
+            .iter()
+            .find_map(|f| DateTime::parse_from_str(raw, f).ok())
+    }) {
         return Some(with_offset.with_timezone(&Utc));
     }
     let naive = NAIVE_FORMATS
@@ -64,6 +76,8 @@ mod tests {
         let cases = [
             ("2026-12-04T09:30:00Z", "2026-12-04T09:30:00Z"),
             ("2026-12-04T18:30:00+09:00", "2026-12-04T09:30:00Z"),
+            ("2026-12-04T18:30:00+0900", "2026-12-04T09:30:00Z"),
+            ("2026-12-04 18:30:00 +0900", "2026-12-04T09:30:00Z"),
             ("2026-12-04T09:30:00.123456", "2026-12-04T09:30:00Z"),
             ("2026-12-04 09:30:00", "2026-12-04T09:30:00Z"),
             ("2026/12/04 09:30:00", "2026-12-04T09:30:00Z"),

@@ -44,8 +44,10 @@ async fn serve_one<V: Vendor, S: SecretStore, H: Handoff>(
 ) -> Result<Value, Error> {
     match KeyRequest::from_value(request, &broker.config) {
         Ok(request) => {
+            let credential_type = request.credential.credential_type;
             let outcome = broker.serve(&request).await;
-            emit_metrics(request.credential.credential_type, &outcome);
+            emit_metrics(credential_type, &outcome);
+            let served = outcome.is_ok();
             complete(
                 broker,
                 request.task_token.as_ref(),
@@ -53,9 +55,14 @@ async fn serve_one<V: Vendor, S: SecretStore, H: Handoff>(
                 outcome,
             )
             .await
+            .inspect_err(|e| {
+                if served {
+                    count_handoff_failure(credential_type, e);
+                }
+            })
         }
         Err(e) => {
-            log_failure(None, &e);
+            log_failure(raw_credential_type(request), &e);
             complete(broker, raw_task_token(request).as_ref(), false, Err(e)).await
         }
     }
@@ -190,6 +197,7 @@ async fn serve_group<V: Vendor, S: SecretStore, H: Handoff>(
             issued = Some(served.clone());
         }
         emit_metrics(request.credential.credential_type, &outcome);
+        let served = outcome.is_ok();
         if let Err(e) = complete(
             broker,
             request.task_token.as_ref(),
@@ -198,6 +206,9 @@ async fn serve_group<V: Vendor, S: SecretStore, H: Handoff>(
         )
         .await
         {
+            if served {
+                count_handoff_failure(request.credential.credential_type, &e);
+            }
             tracing::warn!(message_id = %id, error_type = e.error_type(), "SQS record failed: {e}");
             failed.push(id);
         }
@@ -225,6 +236,24 @@ fn parse_message(
         _ => value,
     };
     KeyRequest::from_value(&request, config).map_err(|e| (e, token))
+}
+
+/// A hand-off that failed after the request itself succeeded is counted as
+/// a failure too (the request's own failures are counted already).
+fn count_handoff_failure(credential_type: CredentialType, error: &Error) {
+    if matches!(error, Error::HandOffFailed(_)) {
+        log_failure(Some(credential_type), error);
+    }
+}
+
+/// The credential type of a request that failed validation, when it has a
+/// valid one, for the metric's dimension.
+fn raw_credential_type(request: &Value) -> Option<CredentialType> {
+    let detail = request.get("detail").unwrap_or(request);
+    detail
+        .get("credential_type")
+        .and_then(Value::as_str)
+        .and_then(CredentialType::parse)
 }
 
 /// The task token of a request that failed validation, so that Step

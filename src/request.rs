@@ -227,10 +227,26 @@ fn parse_bool(fields: &Map<String, Value>, name: &str) -> Result<bool, Error> {
     }
 }
 
+/// Integers above this lose precision as JSON floats.
+const MAX_EXACT_FLOAT: f64 = 9_007_199_254_740_992.0;
+
 fn parse_model_id(value: &Value) -> Result<ModelId, Error> {
     let text = match value {
         Value::String(s) => s.clone(),
-        Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
+        // The vendor's model ids are non-negative integers; a template
+        // engine may render one as 42.0.
+        Value::Number(n) if n.is_u64() => n.to_string(),
+        Value::Number(n)
+            if n.as_f64()
+                .is_some_and(|f| f >= 0.0 && f.fract() == 0.0 && f <= MAX_EXACT_FLOAT) =>
+        {
+            format!("{}", n.as_f64().unwrap_or_default() as u64)
+        }
+        Value::Number(_) => {
+            return Err(Error::invalid(
+                "model_id must be a non-negative integer or a string",
+            ));
+        }
         other => {
             return Err(Error::invalid(format!(
                 "model_id must be a string or an integer; got {}",
@@ -334,6 +350,20 @@ mod tests {
         assert!(!r.force && !r.include_key && r.task_token.is_none());
         let r = parse(json!({"credential_type": "deploy"})).unwrap();
         assert_eq!(r.target_secret_id, "prediction-one/api-key/deploy");
+        for (given, want) in [
+            (json!(42), "42"),
+            (json!(42.0), "42"),
+            (json!("0042"), "0042"),
+        ] {
+            let r = parse(json!({"credential_type": "retrain", "model_id": given})).unwrap();
+            assert_eq!(r.credential.model_id.unwrap().as_str(), want);
+        }
+        for bad in [json!(-7), json!(4.5), json!(1e300)] {
+            assert!(
+                rejected(json!({"credential_type": "retrain", "model_id": bad}))
+                    .contains("model_id")
+            );
+        }
         let r = parse(json!({"credential_type": "retrain", "model_id": 42})).unwrap();
         assert_eq!(r.target_secret_id, "prediction-one/api-key/retrain/42");
         assert_eq!(r.credential.model_id.unwrap().as_str(), "42");
