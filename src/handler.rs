@@ -249,22 +249,24 @@ fn count_handoff_failure(credential_type: CredentialType, error: &Error) {
 /// The credential type of a request that failed validation, when it has a
 /// valid one, for the metric's dimension.
 fn raw_credential_type(request: &Value) -> Option<CredentialType> {
-    let detail = request.get("detail").unwrap_or(request);
-    detail
-        .get("credential_type")
-        .and_then(Value::as_str)
-        .and_then(CredentialType::parse)
+    raw_field(request, "credential_type").and_then(CredentialType::parse)
 }
 
 /// The task token of a request that failed validation, so that Step
 /// Functions hears about the failure instead of waiting for its timeout.
 fn raw_task_token(request: &Value) -> Option<TaskToken> {
-    let detail = request.get("detail").unwrap_or(request);
-    detail
-        .get("task_token")
-        .and_then(Value::as_str)
+    raw_field(request, "task_token")
         .filter(|t| !t.is_empty())
         .map(TaskToken::new)
+}
+
+/// A string field of an unvalidated request, or of an envelope's detail.
+fn raw_field<'a>(request: &'a Value, name: &str) -> Option<&'a str> {
+    request
+        .get("detail")
+        .unwrap_or(request)
+        .get(name)
+        .and_then(Value::as_str)
 }
 
 fn to_json(result: &crate::request::KeyResult) -> Value {

@@ -132,6 +132,19 @@ impl Watch {
     }
 }
 
+/// The JSON log lines the function itself wrote (not the runtime's or the
+/// emulator's).
+fn function_log_lines(logs: &str) -> Vec<Value> {
+    logs.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| {
+            v["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("p1_key_broker"))
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn fixtures_through_cargo_lambda() {
     let h = Harness::new().await;
@@ -219,15 +232,7 @@ async fn fixtures_through_cargo_lambda() {
     let logs = watch.stop();
     // Every line the function logs inside an invocation is JSON and carries
     // the request id of the runtime's invoke span.
-    let ours: Vec<Value> = logs
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| {
-            v["target"]
-                .as_str()
-                .is_some_and(|t| t.starts_with("p1_key_broker"))
-        })
-        .collect();
+    let ours = function_log_lines(&logs);
     assert!(
         ours.len() >= 10,
         "too few JSON log lines from the function:\n{logs}"
@@ -303,15 +308,7 @@ async fn warning_lines_carry_the_request_id_at_warn_level() {
         .await;
     assert_eq!(body["errorType"], "InvalidRequest");
     let logs = watch.stop();
-    let ours: Vec<Value> = logs
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| {
-            v["target"]
-                .as_str()
-                .is_some_and(|t| t.starts_with("p1_key_broker"))
-        })
-        .collect();
+    let ours = function_log_lines(&logs);
     assert!(!ours.is_empty(), "the failure is logged:\n{logs}");
     for line in &ours {
         assert_eq!(line["level"], "WARN", "{line}");

@@ -8,6 +8,24 @@ mod common;
 use common::{Harness, fixture, invoke};
 use serde_json::{Value, json};
 
+/// A secret that holds no record yet, tagged as a retrain key for `model_id`.
+async fn retrain_tagged_placeholder(h: &Harness, name: &str, model_id: &str) {
+    let tag = |k: &str, v: &str| {
+        aws_sdk_secretsmanager::types::Tag::builder()
+            .key(k)
+            .value(v)
+            .build()
+    };
+    h.sm.create_secret()
+        .name(name)
+        .secret_string("placeholder")
+        .tags(tag("p1:credential_type", "retrain"))
+        .tags(tag("p1:model_id", model_id))
+        .send()
+        .await
+        .unwrap();
+}
+
 fn step(secret: &str, token: &str, step: &str) -> Value {
     json!({"SecretId": secret, "ClientRequestToken": token, "Step": step, "RotationToken": "rotation-token-1"})
 }
@@ -125,24 +143,7 @@ async fn retrain_secrets_rotate_their_own_model() {
 
     // A secret that holds no record yet: its p1: tags say what to issue.
     let tagged = h.name("tagged");
-    h.sm.create_secret()
-        .name(&tagged)
-        .secret_string("placeholder")
-        .tags(
-            aws_sdk_secretsmanager::types::Tag::builder()
-                .key("p1:credential_type")
-                .value("retrain")
-                .build(),
-        )
-        .tags(
-            aws_sdk_secretsmanager::types::Tag::builder()
-                .key("p1:model_id")
-                .value("88")
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    retrain_tagged_placeholder(&h, &tagged, "88").await;
     let token = h.start_rotation(&tagged).await;
     run_steps(&h, &app, &tagged, &token).await;
     let calls = h.calls(&sk).await;
@@ -150,24 +151,7 @@ async fn retrain_secrets_rotate_their_own_model() {
 
     // A retrain tag without a usable model id is refused, not rotated as train.
     let broken = h.name("broken-tags");
-    h.sm.create_secret()
-        .name(&broken)
-        .secret_string("placeholder")
-        .tags(
-            aws_sdk_secretsmanager::types::Tag::builder()
-                .key("p1:credential_type")
-                .value("retrain")
-                .build(),
-        )
-        .tags(
-            aws_sdk_secretsmanager::types::Tag::builder()
-                .key("p1:model_id")
-                .value("no/slashes")
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    retrain_tagged_placeholder(&h, &broken, "no/slashes").await;
     let token = h.start_rotation(&broken).await;
     let (t, m) = invoke(&app, step(&broken, &token, "createSecret"))
         .await
