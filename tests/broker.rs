@@ -234,7 +234,9 @@ async fn sqs_batch_reports_only_failed_records_and_shares_vendor_calls() {
     // A vendor failure fails its own records only; envelopes work as bodies.
     let bad = h.secret_key("");
     let app = h.app(&bad, &[]).await;
-    h.script(&bad, json!([{"status": 400, "json": {"code": 4001000204u64, "error": "PREDA_EXTERNAL_BAD_REQUEST", "message": "This model may be deleted."}}])).await;
+    // model_id deleted-9 makes the stand-in answer "This model may be deleted."
+    // (not a scripted response: the batch's groups run concurrently, so a
+    // queued response could reach any of them).
     let batch = json!({"Records": [
         {"messageId": "a", "eventSource": "aws:sqs", "body": json!({"credential_type": "retrain", "model_id": "deleted-9"}).to_string()},
         {"messageId": "b", "eventSource": "aws:sqs", "body": json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}}).to_string()},
