@@ -7,7 +7,7 @@
 #      rules in infra/cfn-lint-custom-rules.txt);
 #   3. checkov on the SAM template, the expanded one and the all-options one
 #      (--skip-download: no platform calls); any failed check fails;
-#   4. pytest tests/infra: the IAM statements, and broken copies of the
+#   4. pytest infra/tests: the IAM statements, and broken copies of the
 #      template that cfn-lint must reject.
 #
 #   scripts/check_infra.sh [VENV]     (default: .venv-infra in the clone)
@@ -91,8 +91,8 @@ checkov_files=(-f infra/template.yaml)
 step "checkov" \
   "$bin/checkov" --skip-download --framework cloudformation --compact --quiet "${checkov_files[@]}"
 
-step "pytest tests/infra" \
-  "$bin/python" -m pytest -q -p no:cacheprovider tests/infra
+step "pytest infra/tests" \
+  "$bin/python" -m pytest -q -p no:cacheprovider infra/tests
 
 elapsed=$(( $(date +%s) - start ))
 if [ ${#failed[@]} -eq 0 ]; then

@@ -3,9 +3,7 @@
 //! `AWSPENDING` version under the token, as Secrets Manager does; the tests
 //! then play Secrets Manager's part and call each step through `handle()`.
 
-mod common;
-
-use common::{Harness, fixture, invoke};
+use crate::common::{Harness, fixture, invoke};
 use serde_json::{Value, json};
 
 /// A secret that holds no record yet, tagged as a retrain key for `model_id`.

@@ -3,12 +3,10 @@
 //! token, logs at TRACE through the function's own logging set-up, and then
 //! searches every captured line, error and result for them.
 
-mod common;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use common::{Harness, invoke};
+use crate::common::{Harness, invoke};
 use serde_json::{Value, json};
 use tracing::level_filters::LevelFilter;
 

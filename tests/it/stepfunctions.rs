@@ -3,11 +3,9 @@
 //! queue, the function serves the SQS record, and the execution ends with
 //! the result as its output (or fails with the errorType).
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Harness, fixture, invoke};
+use crate::common::{Harness, fixture, invoke};
 use serde_json::{Value, json};
 
 struct Workflow {
@@ -54,7 +52,7 @@ impl Workflow {
         h.sfn
             .start_execution()
             .state_machine_arn(&self.state_machine)
-            .name(common::unique())
+            .name(crate::common::unique())
             .input(input.to_string())
             .send()
             .await

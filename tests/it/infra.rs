@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use p1_key_broker::error::ERROR_TYPES;
 use serde_json::Value;
 
-const DEFINITION: &str = include_str!("../infra/retrain-workflow.asl.json");
+const DEFINITION: &str = include_str!("../../infra/retrain-workflow.asl.json");
 
 /// Retryable per the contract (SPEC section 7, README "Errors"): throttling,
 /// 5xx/network and timeouts after the function's own attempts, and a failed

@@ -1,11 +1,9 @@
 //! The broker end to end through `handle()`: the real AWS SDK against moto,
 //! the real HTTP client against the vendor stand-in.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Harness, fixture, invoke};
+use crate::common::{Harness, fixture, invoke};
 use serde_json::{Value, json};
 
 fn err_type(r: Result<Value, (String, String)>) -> (String, String) {

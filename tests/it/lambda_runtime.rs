@@ -3,14 +3,12 @@
 //! --data-file events/...` sends the fixtures, against moto and the vendor
 //! stand-in. Logs run at TRACE and are searched for the sentinel secret key.
 
-mod common;
-
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Harness;
+use crate::common::Harness;
 use serde_json::{Value, json};
 
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
@@ -190,7 +188,7 @@ async fn fixtures_through_cargo_lambda() {
         .await;
     assert_eq!(record["model_id"], "7");
 
-    let fixture = common::fixture("stepfunctions-task-token.json");
+    let fixture = crate::common::fixture("stepfunctions-task-token.json");
     let (status, body) = watch.invoke_raw(fixture).await;
     assert_eq!(
         (status, body["errorType"].as_str()),
@@ -218,7 +216,7 @@ async fn fixtures_through_cargo_lambda() {
         "rotation-test-secret.json",
         "rotation-finish-secret.json",
     ] {
-        let mut event = common::fixture(file);
+        let mut event = crate::common::fixture(file);
         event["SecretId"] = json!(secret);
         event["ClientRequestToken"] = json!(token);
         let path = std::env::temp_dir().join(format!("p1-{}-{file}", h.id));

@@ -2,7 +2,7 @@
 
 Run by scripts/check_infra.sh with the infra venv (infra/requirements.txt):
 
-    .venv-infra/bin/python -m pytest tests/infra
+    .venv-infra/bin/python -m pytest infra/tests
 
 - every IAM statement of every role: no wildcard action; a "*" resource only
   for actions that the Service Authorization Reference lists with no resource
