@@ -11,15 +11,11 @@ use std::time::Duration;
 
 use reqwest::Url;
 
+use crate::credential::{CredentialType, ModelId};
 use crate::error::Error;
-use crate::request::{CredentialType, ModelId};
+use crate::secret_id;
 
 pub const DEFAULT_API_BASE_URL: &str = "https://developer-api.predictionone.sony.biz";
-
-/// Secrets Manager accepts secret names of up to 512 characters and IDs (ARNs)
-/// of up to 2048.
-const MAX_SECRET_ID_LEN: usize = 2048;
-const MAX_SECRET_NAME_LEN: usize = 512;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -79,7 +75,7 @@ impl Config {
             ("P1_TRAIN_SECRET_ID", &train_secret_id),
             ("P1_DEPLOY_SECRET_ID", &deploy_secret_id),
         ] {
-            if *target == secret_key_secret_id {
+            if secret_id::same_secret(target, &secret_key_secret_id) {
                 return Err(config_error(
                     name,
                     "must not be P1_SECRET_KEY_SECRET_ID: storing an API key there would overwrite the secret key",
@@ -90,12 +86,13 @@ impl Config {
             "P1_RETRAIN_SECRET_PREFIX",
             "prediction-one/api-key/retrain/",
         )?;
-        if retrain_secret_prefix.len() + ModelId::MAX_LEN > MAX_SECRET_NAME_LEN {
+        if !secret_id::is_valid_prefix(&retrain_secret_prefix, ModelId::MAX_LEN) {
             return Err(config_error(
                 "P1_RETRAIN_SECRET_PREFIX",
                 &format!(
-                    "is too long: prefix + a {}-character model_id must fit a {MAX_SECRET_NAME_LEN}-character secret name",
-                    ModelId::MAX_LEN
+                    "must be a secret-name prefix (A-Z a-z 0-9 / _ + = . @ -, no ARN) that leaves room for a {}-character model_id in a {}-character secret name",
+                    ModelId::MAX_LEN,
+                    secret_id::MAX_NAME_LEN
                 ),
             ));
         }
@@ -107,7 +104,7 @@ impl Config {
             train_secret_id,
             deploy_secret_id,
             retrain_secret_prefix,
-            create_missing_secret: parse_bool(
+            create_missing_secret: env_bool(
                 "P1_CREATE_MISSING_SECRET",
                 var("P1_CREATE_MISSING_SECRET")?,
                 true,
@@ -133,7 +130,7 @@ impl Config {
             )?),
             max_attempts: parse_int("P1_MAX_ATTEMPTS", var("P1_MAX_ATTEMPTS")?, 3, 1..=10)? as u32,
             event_bus_name: var("P1_EVENT_BUS_NAME")?,
-            allow_key_in_output: parse_bool(
+            allow_key_in_output: env_bool(
                 "P1_ALLOW_KEY_IN_OUTPUT",
                 var("P1_ALLOW_KEY_IN_OUTPUT")?,
                 false,
@@ -155,23 +152,28 @@ impl Config {
             _ => self.train_secret_id.clone(),
         }
     }
+
+    /// Whether `id` (a name or ARN) is the secret that holds the secret key,
+    /// which no API key may ever be written over.
+    pub fn is_secret_key_secret(&self, id: &str) -> bool {
+        secret_id::same_secret(id, &self.secret_key_secret_id)
+    }
 }
 
 fn config_error(name: &str, problem: &str) -> Error {
-    Error::Config(format!("{name} {problem}"))
+    Error::ConfigError(format!("{name} {problem}"))
 }
 
 fn check_secret_id(name: &str, value: &str) -> Result<(), Error> {
-    if value.len() > MAX_SECRET_ID_LEN {
-        return Err(config_error(
-            name,
-            &format!("is longer than {MAX_SECRET_ID_LEN} characters"),
-        ));
+    if !secret_id::is_valid(value) {
+        return Err(config_error(name, &format!("must be {}", secret_id::RULE)));
     }
     Ok(())
 }
 
-fn parse_bool(name: &str, value: Option<String>, default: bool) -> Result<bool, Error> {
+/// A boolean environment variable (JSON booleans in requests are read in
+/// `request`).
+fn env_bool(name: &str, value: Option<String>, default: bool) -> Result<bool, Error> {
     match value.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None => Ok(default),
         Some("true" | "1" | "yes") => Ok(true),

@@ -1,15 +1,21 @@
-//! One error enum for the whole function, mapped to the contract's stable
-//! `errorType`s (SPEC section 7) through `From<Error> for Diagnostic`.
+//! One error enum for the whole function, its variants named like the
+//! contract's stable `errorType`s (SPEC section 7), mapped to Lambda's error
+//! shape through `From<Error> for Diagnostic`.
 //!
-//! Messages carry context (which secret, which version, what the vendor said)
-//! but never a secret: values that could hold one are typed in
-//! [`crate::sensitive`] and print redacted, and vendor text is scrubbed of the
-//! secret key before it gets here (see `vendor::http`).
+//! A variant's text says what failed in the function's terms (which secret,
+//! which version); the port error that caused it is kept as its `source`,
+//! and [`Error::report`] joins the two for the Lambda answer and the logs.
+//! Neither ever holds a secret: values that could are typed in
+//! [`crate::sensitive`] and print redacted, and vendor text is scrubbed of
+//! the secret key before it gets here (`prediction_one::response`).
+//! Mapping AWS SDK errors is the adapters' job (`secrets::aws`,
+//! `handoff::aws`), so nothing here knows the SDK.
 
-use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use lambda_runtime::Diagnostic;
 
-use crate::vendor::VendorError;
+use crate::handoff::HandoffError;
+use crate::prediction_one::PredictionOneError;
+use crate::secrets::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -18,22 +24,38 @@ pub enum Error {
     InvalidRequest(String),
     /// The environment does not configure the function correctly.
     #[error("{0}")]
-    Config(String),
+    ConfigError(String),
     /// The Prediction One secret key could not be read from Secrets Manager.
-    #[error("{0}")]
-    SecretKeyUnavailable(String),
-    /// The Get API Key call failed; the variant says how.
+    #[error("{message}")]
+    SecretKeyUnavailable {
+        message: String,
+        #[source]
+        source: Option<StoreError>,
+    },
+    /// The vendor call failed; the inner error says how.
     #[error(transparent)]
-    Vendor(#[from] VendorError),
-    /// A key was issued but could not be stored (or the target could not be read).
-    #[error("{0}")]
-    StoreFailed(String),
+    PredictionOne(PredictionOneError),
+    /// The target could not be read or written.
+    #[error("{message}")]
+    StoreFailed {
+        message: String,
+        #[source]
+        source: Option<StoreError>,
+    },
     /// A Secrets Manager rotation step failed.
-    #[error("{0}")]
-    Rotation(String),
+    #[error("{message}")]
+    RotationError {
+        message: String,
+        #[source]
+        source: Option<StoreError>,
+    },
     /// The key is stored, but telling Step Functions or EventBridge failed.
-    #[error("{0}")]
-    HandOffFailed(String),
+    #[error("{message}")]
+    HandOffFailed {
+        message: String,
+        #[source]
+        source: Option<HandoffError>,
+    },
 }
 
 /// Every `errorType` the function can return. The Step Functions workflow in
@@ -63,17 +85,77 @@ impl Error {
     pub fn error_type(&self) -> &'static str {
         match self {
             Error::InvalidRequest(_) => "InvalidRequest",
-            Error::Config(_) => "ConfigError",
-            Error::SecretKeyUnavailable(_) => "SecretKeyUnavailable",
-            Error::Vendor(e) => e.error_type(),
-            Error::StoreFailed(_) => "StoreFailed",
-            Error::Rotation(_) => "RotationError",
-            Error::HandOffFailed(_) => "HandOffFailed",
+            Error::ConfigError(_) => "ConfigError",
+            Error::SecretKeyUnavailable { .. } => "SecretKeyUnavailable",
+            Error::PredictionOne(e) => e.error_type(),
+            Error::StoreFailed { .. } => "StoreFailed",
+            Error::RotationError { .. } => "RotationError",
+            Error::HandOffFailed { .. } => "HandOffFailed",
         }
+    }
+
+    /// The message with its cause: what Lambda, Step Functions and the logs
+    /// are told.
+    pub fn report(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(e) = cause {
+            text.push_str(": ");
+            text.push_str(&e.to_string());
+            cause = e.source();
+        }
+        text
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
         Error::InvalidRequest(message.into())
+    }
+
+    pub fn store_failed(message: impl Into<String>, source: impl Into<Option<StoreError>>) -> Self {
+        Error::StoreFailed {
+            message: message.into(),
+            source: source.into(),
+        }
+    }
+
+    pub fn rotation(message: impl Into<String>, source: impl Into<Option<StoreError>>) -> Self {
+        Error::RotationError {
+            message: message.into(),
+            source: source.into(),
+        }
+    }
+
+    pub fn secret_key_unavailable(
+        message: impl Into<String>,
+        source: impl Into<Option<StoreError>>,
+    ) -> Self {
+        Error::SecretKeyUnavailable {
+            message: message.into(),
+            source: source.into(),
+        }
+    }
+
+    pub fn hand_off_failed(
+        message: impl Into<String>,
+        source: impl Into<Option<HandoffError>>,
+    ) -> Self {
+        Error::HandOffFailed {
+            message: message.into(),
+            source: source.into(),
+        }
+    }
+}
+
+impl From<PredictionOneError> for Error {
+    fn from(error: PredictionOneError) -> Self {
+        match error {
+            // Not the vendor's answer: the secret key itself is unusable.
+            PredictionOneError::UnsendableSecretKey => Error::secret_key_unavailable(
+                "the secret key holds characters that cannot be sent in an HTTP header",
+                None,
+            ),
+            other => Error::PredictionOne(other),
+        }
     }
 }
 
@@ -81,41 +163,8 @@ impl From<Error> for Diagnostic {
     fn from(error: Error) -> Self {
         Diagnostic {
             error_type: error.error_type().to_string(),
-            error_message: error.to_string(),
+            error_message: error.report(),
         }
-    }
-}
-
-/// Renders an AWS SDK error with its service code and message, without the
-/// raw HTTP response (which `Debug` would include).
-/// (The smithy types are re-exported by every SDK crate; any one will do.)
-pub fn describe_sdk_error<E, R>(err: &SdkError<E, R>) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    match err {
-        SdkError::ServiceError(service) => {
-            let e = service.err();
-            match (e.code(), e.message()) {
-                (Some(code), Some(msg)) => format!("{code}: {msg}"),
-                (Some(code), None) => code.to_string(),
-                _ => e.to_string(),
-            }
-        }
-        SdkError::TimeoutError(_) => "request timed out".to_string(),
-        SdkError::DispatchFailure(d) => {
-            if d.is_io() {
-                "connection failed".to_string()
-            } else if d.is_timeout() {
-                "request timed out".to_string()
-            } else {
-                "request could not be sent".to_string()
-            }
-        }
-        SdkError::ResponseError(_) => "unreadable response".to_string(),
-        SdkError::ConstructionFailure(_) => "request could not be built".to_string(),
-        _ => "unknown error".to_string(),
     }
 }
 
@@ -125,45 +174,58 @@ mod tests {
 
     #[test]
     fn every_error_type_is_listed() {
-        use crate::vendor::VendorError as V;
+        use crate::prediction_one::PredictionOneError as P;
         let errors = [
             Error::invalid("x"),
-            Error::Config("x".into()),
-            Error::SecretKeyUnavailable("x".into()),
-            Error::StoreFailed("x".into()),
-            Error::Rotation("x".into()),
-            Error::HandOffFailed("x".into()),
-            V::InvalidSecretKey.into(),
-            V::InactiveCredential.into(),
-            V::CredentialNotFound.into(),
-            V::UserDeleted.into(),
-            V::ModelDeleted.into(),
-            V::ModelIdRequired.into(),
-            V::BadRequest {
+            Error::ConfigError("x".into()),
+            Error::secret_key_unavailable("x", None),
+            Error::store_failed("x", None),
+            Error::rotation("x", None),
+            Error::hand_off_failed("x", None),
+            P::InvalidSecretKey.into(),
+            P::InactiveCredential.into(),
+            P::CredentialNotFound.into(),
+            P::UserDeleted.into(),
+            P::ModelDeleted.into(),
+            P::ModelIdRequired.into(),
+            P::BadRequest {
                 status: 400,
                 message: "x".into(),
             }
             .into(),
-            V::Throttled { attempts: 3 }.into(),
-            V::Unavailable {
+            P::Throttled { attempts: 3 }.into(),
+            P::Unavailable {
                 attempts: 3,
                 detail: "x".into(),
             }
             .into(),
-            V::Timeout { attempts: 3 }.into(),
-            V::MalformedResponse("x".into()).into(),
+            P::Timeout { attempts: 3 }.into(),
+            P::MalformedResponse("x".into()).into(),
         ];
         let mut seen: Vec<&str> = errors.iter().map(Error::error_type).collect();
         seen.sort();
         let mut listed = ERROR_TYPES.to_vec();
         listed.sort();
         assert_eq!(seen, listed);
+        let unsendable: Error = P::UnsendableSecretKey.into();
+        assert_eq!(unsendable.error_type(), "SecretKeyUnavailable");
     }
 
     #[test]
-    fn diagnostic_carries_type_and_message() {
+    fn diagnostic_carries_type_message_and_cause() {
         let d: Diagnostic = Error::invalid("unknown field `credentialType`").into();
         assert_eq!(d.error_type, "InvalidRequest");
         assert_eq!(d.error_message, "unknown field `credentialType`");
+        let e = Error::store_failed(
+            "cannot read the target secret \"t\"",
+            StoreError::AccessDenied("AccessDeniedException: no".into()),
+        );
+        assert!(std::error::Error::source(&e).is_some());
+        let d: Diagnostic = e.into();
+        assert_eq!(d.error_type, "StoreFailed");
+        assert_eq!(
+            d.error_message,
+            "cannot read the target secret \"t\": access denied: AccessDeniedException: no"
+        );
     }
 }

@@ -5,64 +5,79 @@
 //! `SPEC.md`; this is the map of the code.
 //!
 //! ```text
-//!  payload ──> trigger ──> handler ──> broker ──> vendor (Get API Key, HTTP)
-//!  (any of     (which of    (thin:       (fresh?     secrets (Secrets Manager:
-//!   four        the four     parse,       issue,      secret key + key store)
-//!   shapes)     triggers)    shape,       store,     handoff (Step Functions,
-//!                            report)      announce)   EventBridge)
-//!                 └──────────> rotation (Secrets Manager's four steps, same ports)
+//!  payload ─> trigger ─> handler ─┬─────────────> broker (the use case)
+//!             (which      (thin)  └─> batch ───>  serve · answer · rotate
+//!              shape)                 (SQS)            │ ports (traits)
+//!                                        ┌─────────────┼──────────────┐
+//!                                  prediction_one   secrets        handoff
+//!                                  (Get API Key,    (Secrets       (Step Functions,
+//!                                   HTTP)            Manager)       EventBridge)
 //! ```
 //!
+//! Entry:
+//! - [`handler`]: any payload to use-case calls and an answer.
+//! - [`trigger`]: which of the contract's four triggers a payload is; reads
+//!   SQS records one by one.
+//! - [`batch`]: SQS batches: grouping by target, in-batch reuse, the
+//!   partial-batch response.
+//!
+//! The use case:
+//! - [`broker`]: [`Broker`], closed behind `serve`, `answer` /
+//!   `answer_rejected` (reporting to Step Functions, announcing on
+//!   EventBridge) and `rotate` (Secrets Manager's four steps); its adapters
+//!   are named by one [`broker::Ports`] type.
+//! - [`app`]: [`App`], the broker on its real adapters.
+//!
+//! The words and rules they share, each in one place:
+//! - [`credential`]: `CredentialType`, `ModelId`, `Credential`.
+//! - [`request`]: the request (the list of its fields, validation) and the
+//!   result; `Served::output` is the only way an API key leaves.
 //! - [`config`]: the environment, validated once at start-up.
-//! - [`trigger`]: any payload to one of the contract's triggers.
-//! - [`request`]: the request and result objects and their validation.
-//! - [`handler`]: the entry point; SQS batches and task-token reporting.
-//! - [`broker`]: the use case, over three ports (traits):
-//!   [`vendor::Vendor`], [`secrets::SecretStore`], [`handoff::Handoff`].
-//! - [`rotation`]: the Secrets Manager rotation protocol.
-//! - [`vendor`], [`secrets`], [`handoff`]: the ports and their AWS/HTTP adapters.
-//! - [`error`]: one error enum mapped to the contract's `errorType`s.
+//! - [`secret_id`]: what may name a secret, and whether two ids name the
+//!   same one (the guard that keeps API keys off the secret-key secret).
+//! - [`secret_key`]: the Prediction One secret key, cached per instance.
+//! - [`error`]: one error enum, variants named like the contract's
+//!   `errorType`s, causes kept as sources.
 //! - [`sensitive`]: redacting types for every secret-bearing value.
-//! - [`expiry`], [`metrics`], [`logging`]: end_date parsing, EMF, tracing.
+//! - [`expiry`], [`metrics`], [`logging`]: end_date parsing, EMF lines
+//!   (`SecondsUntilExpiry`, `Failures`), tracing.
+//!
+//! The ports and adapters (no one of them imports `error` or `config`):
+//! - [`prediction_one`]: `KeyIssuer`, `PredictionOneClient`, the response
+//!   reader, backoff.
+//! - [`secrets`]: `SecretStore`, its Secrets Manager adapter, the stored
+//!   record.
+//! - [`handoff`]: `Handoff`, its Step Functions and EventBridge adapter.
+//! - [`aws`]: what the AWS adapters share (reading SDK errors).
 //!
 //! Clients are built once in [`App::from_config`] and reused by every warm
 //! invocation; nothing touches the network before the first event.
 
+pub mod app;
+pub mod aws;
+pub mod batch;
 pub mod broker;
 pub mod config;
+pub mod credential;
 pub mod error;
 pub mod expiry;
 pub mod handler;
 pub mod handoff;
 pub mod logging;
 pub mod metrics;
+pub mod prediction_one;
 pub mod request;
-pub mod rotation;
+pub mod secret_id;
+pub mod secret_key;
 pub mod secrets;
 pub mod sensitive;
 pub mod trigger;
-pub mod vendor;
 
+#[cfg(test)]
+mod fakes;
+
+pub use app::App;
 pub use broker::Broker;
 pub use config::Config;
 pub use error::Error;
 pub use handler::handle;
-
-/// The function as deployed: the broker on its real adapters.
-pub type App = Broker<vendor::HttpVendor, secrets::aws::SecretsManager, handoff::AwsHandoff>;
-
-impl App {
-    /// Builds the SDK and HTTP clients from the standard AWS configuration
-    /// chain (`AWS_REGION`, `AWS_ENDPOINT_URL`, credentials). No network call
-    /// is made here: credentials and endpoints resolve on first use.
-    pub async fn from_config(config: Config) -> Result<App, Error> {
-        let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let vendor = vendor::HttpVendor::new(&config)?;
-        let store = secrets::aws::SecretsManager::new(aws_sdk_secretsmanager::Client::new(&aws));
-        let handoff = handoff::AwsHandoff::new(
-            aws_sdk_sfn::Client::new(&aws),
-            aws_sdk_eventbridge::Client::new(&aws),
-        );
-        Ok(Broker::new(config, vendor, store, handoff))
-    }
-}

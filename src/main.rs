@@ -14,7 +14,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let app = match app {
         Ok(app) => app,
         Err(e) => {
-            tracing::error!(error_type = e.error_type(), "init failed: {e}");
+            tracing::error!(error_type = e.error_type(), "init failed: {}", e.report());
             report_init_error(&e).await;
             return Err(e.into());
         }
@@ -38,8 +38,7 @@ async fn report_init_error(error: &Error) {
     } else {
         format!("http://{api}")
     };
-    let body =
-        serde_json::json!({"errorType": error.error_type(), "errorMessage": error.to_string()});
+    let body = serde_json::json!({"errorType": error.error_type(), "errorMessage": error.report()});
     let sent = reqwest::Client::new()
         .post(format!(
             "{}/2018-06-01/runtime/init/error",

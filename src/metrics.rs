@@ -5,6 +5,11 @@
 
 use std::io::Write;
 
+use crate::credential::CredentialType;
+use crate::error::Error;
+use crate::expiry;
+use crate::request::Status;
+
 pub const NAMESPACE: &str = "PredictionOne/KeyBroker";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +63,44 @@ pub fn emit(credential_type: &str, values: &[(&str, f64, Unit)]) {
         chrono::Utc::now().timestamp_millis(),
     );
     let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+/// A key served (by a request or by rotation): `KeysIssued` or
+/// `KeysFresh`, `SecondsUntilExpiry` when the expiry is known, and
+/// `VendorLatencyMs` when the vendor was called.
+pub fn key_served(
+    credential_type: CredentialType,
+    status: Status,
+    expires_at: Option<&str>,
+    vendor_latency_ms: Option<u64>,
+) {
+    let counter = match status {
+        Status::Issued => "KeysIssued",
+        Status::Fresh => "KeysFresh",
+    };
+    let mut values = vec![(counter, 1.0, Unit::Count)];
+    if let Some(at) = expires_at.and_then(expiry::parse_end_date) {
+        let left = (at - chrono::Utc::now()).num_seconds() as f64;
+        values.push(("SecondsUntilExpiry", left, Unit::Seconds));
+    }
+    if let Some(ms) = vendor_latency_ms {
+        values.push(("VendorLatencyMs", ms as f64, Unit::Milliseconds));
+    }
+    emit(credential_type.as_str(), &values);
+}
+
+/// Logs a failure at WARN and counts it (`Failures`). Error texts never
+/// hold secrets (see `error`).
+pub fn failed(credential_type: Option<CredentialType>, error: &Error) {
+    tracing::warn!(
+        error_type = error.error_type(),
+        "request failed: {}",
+        error.report()
+    );
+    emit(
+        credential_type.map_or("unknown", CredentialType::as_str),
+        &[("Failures", 1.0, Unit::Count)],
+    );
 }
 
 #[cfg(test)]

@@ -4,80 +4,29 @@
 //! `#[serde(deny_unknown_fields)]`: the contract wants errors that name the
 //! field and say what was expected, and a `model_id` that may be a string or
 //! an integer. Everything here runs before any network call.
+//!
+//! [`Served`] is the one place an API key can leave the function: its
+//! [`Served::output`] adds the key only under an allowed `include_key`.
 
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::config::Config;
+use crate::credential::{Credential, CredentialType, ModelId};
 use crate::error::Error;
+use crate::secret_id;
 use crate::sensitive::{ApiKey, TaskToken};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CredentialType {
-    Train,
-    Retrain,
-    Deploy,
-}
+/// The fields of a request object; anything else is refused by name.
+pub const FIELDS: &[&str] = &[
+    "credential_type",
+    "model_id",
+    "target_secret_id",
+    "force",
+    "task_token",
+    "include_key",
+];
 
-impl CredentialType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CredentialType::Train => "train",
-            CredentialType::Retrain => "retrain",
-            CredentialType::Deploy => "deploy",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "train" => Some(CredentialType::Train),
-            "retrain" => Some(CredentialType::Retrain),
-            "deploy" => Some(CredentialType::Deploy),
-            _ => None,
-        }
-    }
-}
-
-/// The model API a retrain key is for: 1–64 characters of `[A-Za-z0-9_-]`.
-/// The pattern is what keeps a model_id from steering a write outside the
-/// retrain prefix (no `/`, `..`, or ARN syntax can pass it).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-#[serde(transparent)]
-pub struct ModelId(String);
-
-impl ModelId {
-    pub const MAX_LEN: usize = 64;
-
-    pub fn parse(value: &str) -> Option<Self> {
-        let ok = !value.is_empty()
-            && value.len() <= Self::MAX_LEN
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        ok.then(|| ModelId(value.to_string()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// What a key is for: the two query parameters of the vendor call.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Credential {
-    pub credential_type: CredentialType,
-    pub model_id: Option<ModelId>,
-}
-
-impl Credential {
-    pub fn new(credential_type: CredentialType, model_id: Option<ModelId>) -> Self {
-        Credential {
-            credential_type,
-            model_id,
-        }
-    }
-}
+const MAX_TASK_TOKEN_LEN: usize = 2048;
 
 /// A validated request.
 #[derive(Debug, Clone)]
@@ -89,29 +38,57 @@ pub struct KeyRequest {
     pub include_key: bool,
 }
 
-const FIELDS: &str = "credential_type, model_id, target_secret_id, force, task_token, include_key";
-const MAX_SECRET_ID_LEN: usize = 2048;
-const MAX_SECRET_NAME_LEN: usize = 512;
-const MAX_TASK_TOKEN_LEN: usize = 2048;
+/// A request that failed validation, with what could still be read from it:
+/// its task token, so Step Functions hears about the failure instead of
+/// waiting for its timeout, and its credential type, for the metric.
+pub struct Rejected {
+    pub error: Error,
+    pub task_token: Option<TaskToken>,
+    pub credential_type: Option<CredentialType>,
+}
+
+impl Rejected {
+    /// A failure of the (unvalidated) request `raw`: keeps its task token
+    /// and credential type when they can be read.
+    pub fn of(error: Error, raw: &Value) -> Self {
+        Rejected {
+            error,
+            task_token: raw_str(raw, "task_token")
+                .filter(|t| !t.is_empty())
+                .map(TaskToken::new),
+            credential_type: raw_str(raw, "credential_type").and_then(CredentialType::parse),
+        }
+    }
+
+    /// A failure that has no request to read anything from.
+    pub fn bare(error: Error) -> Self {
+        Rejected {
+            error,
+            task_token: None,
+            credential_type: None,
+        }
+    }
+}
 
 impl KeyRequest {
     /// Validates a request object against the contract and the configuration.
-    pub fn from_value(value: &Value, config: &Config) -> Result<Self, Error> {
+    pub fn parse(value: &Value, config: &Config) -> Result<Self, Rejected> {
+        Self::validate(value, config).map_err(|error| Rejected::of(error, value))
+    }
+
+    fn validate(value: &Value, config: &Config) -> Result<Self, Error> {
+        let listed = FIELDS.join(", ");
         let Value::Object(fields) = value else {
             return Err(Error::invalid(format!(
-                "a request must be a JSON object with {FIELDS}; got {}",
+                "a request must be a JSON object with {listed}; got {}",
                 json_kind(value)
             )));
         };
-        if let Some(unknown) = fields
-            .keys()
-            .find(|k| !FIELDS.split(", ").any(|f| f == k.as_str()))
-        {
+        if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
             return Err(Error::invalid(format!(
-                "unknown field `{unknown}`; a request has only {FIELDS}"
+                "unknown field `{unknown}`; a request has only {listed}"
             )));
         }
-
         let credential_type = match present(fields, "credential_type") {
             None => {
                 return Err(Error::invalid(
@@ -152,15 +129,16 @@ impl KeyRequest {
 
         let target_secret_id = match present(fields, "target_secret_id") {
             None => config.default_target(credential_type, model_id.as_ref()),
-            Some(Value::String(s)) if is_secret_id(s) => s.clone(),
+            Some(Value::String(s)) if secret_id::is_valid(s) => s.clone(),
             Some(_) => {
                 return Err(Error::invalid(format!(
-                    "target_secret_id must be a secret name (1 to {MAX_SECRET_NAME_LEN} of A-Z a-z 0-9 / _ + = . @ -) or a secret ARN of at most {MAX_SECRET_ID_LEN} characters"
+                    "target_secret_id must be {}",
+                    secret_id::RULE
                 )));
             }
         };
         // Writing an API key record over the secret key would destroy it.
-        if target_secret_id == config.secret_key_secret_id {
+        if config.is_secret_key_secret(&target_secret_id) {
             return Err(Error::invalid(
                 "target_secret_id must not be the secret that holds the Prediction One secret key",
             ));
@@ -178,8 +156,8 @@ impl KeyRequest {
             }
         };
 
-        let force = parse_bool(fields, "force")?;
-        let include_key = parse_bool(fields, "include_key")?;
+        let force = json_flag(fields, "force")?;
+        let include_key = json_flag(fields, "include_key")?;
         if include_key && !config.allow_key_in_output {
             return Err(Error::invalid(
                 "include_key is refused: this function is not configured to return API keys (P1_ALLOW_KEY_IN_OUTPUT=false)",
@@ -196,27 +174,15 @@ impl KeyRequest {
     }
 }
 
-/// A Secrets Manager secret name, or an ARN of one (the characters
-/// Secrets Manager allows; anything else could only fail later, or name the
-/// same secret in a way the secret-key check would not recognise).
-fn is_secret_id(s: &str) -> bool {
-    let name_char = |b: u8| b.is_ascii_alphanumeric() || b"/_+=.@-".contains(&b);
-    if let Some(rest) = s.strip_prefix("arn:") {
-        s.len() <= MAX_SECRET_ID_LEN
-            && !rest.is_empty()
-            && rest.bytes().all(|b| name_char(b) || b == b':')
-    } else {
-        !s.is_empty() && s.len() <= MAX_SECRET_NAME_LEN && s.bytes().all(name_char)
-    }
-}
-
 /// A field that is present and not `null` (Step Functions templates often
 /// pass `null` for an unused field).
 fn present<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     fields.get(name).filter(|v| !v.is_null())
 }
 
-fn parse_bool(fields: &Map<String, Value>, name: &str) -> Result<bool, Error> {
+/// A JSON boolean field (boolean environment variables are read in
+/// `config`).
+fn json_flag(fields: &Map<String, Value>, name: &str) -> Result<bool, Error> {
     match present(fields, name) {
         None => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
@@ -273,8 +239,16 @@ pub fn json_kind(value: &Value) -> &'static str {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+/// A string field of an unvalidated request, or of an envelope's detail.
+fn raw_str<'a>(request: &'a Value, name: &str) -> Option<&'a str> {
+    request
+        .get("detail")
+        .unwrap_or(request)
+        .get(name)
+        .and_then(Value::as_str)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     /// A new key was fetched and stored.
     Issued,
@@ -282,9 +256,17 @@ pub enum Status {
     Fresh,
 }
 
-/// The result object: a reference to the stored key, never the key itself
-/// (but under an allowed `include_key`).
-#[derive(Debug, Clone, Serialize)]
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Issued => "issued",
+            Status::Fresh => "fresh",
+        }
+    }
+}
+
+/// The result object: a reference to the stored key, never the key itself.
+#[derive(Debug, Clone)]
 pub struct KeyResult {
     pub status: Status,
     pub credential_type: CredentialType,
@@ -293,26 +275,53 @@ pub struct KeyResult {
     pub version_id: String,
     pub end_date: String,
     pub expires_at: Option<String>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "expose_api_key"
-    )]
-    pub api_key: Option<ApiKey>,
-}
-
-fn expose_api_key<S: serde::Serializer>(key: &Option<ApiKey>, s: S) -> Result<S::Ok, S::Error> {
-    match key {
-        Some(k) => s.serialize_str(k.expose()),
-        None => s.serialize_none(),
-    }
 }
 
 impl KeyResult {
-    /// The same result as it may be published: without the API key.
-    pub fn without_key(&self) -> KeyResult {
-        KeyResult {
-            api_key: None,
-            ..self.clone()
+    /// The result object as published (results, task output, announcements).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "status": self.status.as_str(),
+            "credential_type": self.credential_type.as_str(),
+            "model_id": self.model_id.as_ref().map(ModelId::as_str),
+            "secret_arn": self.secret_arn,
+            "version_id": self.version_id,
+            "end_date": self.end_date,
+            "expires_at": self.expires_at,
+        })
+    }
+}
+
+/// A served request: the result, and the key it refers to, which only
+/// [`Served::output`] may let out.
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub result: KeyResult,
+    pub api_key: ApiKey,
+    /// Time spent in vendor calls, when the key was fetched now.
+    pub vendor_latency_ms: Option<u64>,
+}
+
+impl Served {
+    /// The result object as the caller asked for it: with `api_key` only
+    /// under an allowed `include_key` (validated in [`KeyRequest::parse`]).
+    pub fn output(&self, include_key: bool) -> Value {
+        let mut output = self.result.to_json();
+        if include_key {
+            output["api_key"] = Value::String(self.api_key.expose().to_string());
+        }
+        output
+    }
+
+    /// The same key served again, as `fresh`: nothing fetched.
+    pub fn as_fresh(&self) -> Served {
+        Served {
+            result: KeyResult {
+                status: Status::Fresh,
+                ..self.result.clone()
+            },
+            api_key: self.api_key.clone(),
+            vendor_latency_ms: None,
         }
     }
 }
@@ -334,7 +343,7 @@ mod tests {
     }
 
     fn parse(v: Value) -> Result<KeyRequest, Error> {
-        KeyRequest::from_value(&v, &config(false))
+        KeyRequest::parse(&v, &config(false)).map_err(|r| r.error)
     }
 
     fn rejected(v: Value) -> String {
@@ -413,11 +422,12 @@ mod tests {
             rejected(json!({"credential_type": "train", "include_key": true}))
                 .contains("P1_ALLOW_KEY_IN_OUTPUT")
         );
-        let r = KeyRequest::from_value(
+        let Ok(r) = KeyRequest::parse(
             &json!({"credential_type": "train", "include_key": true}),
             &config(true),
-        )
-        .unwrap();
+        ) else {
+            panic!("include_key refused although allowed")
+        };
         assert!(r.include_key);
     }
 
@@ -476,34 +486,41 @@ mod tests {
     }
 
     #[test]
-    fn result_carries_the_key_only_when_set() {
-        let mut result = KeyResult {
-            status: Status::Issued,
-            credential_type: CredentialType::Retrain,
-            model_id: ModelId::parse("42"),
-            secret_arn: "arn".into(),
-            version_id: "v1".into(),
-            end_date: "2030-01-01".into(),
-            expires_at: None,
-            api_key: None,
+    fn a_rejected_request_keeps_its_token_and_credential_type() {
+        let Err(r) = KeyRequest::parse(
+            &json!({"credential_type": "deploy", "task_token": "TT", "forse": true}),
+            &config(false),
+        ) else {
+            panic!("accepted an unknown field")
         };
-        let v = serde_json::to_value(&result).unwrap();
+        assert_eq!(r.error.error_type(), "InvalidRequest");
+        assert_eq!(r.task_token.unwrap().expose(), "TT");
+        assert_eq!(r.credential_type, Some(CredentialType::Deploy));
+    }
+
+    #[test]
+    fn result_carries_the_key_only_when_asked() {
+        let served = Served {
+            result: KeyResult {
+                status: Status::Issued,
+                credential_type: CredentialType::Retrain,
+                model_id: ModelId::parse("42"),
+                secret_arn: "arn".into(),
+                version_id: "v1".into(),
+                end_date: "2030-01-01".into(),
+                expires_at: None,
+            },
+            api_key: ApiKey::new("AK-SENTINEL"),
+            vendor_latency_ms: None,
+        };
         assert_eq!(
-            v,
+            served.output(false),
             json!({"status": "issued", "credential_type": "retrain", "model_id": "42",
             "secret_arn": "arn", "version_id": "v1", "end_date": "2030-01-01", "expires_at": null})
         );
-        result.api_key = Some(ApiKey::new("AK-SENTINEL"));
-        assert_eq!(
-            serde_json::to_value(&result).unwrap()["api_key"],
-            "AK-SENTINEL"
-        );
-        assert!(!format!("{result:?}").contains("AK-SENTINEL"));
-        assert!(
-            serde_json::to_value(result.without_key())
-                .unwrap()
-                .get("api_key")
-                .is_none()
-        );
+        assert_eq!(served.output(true)["api_key"], "AK-SENTINEL");
+        assert!(!served.result.to_json().to_string().contains("AK-SENTINEL"));
+        assert!(!format!("{served:?}").contains("AK-SENTINEL"));
+        assert_eq!(served.as_fresh().output(false)["status"], "fresh");
     }
 }

@@ -8,7 +8,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::error::Error;
-use crate::request::json_kind;
+use crate::request::{self, Rejected, json_kind};
 
 /// Not `Debug`: requests and SQS bodies may carry task tokens.
 pub enum Trigger {
@@ -16,7 +16,7 @@ pub enum Trigger {
     Direct(Value),
     /// An EventBridge event; holds the request taken from `detail`.
     EventBridge(Value),
-    Sqs(Vec<SqsRecord>),
+    Sqs(Vec<SqsMessage>),
     Rotation(RotationEvent),
 }
 
@@ -33,21 +33,15 @@ pub struct RotationEvent {
     pub rotation_token: Option<crate::sensitive::RotationToken>,
 }
 
-/// One record of an SQS batch: its id, and its body or why it has none.
-pub struct SqsRecord {
+/// One record of an SQS batch: its id, and the request object its body
+/// holds (a request or an EventBridge envelope's detail), or why it holds
+/// none. A record is read alone, so a malformed one fails alone.
+pub struct SqsMessage {
     pub message_id: String,
-    pub body: Result<String, &'static str>,
+    pub request: Result<Value, Rejected>,
 }
 
 const EXPECTED: &str = "expected a request object (credential_type, ...), an EventBridge event (detail-type, source, detail), an SQS batch (Records) or a Secrets Manager rotation event (SecretId, ClientRequestToken, Step)";
-const REQUEST_FIELDS: &[&str] = &[
-    "credential_type",
-    "model_id",
-    "target_secret_id",
-    "force",
-    "task_token",
-    "include_key",
-];
 
 impl Trigger {
     pub fn from_payload(payload: Value) -> Result<Trigger, Error> {
@@ -60,7 +54,7 @@ impl Trigger {
         if let Some(records) = fields.get("Records") {
             return sqs_batch(records);
         }
-        let has_request_field = fields.keys().any(|k| REQUEST_FIELDS.contains(&k.as_str()));
+        let has_request_field = fields.keys().any(|k| request::FIELDS.contains(&k.as_str()));
         // A request with a stray `Step` is a request with an unknown field.
         if !has_request_field
             && ["SecretId", "ClientRequestToken", "Step"]
@@ -91,7 +85,7 @@ impl Trigger {
 
 /// An EventBridge envelope's request: its `detail`, where an empty (or
 /// absent) detail, as in a rule's `Scheduled Event`, means a train key.
-pub fn request_from_envelope(fields: &Map<String, Value>) -> Result<Value, Error> {
+fn request_from_envelope(fields: &Map<String, Value>) -> Result<Value, Error> {
     if !fields.get("source").is_some_and(Value::is_string) {
         return Err(Error::invalid("an EventBridge event needs a string source"));
     }
@@ -129,20 +123,41 @@ fn sqs_batch(records: &Value) -> Result<Trigger, Error> {
     }
     let records = list
         .iter()
-        .map(|r| SqsRecord {
+        .map(|r| SqsMessage {
             message_id: r
                 .get("messageId")
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string(),
-            body: match (source(r).as_deref(), r.get("body")) {
-                (Some("aws:sqs"), Some(Value::String(body))) => Ok(body.clone()),
-                (Some("aws:sqs"), _) => Err("the SQS record has no string body"),
-                _ => Err("the record is not an SQS message (eventSource is not \"aws:sqs\")"),
+            request: match (source(r).as_deref(), r.get("body")) {
+                (Some("aws:sqs"), Some(Value::String(body))) => request_of_body(body),
+                (Some("aws:sqs"), _) => Err(Rejected::bare(Error::invalid(
+                    "the SQS record has no string body",
+                ))),
+                _ => Err(Rejected::bare(Error::invalid(
+                    "the record is not an SQS message (eventSource is not \"aws:sqs\")",
+                ))),
             },
         })
         .collect();
     Ok(Trigger::Sqs(records))
+}
+
+/// A message body: a request object, or an EventBridge envelope whose
+/// detail is one. A failed envelope keeps what its detail says (the task
+/// token) so that the failure can still be reported.
+fn request_of_body(body: &str) -> Result<Value, Rejected> {
+    let value: Value = serde_json::from_str(body).map_err(|_| {
+        Rejected::bare(Error::invalid(
+            "the SQS message body is not a JSON request object",
+        ))
+    })?;
+    match &value {
+        Value::Object(fields) if fields.contains_key("detail-type") => {
+            request_from_envelope(fields).map_err(|e| Rejected::of(e, &value))
+        }
+        _ => Ok(value),
+    }
 }
 
 /// serde's message without a payload excerpt (it could quote a token).
@@ -214,7 +229,7 @@ mod tests {
         };
         let read: Vec<(&str, bool)> = records
             .iter()
-            .map(|r| (r.message_id.as_str(), r.body.is_ok()))
+            .map(|r| (r.message_id.as_str(), r.request.is_ok()))
             .collect();
         assert_eq!(
             read,

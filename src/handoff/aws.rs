@@ -1,9 +1,12 @@
-//! Step Functions and EventBridge through the AWS SDK.
+//! Step Functions and EventBridge through the AWS SDK. SDK errors become
+//! typed [`HandoffError`]s here: a token Step Functions no longer knows is
+//! told apart from a failure worth retrying.
 
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 
-use super::{EVENT_DETAIL_TYPE, EVENT_SOURCE, Handoff};
-use crate::error::describe_sdk_error;
+use super::{EVENT_DETAIL_TYPE, EVENT_SOURCE, Handoff, HandoffError};
+use crate::aws::{describe_sdk_error, error_code};
 use crate::sensitive::TaskToken;
 
 pub struct AwsHandoff {
@@ -25,8 +28,28 @@ fn truncate(text: &str, max: usize) -> String {
     text.chars().take(max).collect()
 }
 
+/// The error codes with which Step Functions refuses a report on a task
+/// that no longer waits for one.
+const TASK_GONE: &[&str] = &["TaskTimedOut", "TaskDoesNotExist", "InvalidToken"];
+
+fn handoff_error<E, R>(operation: &'static str, err: SdkError<E, R>) -> HandoffError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let detail = describe_sdk_error(&err);
+    match error_code(&err) {
+        Some(code) if TASK_GONE.contains(&code) => HandoffError::TaskGone {
+            operation,
+            code: code.to_string(),
+            detail,
+        },
+        _ => HandoffError::Failed { operation, detail },
+    }
+}
+
 impl Handoff for AwsHandoff {
-    async fn task_success(&self, token: &TaskToken, output: &str) -> Result<(), String> {
+    async fn task_success(&self, token: &TaskToken, output: &str) -> Result<(), HandoffError> {
         self.sfn
             .send_task_success()
             .task_token(token.expose())
@@ -34,7 +57,7 @@ impl Handoff for AwsHandoff {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| format!("SendTaskSuccess failed: {}", describe_sdk_error(&e)))
+            .map_err(|e| handoff_error("SendTaskSuccess", e))
     }
 
     async fn task_failure(
@@ -42,7 +65,7 @@ impl Handoff for AwsHandoff {
         token: &TaskToken,
         error: &str,
         cause: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), HandoffError> {
         self.sfn
             .send_task_failure()
             .task_token(token.expose())
@@ -51,10 +74,10 @@ impl Handoff for AwsHandoff {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| format!("SendTaskFailure failed: {}", describe_sdk_error(&e)))
+            .map_err(|e| handoff_error("SendTaskFailure", e))
     }
 
-    async fn announce(&self, bus: &str, detail: &str) -> Result<(), String> {
+    async fn announce(&self, bus: &str, detail: &str) -> Result<(), HandoffError> {
         let entry = PutEventsRequestEntry::builder()
             .event_bus_name(bus)
             .source(EVENT_SOURCE)
@@ -67,7 +90,7 @@ impl Handoff for AwsHandoff {
             .entries(entry)
             .send()
             .await
-            .map_err(|e| format!("PutEvents failed: {}", describe_sdk_error(&e)))?;
+            .map_err(|e| handoff_error("PutEvents", e))?;
         // PutEvents reports per-entry failures in a 200 response.
         if out.failed_entry_count() > 0 {
             let reason = out
@@ -78,7 +101,10 @@ impl Handoff for AwsHandoff {
                         .map(|c| format!("{c}: {}", e.error_message().unwrap_or_default()))
                 })
                 .unwrap_or_else(|| "entry rejected".into());
-            return Err(format!("PutEvents rejected the event: {reason}"));
+            return Err(HandoffError::Failed {
+                operation: "PutEvents",
+                detail: format!("the event was rejected: {reason}"),
+            });
         }
         Ok(())
     }

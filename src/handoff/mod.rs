@@ -14,19 +14,43 @@ pub use aws::AwsHandoff;
 pub const EVENT_SOURCE: &str = "p1-key-broker";
 pub const EVENT_DETAIL_TYPE: &str = "Prediction One API Key Issued";
 
-/// The port. Errors are plain descriptions: the caller wraps them into
-/// `HandOffFailed` with the stored version named.
+/// How a hand-off failed. The use case wraps it into `HandOffFailed` with
+/// the stored version named.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandoffError {
+    /// Step Functions no longer waits for this token (`TaskTimedOut`,
+    /// `TaskDoesNotExist`, `InvalidToken`): no retry can deliver the report.
+    #[error("{operation} refused: the task is gone ({detail})")]
+    TaskGone {
+        operation: &'static str,
+        code: String,
+        detail: String,
+    },
+    /// Anything else (throttling, 5xx, network, a rejected event): a retry
+    /// may succeed.
+    #[error("{operation} failed: {detail}")]
+    Failed {
+        operation: &'static str,
+        detail: String,
+    },
+}
+
+/// The port.
 pub trait Handoff: Send + Sync {
     fn task_success(
         &self,
         token: &TaskToken,
         output: &str,
-    ) -> impl Future<Output = Result<(), String>> + Send;
+    ) -> impl Future<Output = Result<(), HandoffError>> + Send;
     fn task_failure(
         &self,
         token: &TaskToken,
         error: &str,
         cause: &str,
-    ) -> impl Future<Output = Result<(), String>> + Send;
-    fn announce(&self, bus: &str, detail: &str) -> impl Future<Output = Result<(), String>> + Send;
+    ) -> impl Future<Output = Result<(), HandoffError>> + Send;
+    fn announce(
+        &self,
+        bus: &str,
+        detail: &str,
+    ) -> impl Future<Output = Result<(), HandoffError>> + Send;
 }

@@ -1,8 +1,8 @@
 //! The Secrets Manager adapter: the AWS SDK client behind [`SecretStore`].
 //!
-//! Errors keep the service's code and message but never the raw response
-//! (see [`crate::error::describe_sdk_error`]); secret values travel only in
-//! [`SecretString`], whose `Debug` redacts.
+//! SDK errors become typed [`StoreError`]s here, keeping the service's code
+//! and message but never the raw response (see [`crate::aws`]); secret
+//! values travel only in [`SecretString`], whose `Debug` redacts.
 
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
@@ -11,7 +11,7 @@ use aws_sdk_secretsmanager::types::Tag;
 use super::store::{
     NewSecret, SecretDescription, SecretStore, SecretValue, StoreError, VersionRef,
 };
-use crate::error::describe_sdk_error;
+use crate::aws::{describe_sdk_error, error_code, is_throttling};
 use crate::sensitive::{RotationToken, SecretString};
 
 pub struct SecretsManager {
@@ -30,9 +30,14 @@ where
     R: std::fmt::Debug,
 {
     let text = describe_sdk_error(&err);
-    match err.code() {
+    match error_code(&err) {
         Some("ResourceNotFoundException") => StoreError::NotFound(text),
         Some("ResourceExistsException") => StoreError::Exists(text),
+        // KMS refusals reach Secrets Manager callers as these two.
+        Some("AccessDeniedException" | "AccessDenied" | "DecryptionFailure") => {
+            StoreError::AccessDenied(text)
+        }
+        Some(code) if is_throttling(code) => StoreError::Throttled(text),
         _ => StoreError::Other(text),
     }
 }

@@ -4,8 +4,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::credential::{Credential, CredentialType, ModelId};
 use crate::expiry;
-use crate::request::{Credential, CredentialType, ModelId};
 use crate::sensitive::{ApiKey, SecretString};
 
 #[derive(Debug, Clone)]

@@ -48,6 +48,8 @@ pub struct NewSecret {
     pub kms_key_id: Option<String>,
 }
 
+/// How a Secrets Manager call failed. Each carries the service's code and
+/// message (never a secret value); the variant is what callers decide on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// The secret, or the asked-for version or stage, does not exist.
@@ -56,6 +58,13 @@ pub enum StoreError {
     /// The secret exists already (CreateSecret) or the token names another value.
     #[error("already exists: {0}")]
     Exists(String),
+    /// The role may not do this (IAM or KMS).
+    #[error("access denied: {0}")]
+    AccessDenied(String),
+    /// Secrets Manager asked to slow down.
+    #[error("throttled: {0}")]
+    Throttled(String),
+    /// Anything else: a 5xx, a timeout, a connection failure, a bad request.
     #[error("{0}")]
     Other(String),
 }

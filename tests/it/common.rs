@@ -218,7 +218,7 @@ impl Harness {
 pub async fn invoke(app: &App, payload: Value) -> Result<Value, (String, String)> {
     p1_key_broker::handle(app, payload)
         .await
-        .map_err(|e| (e.error_type().to_string(), e.to_string()))
+        .map_err(|e| (e.error_type().to_string(), e.report()))
 }
 
 /// Loads a fixture from `events/`.

@@ -1,22 +1,25 @@
-//! The Prediction One Get API Key client: the port the broker calls, its
-//! errors, and the HTTP adapter.
+//! The Prediction One client: the port the use case calls ([`KeyIssuer`]),
+//! its errors ([`PredictionOneError`], one variant per `PredictionOne.*`
+//! errorType), and the HTTP adapter ([`PredictionOneClient`]).
 //!
 //! - [`response`] turns a status and body into a key or a contract error;
 //!   it is pure, so the vendor's undocumented corners are unit-tested there.
 //! - [`backoff`] decides how long to wait before a retry.
-//! - [`http`] is the reqwest adapter: timeouts, retries, the 64 KiB cap.
+//! - [`client`] is the reqwest adapter: timeouts, retries, the 64 KiB cap.
+//!
+//! This module knows nothing of the function's configuration or error
+//! enum: the use case maps [`PredictionOneError`] into `Error`.
 
 pub mod backoff;
-pub mod http;
+pub mod client;
 pub mod response;
 
 use std::future::Future;
 
-use crate::error::Error;
-use crate::request::Credential;
+use crate::credential::Credential;
 use crate::sensitive::{ApiKey, SecretKey};
 
-pub use http::HttpVendor;
+pub use client::PredictionOneClient;
 
 /// A key as the vendor issued it. `end_date` is the raw string.
 #[derive(Debug, Clone)]
@@ -25,18 +28,19 @@ pub struct IssuedKey {
     pub end_date: String,
 }
 
-/// The port: issue an API key for a credential with a secret key.
-pub trait Vendor: Send + Sync {
+/// The port: issue an API key for a credential with a secret key (the
+/// vendor's Get API Key call).
+pub trait KeyIssuer: Send + Sync {
     fn get_api_key(
         &self,
         secret_key: &SecretKey,
         credential: &Credential,
-    ) -> impl Future<Output = Result<IssuedKey, Error>> + Send;
+    ) -> impl Future<Output = Result<IssuedKey, PredictionOneError>> + Send;
 }
 
 /// How a vendor call failed, one variant per `PredictionOne.*` errorType.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum VendorError {
+pub enum PredictionOneError {
     #[error("Prediction One rejected the secret key: it does not exist (invalid_api_key)")]
     InvalidSecretKey,
     #[error("Prediction One rejected the secret key as incorrect (Inactive_credential)")]
@@ -59,22 +63,27 @@ pub enum VendorError {
     Timeout { attempts: u32 },
     #[error("Prediction One sent a malformed response: {0}")]
     MalformedResponse(String),
+    /// Never sent: the secret key cannot go into an HTTP header. The use
+    /// case reports it as `SecretKeyUnavailable`.
+    #[error("the secret key holds characters that cannot be sent in an HTTP header")]
+    UnsendableSecretKey,
 }
 
-impl VendorError {
+impl PredictionOneError {
     pub fn error_type(&self) -> &'static str {
         match self {
-            VendorError::InvalidSecretKey => "PredictionOne.InvalidSecretKey",
-            VendorError::InactiveCredential => "PredictionOne.InactiveCredential",
-            VendorError::CredentialNotFound => "PredictionOne.CredentialNotFound",
-            VendorError::UserDeleted => "PredictionOne.UserDeleted",
-            VendorError::ModelDeleted => "PredictionOne.ModelDeleted",
-            VendorError::ModelIdRequired => "PredictionOne.ModelIdRequired",
-            VendorError::BadRequest { .. } => "PredictionOne.BadRequest",
-            VendorError::Throttled { .. } => "PredictionOne.Throttled",
-            VendorError::Unavailable { .. } => "PredictionOne.Unavailable",
-            VendorError::Timeout { .. } => "PredictionOne.Timeout",
-            VendorError::MalformedResponse(_) => "PredictionOne.MalformedResponse",
+            PredictionOneError::InvalidSecretKey => "PredictionOne.InvalidSecretKey",
+            PredictionOneError::InactiveCredential => "PredictionOne.InactiveCredential",
+            PredictionOneError::CredentialNotFound => "PredictionOne.CredentialNotFound",
+            PredictionOneError::UserDeleted => "PredictionOne.UserDeleted",
+            PredictionOneError::ModelDeleted => "PredictionOne.ModelDeleted",
+            PredictionOneError::ModelIdRequired => "PredictionOne.ModelIdRequired",
+            PredictionOneError::BadRequest { .. } => "PredictionOne.BadRequest",
+            PredictionOneError::Throttled { .. } => "PredictionOne.Throttled",
+            PredictionOneError::Unavailable { .. } => "PredictionOne.Unavailable",
+            PredictionOneError::Timeout { .. } => "PredictionOne.Timeout",
+            PredictionOneError::MalformedResponse(_) => "PredictionOne.MalformedResponse",
+            PredictionOneError::UnsendableSecretKey => "SecretKeyUnavailable",
         }
     }
 
@@ -83,9 +92,9 @@ impl VendorError {
     pub fn is_credential_error(&self) -> bool {
         matches!(
             self,
-            VendorError::InvalidSecretKey
-                | VendorError::InactiveCredential
-                | VendorError::CredentialNotFound
+            PredictionOneError::InvalidSecretKey
+                | PredictionOneError::InactiveCredential
+                | PredictionOneError::CredentialNotFound
         )
     }
 }

@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use super::{IssuedKey, VendorError};
+use super::{IssuedKey, PredictionOneError};
 use crate::sensitive::{ApiKey, SecretKey};
 
 /// What to do with a response.
@@ -17,7 +17,7 @@ pub enum Outcome {
     Key(IssuedKey),
     /// Worth another attempt: 429, 408 or 5xx.
     Retry(Transient),
-    Fail(VendorError),
+    Fail(PredictionOneError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,15 +41,15 @@ pub fn classify(status: u16, body: &[u8], secret_key: &SecretKey) -> Outcome {
     match status {
         200..=299 => match json.as_ref().map(parse_key) {
             Some(Ok(key)) => Outcome::Key(key),
-            Some(Err(problem)) => Outcome::Fail(VendorError::MalformedResponse(problem)),
-            None => Outcome::Fail(VendorError::MalformedResponse(format!(
+            Some(Err(problem)) => Outcome::Fail(PredictionOneError::MalformedResponse(problem)),
+            None => Outcome::Fail(PredictionOneError::MalformedResponse(format!(
                 "HTTP {status} with a body that is not JSON"
             ))),
         },
         429 => Outcome::Retry(Transient::Throttled),
         408 => Outcome::Retry(Transient::Timeout),
         500..=599 => Outcome::Retry(Transient::ServerError(status)),
-        _ => Outcome::Fail(VendorError::BadRequest {
+        _ => Outcome::Fail(PredictionOneError::BadRequest {
             status,
             message: message
                 .map(|m| scrub(&m, secret_key))
@@ -86,19 +86,19 @@ fn error_message(body: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
-fn documented(message: &str) -> Option<VendorError> {
+fn documented(message: &str) -> Option<PredictionOneError> {
     let normalized = message
         .trim()
         .trim_end_matches('.')
         .trim()
         .to_ascii_lowercase();
     Some(match normalized.as_str() {
-        "invalid_api_key" => VendorError::InvalidSecretKey,
-        "inactive_credential" => VendorError::InactiveCredential,
-        "not_found_credential" => VendorError::CredentialNotFound,
-        "this user may be deleted" => VendorError::UserDeleted,
-        "this model may be deleted" => VendorError::ModelDeleted,
-        "model id is required" => VendorError::ModelIdRequired,
+        "invalid_api_key" => PredictionOneError::InvalidSecretKey,
+        "inactive_credential" => PredictionOneError::InactiveCredential,
+        "not_found_credential" => PredictionOneError::CredentialNotFound,
+        "this user may be deleted" => PredictionOneError::UserDeleted,
+        "this model may be deleted" => PredictionOneError::ModelDeleted,
+        "model id is required" => PredictionOneError::ModelIdRequired,
         _ => return None,
     })
 }
@@ -125,7 +125,7 @@ mod tests {
         SecretKey::new("sk-SENTINEL")
     }
 
-    fn fail(status: u16, body: &str) -> VendorError {
+    fn fail(status: u16, body: &str) -> PredictionOneError {
         match classify(status, body.as_bytes(), &sk()) {
             Outcome::Fail(e) => e,
             other => panic!("{status} {body}: {other:?}"),
@@ -180,7 +180,7 @@ mod tests {
         );
         assert_eq!(
             e,
-            VendorError::BadRequest {
+            PredictionOneError::BadRequest {
                 status: 400,
                 message: "Invalid credential_type.".into()
             }

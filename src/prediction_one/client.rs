@@ -9,10 +9,8 @@ use reqwest::{Client, Url};
 
 use super::backoff::{self, MAX_RETRY_AFTER};
 use super::response::{self, Outcome, Transient};
-use super::{IssuedKey, Vendor, VendorError};
-use crate::config::Config;
-use crate::error::Error;
-use crate::request::Credential;
+use super::{IssuedKey, KeyIssuer, PredictionOneError};
+use crate::credential::Credential;
 use crate::sensitive::SecretKey;
 
 /// A response body larger than this is refused without being read whole
@@ -21,7 +19,7 @@ pub const MAX_BODY: usize = 64 * 1024;
 
 const PATH: &str = "/v1/external/api-key";
 
-pub struct HttpVendor {
+pub struct PredictionOneClient {
     client: Client,
     endpoint: Url,
     max_attempts: u32,
@@ -34,24 +32,27 @@ enum Failure {
     Connection,
 }
 
-impl HttpVendor {
-    pub fn new(config: &Config) -> Result<Self, Error> {
+impl PredictionOneClient {
+    /// A client for the API at `base_url` (scheme, host and port; checked by
+    /// the configuration), with a per-attempt `timeout` and up to
+    /// `max_attempts` attempts per call.
+    pub fn new(base_url: &Url, timeout: Duration, max_attempts: u32) -> Result<Self, String> {
         let client = Client::builder()
-            .timeout(config.http_timeout)
-            .connect_timeout(config.http_timeout)
+            .timeout(timeout)
+            .connect_timeout(timeout)
             // A redirect would carry the x-api-key header to another place:
             // never follow one (it surfaces as PredictionOne.BadRequest).
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("p1-key-broker/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
-        let endpoint = config.api_base_url.join(PATH).map_err(|e| {
-            Error::Config(format!("P1_API_BASE_URL cannot be joined with {PATH}: {e}"))
-        })?;
-        Ok(HttpVendor {
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let endpoint = base_url
+            .join(PATH)
+            .map_err(|e| format!("{base_url} cannot be joined with {PATH}: {e}"))?;
+        Ok(PredictionOneClient {
             client,
             endpoint,
-            max_attempts: config.max_attempts,
+            max_attempts,
         })
     }
 
@@ -88,7 +89,7 @@ impl HttpVendor {
         // and a gateway sending megabytes is not a transient fault to retry.
         let Some(body) = read_capped(&mut response).await? else {
             return Ok((
-                Outcome::Fail(VendorError::MalformedResponse(format!(
+                Outcome::Fail(PredictionOneError::MalformedResponse(format!(
                     "HTTP {status} with a response body over {} KiB, refused",
                     MAX_BODY / 1024
                 ))),
@@ -99,17 +100,14 @@ impl HttpVendor {
     }
 }
 
-impl Vendor for HttpVendor {
+impl KeyIssuer for PredictionOneClient {
     async fn get_api_key(
         &self,
         secret_key: &SecretKey,
         credential: &Credential,
-    ) -> Result<IssuedKey, Error> {
-        let mut header = HeaderValue::from_str(secret_key.expose()).map_err(|_| {
-            Error::SecretKeyUnavailable(
-                "the secret key holds characters that cannot be sent in an HTTP header".into(),
-            )
-        })?;
+    ) -> Result<IssuedKey, PredictionOneError> {
+        let mut header = HeaderValue::from_str(secret_key.expose())
+            .map_err(|_| PredictionOneError::UnsendableSecretKey)?;
         // Keeps the value out of hyper's and reqwest's own debug output.
         header.set_sensitive(true);
 
@@ -130,7 +128,7 @@ impl Vendor for HttpVendor {
                         error_type = error.error_type(),
                         "vendor call failed"
                     );
-                    return Err(error.into());
+                    return Err(error);
                 }
                 Ok((Outcome::Retry(transient), retry_after)) => {
                     last = Failure::Transient(transient);
@@ -151,26 +149,26 @@ impl Vendor for HttpVendor {
                         retry_after_s = wait.as_secs(),
                         "Retry-After is too long to wait for in this invocation"
                     );
-                    return Err(final_error(last, attempt).into());
+                    return Err(final_error(last, attempt));
                 }
                 Some(wait) => wait,
                 None => backoff::jittered(attempt + 1),
             };
             tokio::time::sleep(wait).await;
         }
-        Err(final_error(last, self.max_attempts).into())
+        Err(final_error(last, self.max_attempts))
     }
 }
 
-fn final_error(last: Failure, attempts: u32) -> VendorError {
+fn final_error(last: Failure, attempts: u32) -> PredictionOneError {
     match last {
-        Failure::Transient(Transient::Throttled) => VendorError::Throttled { attempts },
-        Failure::Transient(Transient::Timeout) => VendorError::Timeout { attempts },
-        Failure::Transient(Transient::ServerError(status)) => VendorError::Unavailable {
+        Failure::Transient(Transient::Throttled) => PredictionOneError::Throttled { attempts },
+        Failure::Transient(Transient::Timeout) => PredictionOneError::Timeout { attempts },
+        Failure::Transient(Transient::ServerError(status)) => PredictionOneError::Unavailable {
             attempts,
             detail: format!("HTTP {status}"),
         },
-        Failure::Connection => VendorError::Unavailable {
+        Failure::Connection => PredictionOneError::Unavailable {
             attempts,
             detail: "connection failed or closed before a complete response".into(),
         },

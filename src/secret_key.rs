@@ -2,15 +2,18 @@
 //! by a warm instance for `P1_SECRET_KEY_CACHE_TTL_SECONDS`, and dropped when
 //! the vendor refuses it, so a key rotated in Secrets Manager is picked up
 //! without waiting for the TTL.
+//!
+//! It sits beside `secrets/` rather than in it: it speaks the function's
+//! errors (`SecretKeyUnavailable`), and the Secrets Manager port below it
+//! must not.
 
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use super::AWSCURRENT;
-use super::store::{SecretStore, StoreError};
 use crate::error::Error;
+use crate::secrets::{AWSCURRENT, SecretStore, StoreError};
 use crate::sensitive::SecretKey;
 
 pub struct SecretKeySource {
@@ -88,48 +91,63 @@ impl SecretKeySource {
         let value = store
             .get_value(id, Some(AWSCURRENT), None)
             .await
-            .map_err(|e| {
-                Error::SecretKeyUnavailable(match e {
-                    StoreError::NotFound(_) => format!(
+            .map_err(|e| match e {
+                StoreError::NotFound(_) => Error::secret_key_unavailable(
+                    format!(
                         "the secret-key secret {id:?} does not exist (or has no AWSCURRENT version)"
                     ),
-                    other => format!("cannot read the secret-key secret {id:?}: {other}"),
-                })
+                    e,
+                ),
+                other => Error::secret_key_unavailable(
+                    format!("cannot read the secret-key secret {id:?}"),
+                    other,
+                ),
             })?;
         let Some(raw) = value.secret_string else {
-            return Err(Error::SecretKeyUnavailable(format!(
-                "the secret-key secret {id:?} has no SecretString (binary secrets are not supported)"
-            )));
+            return Err(Error::secret_key_unavailable(
+                format!(
+                    "the secret-key secret {id:?} has no SecretString (binary secrets are not supported)"
+                ),
+                None,
+            ));
         };
         let text = raw.expose().trim();
         let key = if text.starts_with('{') {
             let json: Value = serde_json::from_str(text).map_err(|_| {
-                Error::SecretKeyUnavailable(format!(
-                    "the secret-key secret {id:?} looks like JSON but does not parse"
-                ))
+                Error::secret_key_unavailable(
+                    format!("the secret-key secret {id:?} looks like JSON but does not parse"),
+                    None,
+                )
             })?;
             match json.get(&self.field) {
                 Some(Value::String(s)) => s.trim().to_string(),
                 _ => {
-                    return Err(Error::SecretKeyUnavailable(format!(
-                        "the secret-key secret {id:?} is a JSON object without a string field {:?} (P1_SECRET_KEY_FIELD)",
-                        self.field
-                    )));
+                    return Err(Error::secret_key_unavailable(
+                        format!(
+                            "the secret-key secret {id:?} is a JSON object without a string field {:?} (P1_SECRET_KEY_FIELD)",
+                            self.field
+                        ),
+                        None,
+                    ));
                 }
             }
         } else {
             text.to_string()
         };
         if key.is_empty() {
-            return Err(Error::SecretKeyUnavailable(format!(
-                "the secret-key secret {id:?} is empty"
-            )));
+            return Err(Error::secret_key_unavailable(
+                format!("the secret-key secret {id:?} is empty"),
+                None,
+            ));
         }
         // It goes into an HTTP header: visible ASCII only.
         if !key.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Error::SecretKeyUnavailable(format!(
-                "the secret key in {id:?} holds characters that cannot be sent in an HTTP header"
-            )));
+            return Err(Error::secret_key_unavailable(
+                format!(
+                    "the secret key in {id:?} holds characters that cannot be sent in an HTTP header"
+                ),
+                None,
+            ));
         }
         Ok(Cached {
             key: SecretKey::new(key),

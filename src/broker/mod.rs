@@ -1,0 +1,337 @@
+//! The use case: serve a request with the stored key when it is fresh, or
+//! issue, store and announce a new one; answer (and report to Step
+//! Functions); run Secrets Manager's rotation steps on the same rules.
+//!
+//! [`Broker`] is closed: its ports and configuration are private, and the
+//! entry points (`handler`, `batch`) call only its methods:
+//! [`Broker::serve`], [`Broker::answer`] / [`Broker::answer_rejected`]
+//! (`answer.rs`) and [`Broker::rotate`] (`rotation.rs`). The ports are
+//! traits, bundled in [`Ports`] so that code generic over the adapters
+//! names one bound; `App` is the broker on its AWS and HTTP adapters.
+
+mod answer;
+mod rotation;
+
+use std::time::Instant;
+
+use chrono::Utc;
+
+use crate::config::Config;
+use crate::credential::Credential;
+use crate::error::Error;
+use crate::handoff::Handoff;
+use crate::prediction_one::{IssuedKey, KeyIssuer};
+use crate::request::{KeyRequest, KeyResult, Served, Status};
+use crate::secret_id;
+use crate::secret_key::SecretKeySource;
+use crate::secrets::{
+    AWSCURRENT, KeyRecord, NewSecret, P1ANNOUNCED, SecretStore, SecretValue, StoreError, VersionRef,
+};
+
+/// The adapters a broker runs on: one type names all three.
+pub trait Ports: 'static {
+    type Issuer: KeyIssuer;
+    type Store: SecretStore;
+    type Handoff: Handoff;
+}
+
+pub struct Broker<P: Ports> {
+    config: Config,
+    issuer: P::Issuer,
+    store: P::Store,
+    handoff: P::Handoff,
+    secret_key: SecretKeySource,
+}
+
+impl<P: Ports> Broker<P> {
+    pub fn new(config: Config, issuer: P::Issuer, store: P::Store, handoff: P::Handoff) -> Self {
+        let secret_key = SecretKeySource::new(
+            config.secret_key_secret_id.clone(),
+            config.secret_key_field.clone(),
+            config.secret_key_cache_ttl,
+        );
+        Broker {
+            config,
+            issuer,
+            store,
+            handoff,
+            secret_key,
+        }
+    }
+
+    /// The configuration the broker runs with (requests are validated
+    /// against it).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// One request: `fresh` when the target's current key outlives the renewal
+    /// margin (and `force` is off), else a new key, stored and announced.
+    pub async fn serve(&self, request: &KeyRequest) -> Result<Served, Error> {
+        let target = &request.target_secret_id;
+        let current = match self.store.get_value(target, Some(AWSCURRENT), None).await {
+            Ok(v) => Some(v),
+            Err(StoreError::NotFound(_)) => None,
+            Err(e) => {
+                return Err(Error::store_failed(
+                    format!("cannot read the target secret {target:?}"),
+                    e,
+                ));
+            }
+        };
+        if !request.force
+            && let Some(current) = current.as_ref()
+            && let Some(served) = self.fresh(request, current).await?
+        {
+            tracing::info!(target_secret = %target, version_id = %served.result.version_id, "stored key is fresh");
+            return Ok(served);
+        }
+        // Whatever name or ARN the request used, never write over the
+        // account's secret key.
+        if let Some(current) = &current
+            && self.is_secret_key_secret(&current.arn).await?
+        {
+            return Err(Error::invalid(
+                "target_secret_id must not be the secret that holds the Prediction One secret key",
+            ));
+        }
+
+        let (issued, vendor_latency_ms) = self.issue_key(&request.credential).await?;
+        let record = KeyRecord::issued(
+            issued.api_key,
+            issued.end_date,
+            request.credential.clone(),
+            Utc::now(),
+        );
+        let stored = self.store_record(target, &record).await?;
+        tracing::info!(target_secret = %target, version_id = %stored.version_id, "issued and stored a new key");
+
+        let served = Served {
+            result: result_of(Status::Issued, &record, stored),
+            api_key: record.api_key,
+            vendor_latency_ms: Some(vendor_latency_ms),
+        };
+        self.announce(target, &served.result).await?;
+        Ok(served)
+    }
+
+    /// Asks the vendor for a key. A refused secret key is re-read once: if
+    /// the secret now holds a different one, the call is tried with it.
+    /// Also returns the time spent in vendor calls (`VendorLatencyMs`).
+    async fn issue_key(&self, credential: &Credential) -> Result<(IssuedKey, u64), Error> {
+        let secret_key = self.secret_key.get(&self.store).await?;
+        let started = Instant::now();
+        let first = self.issuer.get_api_key(&secret_key, credential).await;
+        let mut vendor_ms = started.elapsed().as_millis() as u64;
+        let issued = match first {
+            Err(e) if e.is_credential_error() => {
+                match self
+                    .secret_key
+                    .refresh_after_refusal(&self.store, &secret_key)
+                    .await?
+                {
+                    Some(newer) => {
+                        tracing::info!(
+                            "secret key was refused; retrying once with the newly read one"
+                        );
+                        let started = Instant::now();
+                        let retried = self.issuer.get_api_key(&newer, credential).await;
+                        vendor_ms += started.elapsed().as_millis() as u64;
+                        retried
+                    }
+                    None => Err(e),
+                }
+            }
+            other => other,
+        }?;
+        Ok((issued, vendor_ms))
+    }
+
+    /// Whether `arn` is the secret that holds the Prediction One secret key
+    /// (compared with the ARN the key was read from, whatever name or ARN
+    /// the configuration or a request used).
+    async fn is_secret_key_secret(&self, arn: &str) -> Result<bool, Error> {
+        let key_arn = self.secret_key.secret_arn(&self.store).await?;
+        Ok(secret_id::same_secret(arn, &key_arn))
+    }
+
+    /// The target's current record, when it is fresh for this request.
+    async fn fresh(
+        &self,
+        request: &KeyRequest,
+        current: &SecretValue,
+    ) -> Result<Option<Served>, Error> {
+        let target = &request.target_secret_id;
+        let Some(record) = current.secret_string.as_ref().and_then(KeyRecord::parse) else {
+            return Ok(None);
+        };
+        if !record.is_fresh_for(&request.credential, Utc::now(), self.config.renew_before) {
+            return Ok(None);
+        }
+        let announced = current.stages.iter().any(|s| s == P1ANNOUNCED);
+        let version = VersionRef {
+            arn: current.arn.clone(),
+            version_id: current.version_id.clone(),
+        };
+        let served = Served {
+            result: result_of(Status::Fresh, &record, version),
+            api_key: record.api_key,
+            vendor_latency_ms: None,
+        };
+        if !announced {
+            // An earlier announcement of this version failed: complete it now.
+            self.announce(target, &served.result).await?;
+        }
+        Ok(Some(served))
+    }
+
+    /// Writes a record as the target's new AWSCURRENT version, creating the
+    /// secret when it is missing and that is allowed.
+    async fn store_record(&self, target: &str, record: &KeyRecord) -> Result<VersionRef, Error> {
+        let value = record.to_secret_string();
+        let failed = |e: StoreError| {
+            Error::store_failed(format!("cannot store the new key in {target:?}"), e)
+        };
+        match self
+            .store
+            .put_value(target, &value, None, &[AWSCURRENT], None)
+            .await
+        {
+            Ok(v) => return Ok(v),
+            Err(StoreError::NotFound(_)) => {}
+            Err(e) => return Err(failed(e)),
+        }
+        if !self.config.create_missing_secret {
+            return Err(Error::store_failed(
+                format!(
+                    "the target secret {target:?} does not exist and P1_CREATE_MISSING_SECRET is false"
+                ),
+                None,
+            ));
+        }
+        if target.starts_with("arn:") {
+            return Err(Error::store_failed(
+                format!(
+                    "the target secret {target:?} does not exist; a secret can be created from a name, not an ARN"
+                ),
+                None,
+            ));
+        }
+        let mut tags = vec![
+            (
+                "p1:credential_type".to_string(),
+                record.credential.credential_type.as_str().to_string(),
+            ),
+            ("managed-by".to_string(), "p1-key-broker".to_string()),
+        ];
+        if let Some(model_id) = &record.credential.model_id {
+            tags.push(("p1:model_id".to_string(), model_id.as_str().to_string()));
+        }
+        let new = NewSecret {
+            tags,
+            kms_key_id: self.config.target_kms_key_id.clone(),
+        };
+        match self.store.create(target, &value, &new).await {
+            Ok(v) => {
+                tracing::info!(target_secret = %target, "created the missing target secret");
+                Ok(v)
+            }
+            // Created concurrently by another invocation: write a version to it.
+            Err(StoreError::Exists(_)) => self
+                .store
+                .put_value(target, &value, None, &[AWSCURRENT], None)
+                .await
+                .map_err(failed),
+            Err(e) => Err(failed(e)),
+        }
+    }
+}
+
+fn result_of(status: Status, record: &KeyRecord, version: VersionRef) -> KeyResult {
+    KeyResult {
+        status,
+        credential_type: record.credential.credential_type,
+        model_id: record.credential.model_id.clone(),
+        secret_arn: version.arn,
+        version_id: version.version_id,
+        end_date: record.end_date.clone(),
+        expires_at: record.expires_at.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::credential::CredentialType;
+    use crate::fakes::{FakeIssuer, FakeStore, broker};
+
+    fn request(b: &Broker<crate::fakes::Fakes>) -> KeyRequest {
+        let Ok(r) = KeyRequest::parse(&json!({"credential_type": "train"}), b.config()) else {
+            panic!("a train request is valid")
+        };
+        r
+    }
+
+    #[tokio::test]
+    async fn a_target_created_concurrently_is_written_to() {
+        let store = FakeStore::with_secret_key("sk-1");
+        store
+            .fail
+            .lock()
+            .unwrap()
+            .insert("create", StoreError::Exists("raced".into()));
+        // The other invocation's secret appears between our put and create.
+        store
+            .values
+            .lock()
+            .unwrap()
+            .insert("prediction-one/api-key/train".into(), vec![]);
+        store
+            .fail
+            .lock()
+            .unwrap()
+            .insert("put", StoreError::NotFound("not yet".into()));
+        let b = broker(store, FakeIssuer::default(), &[]);
+        let served = b.serve(&request(&b)).await.unwrap();
+        assert_eq!(served.result.status, Status::Issued);
+        assert_eq!(
+            *b.store.calls.lock().unwrap(),
+            ["get", "get", "put", "create", "put"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_label_move_does_not_fail_an_announced_key() {
+        let store = FakeStore::with_secret_key("sk-1");
+        store
+            .fail
+            .lock()
+            .unwrap()
+            .insert("move_stage", StoreError::Other("denied".into()));
+        let b = broker(
+            store,
+            FakeIssuer::default(),
+            &[("P1_EVENT_BUS_NAME", "bus")],
+        );
+        let served = b.serve(&request(&b)).await.unwrap();
+        assert_eq!(b.handoff.announced.lock().unwrap().len(), 1);
+        assert_eq!(served.result.credential_type, CredentialType::Train);
+    }
+
+    #[tokio::test]
+    async fn a_refused_key_that_did_not_change_is_not_retried() {
+        let store = FakeStore::with_secret_key("sk-old");
+        let issuer = FakeIssuer {
+            refused: vec!["sk-old".into()],
+            ..Default::default()
+        };
+        let b = broker(store, issuer, &[]);
+        let err = b.serve(&request(&b)).await.unwrap_err();
+        assert_eq!(err.error_type(), "PredictionOne.InactiveCredential");
+        assert_eq!(*b.issuer.used.lock().unwrap(), ["sk-old"]);
+        // Nothing was stored.
+        assert!(!b.store.calls.lock().unwrap().contains(&"put"));
+    }
+}

@@ -1,0 +1,186 @@
+//! In-process fakes of the three ports, for unit tests of the use case and
+//! the entry points on paths a real server will not produce on demand
+//! (races, partial failures). The real adapters run in `tests/it`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::broker::{Broker, Ports};
+use crate::config::Config;
+use crate::credential::Credential;
+use crate::handoff::{Handoff, HandoffError};
+use crate::prediction_one::{IssuedKey, KeyIssuer, PredictionOneError};
+use crate::secrets::{
+    AWSCURRENT, NewSecret, SecretDescription, SecretStore, SecretValue, StoreError, VersionRef,
+};
+use crate::sensitive::{ApiKey, RotationToken, SecretKey, SecretString, TaskToken};
+
+/// The broker on the fakes.
+pub struct Fakes;
+
+impl Ports for Fakes {
+    type Issuer = FakeIssuer;
+    type Store = FakeStore;
+    type Handoff = FakeHandoff;
+}
+
+/// A broker on the fakes, with `P1_SECRET_KEY_SECRET_ID=sk` and `extra`
+/// environment.
+pub fn broker(store: FakeStore, issuer: FakeIssuer, extra: &[(&str, &str)]) -> Broker<Fakes> {
+    let mut vars: HashMap<String, String> =
+        HashMap::from([("P1_SECRET_KEY_SECRET_ID".to_string(), "sk".to_string())]);
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let config = Config::from_lookup(|n| Ok(vars.get(n).cloned())).expect("test config");
+    Broker::new(config, issuer, store, FakeHandoff::default())
+}
+
+/// (version id, value, stages), oldest first.
+type Versions = Vec<(String, String, Vec<String>)>;
+
+#[derive(Default)]
+pub struct FakeStore {
+    pub values: Mutex<HashMap<String, Versions>>,
+    /// Errors to return, by operation name, once each.
+    pub fail: Mutex<HashMap<&'static str, StoreError>>,
+    pub calls: Mutex<Vec<&'static str>>,
+}
+
+impl FakeStore {
+    pub fn with_secret_key(key: &str) -> Self {
+        let s = FakeStore::default();
+        s.values.lock().unwrap().insert(
+            "sk".into(),
+            vec![("v0".into(), key.into(), vec![AWSCURRENT.into()])],
+        );
+        s
+    }
+    fn take(&self, op: &'static str) -> Result<(), StoreError> {
+        self.calls.lock().unwrap().push(op);
+        match self.fail.lock().unwrap().remove(op) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+    fn put(&self, id: &str, value: &SecretString) -> VersionRef {
+        let mut values = self.values.lock().unwrap();
+        let versions = values.entry(id.to_string()).or_default();
+        for v in versions.iter_mut() {
+            v.2.retain(|s| s != AWSCURRENT);
+        }
+        let version_id = format!("v{}", versions.len() + 1);
+        versions.push((
+            version_id.clone(),
+            value.expose().to_string(),
+            vec![AWSCURRENT.into()],
+        ));
+        VersionRef {
+            arn: format!("arn:{id}"),
+            version_id,
+        }
+    }
+}
+
+impl SecretStore for FakeStore {
+    async fn get_value(
+        &self,
+        id: &str,
+        stage: Option<&str>,
+        _: Option<&str>,
+    ) -> Result<SecretValue, StoreError> {
+        self.take("get")?;
+        let values = self.values.lock().unwrap();
+        let stage = stage.unwrap_or(AWSCURRENT);
+        let (version_id, value, stages) = values
+            .get(id)
+            .and_then(|vs| vs.iter().find(|v| v.2.iter().any(|s| s == stage)))
+            .ok_or_else(|| StoreError::NotFound(id.into()))?;
+        Ok(SecretValue {
+            arn: format!("arn:{id}"),
+            version_id: version_id.clone(),
+            secret_string: Some(SecretString::new(value.clone())),
+            stages: stages.clone(),
+        })
+    }
+    async fn put_value(
+        &self,
+        id: &str,
+        value: &SecretString,
+        _: Option<&str>,
+        _: &[&str],
+        _: Option<&RotationToken>,
+    ) -> Result<VersionRef, StoreError> {
+        self.take("put")?;
+        if !self.values.lock().unwrap().contains_key(id) {
+            return Err(StoreError::NotFound(id.into()));
+        }
+        Ok(self.put(id, value))
+    }
+    async fn create(
+        &self,
+        id: &str,
+        value: &SecretString,
+        _: &NewSecret,
+    ) -> Result<VersionRef, StoreError> {
+        self.take("create")?;
+        Ok(self.put(id, value))
+    }
+    async fn describe(&self, _: &str) -> Result<SecretDescription, StoreError> {
+        self.take("describe")?;
+        Ok(SecretDescription::default())
+    }
+    async fn move_stage(
+        &self,
+        _: &str,
+        _: &str,
+        _: Option<&str>,
+        _: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.take("move_stage")
+    }
+}
+
+#[derive(Default)]
+pub struct FakeIssuer {
+    /// Secret keys the vendor refuses as inactive.
+    pub refused: Vec<String>,
+    /// Secret keys it was called with, in order.
+    pub used: Mutex<Vec<String>>,
+}
+
+impl KeyIssuer for FakeIssuer {
+    async fn get_api_key(
+        &self,
+        secret_key: &SecretKey,
+        _: &Credential,
+    ) -> Result<IssuedKey, PredictionOneError> {
+        self.used
+            .lock()
+            .unwrap()
+            .push(secret_key.expose().to_string());
+        if self.refused.iter().any(|r| r == secret_key.expose()) {
+            return Err(PredictionOneError::InactiveCredential);
+        }
+        Ok(IssuedKey {
+            api_key: ApiKey::new("ak"),
+            end_date: "2099-01-01T00:00:00Z".into(),
+        })
+    }
+}
+
+#[derive(Default)]
+pub struct FakeHandoff {
+    pub announced: Mutex<Vec<String>>,
+}
+
+impl Handoff for FakeHandoff {
+    async fn task_success(&self, _: &TaskToken, _: &str) -> Result<(), HandoffError> {
+        Ok(())
+    }
+    async fn task_failure(&self, _: &TaskToken, _: &str, _: &str) -> Result<(), HandoffError> {
+        Ok(())
+    }
+    async fn announce(&self, _: &str, detail: &str) -> Result<(), HandoffError> {
+        self.announced.lock().unwrap().push(detail.to_string());
+        Ok(())
+    }
+}
