@@ -7,6 +7,7 @@
 //! are left to the SDK's own configuration chain.
 
 use std::net::IpAddr;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use reqwest::Url;
@@ -57,6 +58,9 @@ impl Config {
         };
         let or_default = |name: &str, default: &str| -> Result<String, Error> {
             Ok(var(name)?.unwrap_or_else(|| default.to_string()))
+        };
+        let int = |name: &str, default: u64, range: RangeInclusive<u64>| -> Result<u64, Error> {
+            parse_int(name, var(name)?, default, range)
         };
 
         let secret_key_secret_id = var("P1_SECRET_KEY_SECRET_ID")?.ok_or_else(|| {
@@ -110,25 +114,18 @@ impl Config {
                 true,
             )?,
             target_kms_key_id: var("P1_TARGET_KMS_KEY_ID")?,
-            renew_before: Duration::from_secs(parse_int(
+            renew_before: Duration::from_secs(int(
                 "P1_RENEW_BEFORE_SECONDS",
-                var("P1_RENEW_BEFORE_SECONDS")?,
                 86_400,
                 0..=31_536_000,
             )?),
-            secret_key_cache_ttl: Duration::from_secs(parse_int(
+            secret_key_cache_ttl: Duration::from_secs(int(
                 "P1_SECRET_KEY_CACHE_TTL_SECONDS",
-                var("P1_SECRET_KEY_CACHE_TTL_SECONDS")?,
                 300,
                 0..=86_400,
             )?),
-            http_timeout: Duration::from_millis(parse_int(
-                "P1_HTTP_TIMEOUT_MS",
-                var("P1_HTTP_TIMEOUT_MS")?,
-                10_000,
-                1..=900_000,
-            )?),
-            max_attempts: parse_int("P1_MAX_ATTEMPTS", var("P1_MAX_ATTEMPTS")?, 3, 1..=10)? as u32,
+            http_timeout: Duration::from_millis(int("P1_HTTP_TIMEOUT_MS", 10_000, 1..=900_000)?),
+            max_attempts: int("P1_MAX_ATTEMPTS", 3, 1..=10)? as u32,
             event_bus_name: var("P1_EVENT_BUS_NAME")?,
             allow_key_in_output: env_bool(
                 "P1_ALLOW_KEY_IN_OUTPUT",
@@ -186,7 +183,7 @@ fn parse_int(
     name: &str,
     value: Option<String>,
     default: u64,
-    range: std::ops::RangeInclusive<u64>,
+    range: RangeInclusive<u64>,
 ) -> Result<u64, Error> {
     let Some(value) = value else {
         return Ok(default);

@@ -26,36 +26,51 @@ pub enum Error {
     #[error("{0}")]
     ConfigError(String),
     /// The Prediction One secret key could not be read from Secrets Manager.
-    #[error("{message}")]
-    SecretKeyUnavailable {
-        message: String,
-        #[source]
-        source: Option<StoreError>,
-    },
+    #[error(transparent)]
+    SecretKeyUnavailable(Context<StoreError>),
     /// The vendor call failed; the inner error says how.
     #[error(transparent)]
     PredictionOne(PredictionOneError),
     /// The target could not be read or written.
-    #[error("{message}")]
-    StoreFailed {
-        message: String,
-        #[source]
-        source: Option<StoreError>,
-    },
+    #[error(transparent)]
+    StoreFailed(Context<StoreError>),
     /// A Secrets Manager rotation step failed.
-    #[error("{message}")]
-    RotationError {
-        message: String,
-        #[source]
-        source: Option<StoreError>,
-    },
+    #[error(transparent)]
+    RotationError(Context<StoreError>),
     /// The key is stored, but telling Step Functions or EventBridge failed.
-    #[error("{message}")]
-    HandOffFailed {
-        message: String,
-        #[source]
-        source: Option<HandoffError>,
-    },
+    #[error(transparent)]
+    HandOffFailed(Context<HandoffError>),
+}
+
+/// What failed, in the function's terms, and the port error that caused
+/// it, when there is one.
+#[derive(Debug)]
+pub struct Context<S> {
+    pub message: String,
+    pub source: Option<S>,
+}
+
+impl<S> Context<S> {
+    pub fn new(message: impl Into<String>, source: impl Into<Option<S>>) -> Self {
+        Context {
+            message: message.into(),
+            source: source.into(),
+        }
+    }
+}
+
+impl<S> std::fmt::Display for Context<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl<S: std::error::Error + 'static> std::error::Error for Context<S> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
+    }
 }
 
 /// Every `errorType` the function can return. The Step Functions workflow in
@@ -86,11 +101,11 @@ impl Error {
         match self {
             Error::InvalidRequest(_) => "InvalidRequest",
             Error::ConfigError(_) => "ConfigError",
-            Error::SecretKeyUnavailable { .. } => "SecretKeyUnavailable",
+            Error::SecretKeyUnavailable(_) => "SecretKeyUnavailable",
             Error::PredictionOne(e) => e.error_type(),
-            Error::StoreFailed { .. } => "StoreFailed",
-            Error::RotationError { .. } => "RotationError",
-            Error::HandOffFailed { .. } => "HandOffFailed",
+            Error::StoreFailed(_) => "StoreFailed",
+            Error::RotationError(_) => "RotationError",
+            Error::HandOffFailed(_) => "HandOffFailed",
         }
     }
 
@@ -110,50 +125,16 @@ impl Error {
     pub fn invalid(message: impl Into<String>) -> Self {
         Error::InvalidRequest(message.into())
     }
-
-    pub fn store_failed(message: impl Into<String>, source: impl Into<Option<StoreError>>) -> Self {
-        Error::StoreFailed {
-            message: message.into(),
-            source: source.into(),
-        }
-    }
-
-    pub fn rotation(message: impl Into<String>, source: impl Into<Option<StoreError>>) -> Self {
-        Error::RotationError {
-            message: message.into(),
-            source: source.into(),
-        }
-    }
-
-    pub fn secret_key_unavailable(
-        message: impl Into<String>,
-        source: impl Into<Option<StoreError>>,
-    ) -> Self {
-        Error::SecretKeyUnavailable {
-            message: message.into(),
-            source: source.into(),
-        }
-    }
-
-    pub fn hand_off_failed(
-        message: impl Into<String>,
-        source: impl Into<Option<HandoffError>>,
-    ) -> Self {
-        Error::HandOffFailed {
-            message: message.into(),
-            source: source.into(),
-        }
-    }
 }
 
 impl From<PredictionOneError> for Error {
     fn from(error: PredictionOneError) -> Self {
         match error {
             // Not the vendor's answer: the secret key itself is unusable.
-            PredictionOneError::UnsendableSecretKey => Error::secret_key_unavailable(
+            PredictionOneError::UnsendableSecretKey => Error::SecretKeyUnavailable(Context::new(
                 "the secret key holds characters that cannot be sent in an HTTP header",
                 None,
-            ),
+            )),
             other => Error::PredictionOne(other),
         }
     }
@@ -178,10 +159,10 @@ mod tests {
         let errors = [
             Error::invalid("x"),
             Error::ConfigError("x".into()),
-            Error::secret_key_unavailable("x", None),
-            Error::store_failed("x", None),
-            Error::rotation("x", None),
-            Error::hand_off_failed("x", None),
+            Error::SecretKeyUnavailable(Context::new("x", None)),
+            Error::StoreFailed(Context::new("x", None)),
+            Error::RotationError(Context::new("x", None)),
+            Error::HandOffFailed(Context::new("x", None)),
             P::InvalidSecretKey.into(),
             P::InactiveCredential.into(),
             P::CredentialNotFound.into(),
@@ -216,10 +197,10 @@ mod tests {
         let d: Diagnostic = Error::invalid("unknown field `credentialType`").into();
         assert_eq!(d.error_type, "InvalidRequest");
         assert_eq!(d.error_message, "unknown field `credentialType`");
-        let e = Error::store_failed(
+        let e = Error::StoreFailed(Context::new(
             "cannot read the target secret \"t\"",
             StoreError::AccessDenied("AccessDeniedException: no".into()),
-        );
+        ));
         assert!(std::error::Error::source(&e).is_some());
         let d: Diagnostic = e.into();
         assert_eq!(d.error_type, "StoreFailed");

@@ -11,9 +11,10 @@ use crate::credential::Credential;
 use crate::handoff::{Handoff, HandoffError};
 use crate::prediction_one::{IssuedKey, KeyIssuer, PredictionOneError};
 use crate::secrets::{
-    AWSCURRENT, NewSecret, SecretDescription, SecretStore, SecretValue, StoreError, VersionRef,
+    AWSCURRENT, NewSecret, NewVersion, SecretDescription, SecretStore, SecretValue, StoreError,
+    VersionRef,
 };
-use crate::sensitive::{ApiKey, RotationToken, SecretKey, SecretString, TaskToken};
+use crate::sensitive::{ApiKey, SecretKey, SecretString, TaskToken};
 
 /// The broker on the fakes.
 pub struct Fakes;
@@ -46,6 +47,11 @@ pub struct FakeStore {
 }
 
 impl FakeStore {
+    /// Makes the next call of `op` fail with `error`.
+    pub fn fail_once(&self, op: &'static str, error: StoreError) {
+        self.fail.lock().unwrap().insert(op, error);
+    }
+
     pub fn with_secret_key(key: &str) -> Self {
         let s = FakeStore::default();
         s.values.lock().unwrap().insert(
@@ -84,12 +90,11 @@ impl SecretStore for FakeStore {
     async fn get_value(
         &self,
         id: &str,
-        stage: Option<&str>,
+        stage: &str,
         _: Option<&str>,
     ) -> Result<SecretValue, StoreError> {
         self.take("get")?;
         let values = self.values.lock().unwrap();
-        let stage = stage.unwrap_or(AWSCURRENT);
         let (version_id, value, stages) = values
             .get(id)
             .and_then(|vs| vs.iter().find(|v| v.2.iter().any(|s| s == stage)))
@@ -104,16 +109,13 @@ impl SecretStore for FakeStore {
     async fn put_value(
         &self,
         id: &str,
-        value: &SecretString,
-        _: Option<&str>,
-        _: &[&str],
-        _: Option<&RotationToken>,
+        version: &NewVersion<'_>,
     ) -> Result<VersionRef, StoreError> {
         self.take("put")?;
         if !self.values.lock().unwrap().contains_key(id) {
             return Err(StoreError::NotFound(id.into()));
         }
-        Ok(self.put(id, value))
+        Ok(self.put(id, version.value))
     }
     async fn create(
         &self,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::error::Error;
+use crate::error::{Context, Error};
 use crate::secrets::{AWSCURRENT, SecretStore, StoreError};
 use crate::sensitive::SecretKey;
 
@@ -89,65 +89,65 @@ impl SecretKeySource {
     async fn read(&self, store: &impl SecretStore) -> Result<Cached, Error> {
         let id = &self.secret_id;
         let value = store
-            .get_value(id, Some(AWSCURRENT), None)
+            .get_value(id, AWSCURRENT, None)
             .await
             .map_err(|e| match e {
-                StoreError::NotFound(_) => Error::secret_key_unavailable(
+                StoreError::NotFound(_) => Error::SecretKeyUnavailable(Context::new(
                     format!(
                         "the secret-key secret {id:?} does not exist (or has no AWSCURRENT version)"
                     ),
                     e,
-                ),
-                other => Error::secret_key_unavailable(
+                )),
+                other => Error::SecretKeyUnavailable(Context::new(
                     format!("cannot read the secret-key secret {id:?}"),
                     other,
-                ),
+                )),
             })?;
         let Some(raw) = value.secret_string else {
-            return Err(Error::secret_key_unavailable(
+            return Err(Error::SecretKeyUnavailable(Context::new(
                 format!(
                     "the secret-key secret {id:?} has no SecretString (binary secrets are not supported)"
                 ),
                 None,
-            ));
+            )));
         };
         let text = raw.expose().trim();
         let key = if text.starts_with('{') {
             let json: Value = serde_json::from_str(text).map_err(|_| {
-                Error::secret_key_unavailable(
+                Error::SecretKeyUnavailable(Context::new(
                     format!("the secret-key secret {id:?} looks like JSON but does not parse"),
                     None,
-                )
+                ))
             })?;
             match json.get(&self.field) {
                 Some(Value::String(s)) => s.trim().to_string(),
                 _ => {
-                    return Err(Error::secret_key_unavailable(
+                    return Err(Error::SecretKeyUnavailable(Context::new(
                         format!(
                             "the secret-key secret {id:?} is a JSON object without a string field {:?} (P1_SECRET_KEY_FIELD)",
                             self.field
                         ),
                         None,
-                    ));
+                    )));
                 }
             }
         } else {
             text.to_string()
         };
         if key.is_empty() {
-            return Err(Error::secret_key_unavailable(
+            return Err(Error::SecretKeyUnavailable(Context::new(
                 format!("the secret-key secret {id:?} is empty"),
                 None,
-            ));
+            )));
         }
         // It goes into an HTTP header: visible ASCII only.
         if !key.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Error::secret_key_unavailable(
+            return Err(Error::SecretKeyUnavailable(Context::new(
                 format!(
                     "the secret key in {id:?} holds characters that cannot be sent in an HTTP header"
                 ),
                 None,
-            ));
+            )));
         }
         Ok(Cached {
             key: SecretKey::new(key),

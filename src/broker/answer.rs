@@ -9,7 +9,7 @@
 use serde_json::{Value, json};
 
 use super::{Broker, Ports};
-use crate::error::Error;
+use crate::error::{Context, Error};
 use crate::handoff::Handoff;
 use crate::metrics;
 use crate::request::{KeyRequest, KeyResult, Rejected, Served};
@@ -67,13 +67,13 @@ impl<P: Ports> Broker<P> {
                 let output = served.output(include_key);
                 match self.handoff.task_success(token, &output.to_string()).await {
                     Ok(()) => Ok(output),
-                    Err(e) => Err(Error::hand_off_failed(
+                    Err(e) => Err(Error::HandOffFailed(Context::new(
                         format!(
                             "the key is stored as version {} of {}, but reporting success to Step Functions failed (the same request retried will report it)",
                             served.result.version_id, served.result.secret_arn
                         ),
                         e,
-                    )),
+                    ))),
                 }
             }
             Err(error) => {
@@ -82,12 +82,12 @@ impl<P: Ports> Broker<P> {
                     Ok(()) => Ok(
                         json!({"status": "failed", "errorType": error_type, "errorMessage": message}),
                     ),
-                    Err(e) => Err(Error::hand_off_failed(
+                    Err(e) => Err(Error::HandOffFailed(Context::new(
                         format!(
                             "the request failed with {error_type} ({message}), and reporting that to Step Functions failed too"
                         ),
                         e,
-                    )),
+                    ))),
                 }
             }
         }
@@ -101,13 +101,13 @@ impl<P: Ports> Broker<P> {
         };
         let detail = result.to_json().to_string();
         if let Err(e) = self.handoff.announce(bus, &detail).await {
-            return Err(Error::hand_off_failed(
+            return Err(Error::HandOffFailed(Context::new(
                 format!(
                     "the key is stored as version {} of {}, but announcing it on EventBridge bus {bus:?} failed (the same request retried will announce it)",
                     result.version_id, result.secret_arn
                 ),
                 e,
-            ));
+            )));
         }
         // The event is out; a failure to label only risks a second
         // announcement later, so it is logged rather than failed.

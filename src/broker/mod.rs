@@ -18,14 +18,15 @@ use chrono::Utc;
 
 use crate::config::Config;
 use crate::credential::Credential;
-use crate::error::Error;
+use crate::error::{Context, Error};
 use crate::handoff::Handoff;
 use crate::prediction_one::{IssuedKey, KeyIssuer};
 use crate::request::{KeyRequest, KeyResult, Served, Status};
 use crate::secret_id;
 use crate::secret_key::SecretKeySource;
 use crate::secrets::{
-    AWSCURRENT, KeyRecord, NewSecret, P1ANNOUNCED, SecretStore, SecretValue, StoreError, VersionRef,
+    AWSCURRENT, KeyRecord, NewSecret, NewVersion, P1ANNOUNCED, SecretStore, SecretValue,
+    StoreError, VersionRef,
 };
 
 /// The adapters a broker runs on: one type names all three.
@@ -69,14 +70,14 @@ impl<P: Ports> Broker<P> {
     /// margin (and `force` is off), else a new key, stored and announced.
     pub async fn serve(&self, request: &KeyRequest) -> Result<Served, Error> {
         let target = &request.target_secret_id;
-        let current = match self.store.get_value(target, Some(AWSCURRENT), None).await {
+        let current = match self.store.get_value(target, AWSCURRENT, None).await {
             Ok(v) => Some(v),
             Err(StoreError::NotFound(_)) => None,
             Err(e) => {
-                return Err(Error::store_failed(
+                return Err(Error::StoreFailed(Context::new(
                     format!("cannot read the target secret {target:?}"),
                     e,
-                ));
+                )));
             }
         };
         if !request.force
@@ -190,11 +191,14 @@ impl<P: Ports> Broker<P> {
     async fn store_record(&self, target: &str, record: &KeyRecord) -> Result<VersionRef, Error> {
         let value = record.to_secret_string();
         let failed = |e: StoreError| {
-            Error::store_failed(format!("cannot store the new key in {target:?}"), e)
+            Error::StoreFailed(Context::new(
+                format!("cannot store the new key in {target:?}"),
+                e,
+            ))
         };
         match self
             .store
-            .put_value(target, &value, None, &[AWSCURRENT], None)
+            .put_value(target, &NewVersion::current(&value))
             .await
         {
             Ok(v) => return Ok(v),
@@ -202,20 +206,20 @@ impl<P: Ports> Broker<P> {
             Err(e) => return Err(failed(e)),
         }
         if !self.config.create_missing_secret {
-            return Err(Error::store_failed(
+            return Err(Error::StoreFailed(Context::new(
                 format!(
                     "the target secret {target:?} does not exist and P1_CREATE_MISSING_SECRET is false"
                 ),
                 None,
-            ));
+            )));
         }
         if target.starts_with("arn:") {
-            return Err(Error::store_failed(
+            return Err(Error::StoreFailed(Context::new(
                 format!(
                     "the target secret {target:?} does not exist; a secret can be created from a name, not an ARN"
                 ),
                 None,
-            ));
+            )));
         }
         let mut tags = vec![
             (
@@ -239,7 +243,7 @@ impl<P: Ports> Broker<P> {
             // Created concurrently by another invocation: write a version to it.
             Err(StoreError::Exists(_)) => self
                 .store
-                .put_value(target, &value, None, &[AWSCURRENT], None)
+                .put_value(target, &NewVersion::current(&value))
                 .await
                 .map_err(failed),
             Err(e) => Err(failed(e)),
@@ -277,22 +281,14 @@ mod tests {
     #[tokio::test]
     async fn a_target_created_concurrently_is_written_to() {
         let store = FakeStore::with_secret_key("sk-1");
-        store
-            .fail
-            .lock()
-            .unwrap()
-            .insert("create", StoreError::Exists("raced".into()));
+        store.fail_once("create", StoreError::Exists("raced".into()));
         // The other invocation's secret appears between our put and create.
         store
             .values
             .lock()
             .unwrap()
             .insert("prediction-one/api-key/train".into(), vec![]);
-        store
-            .fail
-            .lock()
-            .unwrap()
-            .insert("put", StoreError::NotFound("not yet".into()));
+        store.fail_once("put", StoreError::NotFound("not yet".into()));
         let b = broker(store, FakeIssuer::default(), &[]);
         let served = b.serve(&request(&b)).await.unwrap();
         assert_eq!(served.result.status, Status::Issued);
@@ -305,11 +301,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_label_move_does_not_fail_an_announced_key() {
         let store = FakeStore::with_secret_key("sk-1");
-        store
-            .fail
-            .lock()
-            .unwrap()
-            .insert("move_stage", StoreError::Other("denied".into()));
+        store.fail_once("move_stage", StoreError::Other("denied".into()));
         let b = broker(
             store,
             FakeIssuer::default(),

@@ -11,12 +11,12 @@ use chrono::Utc;
 
 use super::{Broker, Ports};
 use crate::credential::{Credential, CredentialType, ModelId};
-use crate::error::Error;
+use crate::error::{Context, Error};
 use crate::expiry;
 use crate::metrics;
 use crate::request::Status;
 use crate::secrets::{
-    AWSCURRENT, AWSPENDING, KeyRecord, SecretDescription, SecretStore, StoreError,
+    AWSCURRENT, AWSPENDING, KeyRecord, NewVersion, SecretDescription, SecretStore, StoreError,
 };
 use crate::sensitive::SecretString;
 use crate::trigger::RotationEvent;
@@ -39,42 +39,44 @@ impl<P: Ports> Broker<P> {
             "testSecret" => Step::Test,
             "finishSecret" => Step::Finish,
             other => {
-                return Err(Error::rotation(
+                return Err(Error::RotationError(Context::new(
                     format!(
                         "unknown rotation step {other:?}; expected createSecret, setSecret, testSecret or finishSecret"
                     ),
                     None,
-                ));
+                )));
             }
         };
         let secret_id = event.secret_id.as_str();
         let token = event.client_request_token.as_str();
         let store = &self.store;
 
-        let description = store
-            .describe(secret_id)
-            .await
-            .map_err(|e| Error::rotation(format!("cannot describe secret {secret_id:?}"), e))?;
+        let description = store.describe(secret_id).await.map_err(|e| {
+            Error::RotationError(Context::new(
+                format!("cannot describe secret {secret_id:?}"),
+                e,
+            ))
+        })?;
         if !description.rotation_enabled {
-            return Err(Error::rotation(
+            return Err(Error::RotationError(Context::new(
                 format!("rotation is not enabled on secret {secret_id:?}"),
                 None,
-            ));
+            )));
         }
         // Rotating it would replace the account's secret key with an API key.
         if self.is_secret_key_secret(&description.arn).await? {
-            return Err(Error::rotation(
+            return Err(Error::RotationError(Context::new(
                 format!(
                     "secret {secret_id:?} holds the Prediction One secret key, not an API key; this function does not rotate it"
                 ),
                 None,
-            ));
+            )));
         }
         let Some(stages) = description.versions.get(token) else {
-            return Err(Error::rotation(
+            return Err(Error::RotationError(Context::new(
                 format!("version {token} is not a version of secret {secret_id:?}"),
                 None,
-            ));
+            )));
         };
         if stages.iter().any(|s| s == AWSCURRENT) {
             if step == Step::Finish && stages.iter().any(|s| s == AWSPENDING) {
@@ -89,10 +91,10 @@ impl<P: Ports> Broker<P> {
             return Ok(());
         }
         if !stages.iter().any(|s| s == AWSPENDING) {
-            return Err(Error::rotation(
+            return Err(Error::RotationError(Context::new(
                 format!("version {token} of secret {secret_id:?} is not AWSPENDING"),
                 None,
-            ));
+            )));
         }
 
         match step {
@@ -106,7 +108,10 @@ impl<P: Ports> Broker<P> {
                     .move_stage(secret_id, AWSCURRENT, Some(token), current)
                     .await
                     .map_err(|e| {
-                        Error::rotation(format!("cannot move AWSCURRENT to version {token}"), e)
+                        Error::RotationError(Context::new(
+                            format!("cannot move AWSCURRENT to version {token}"),
+                            e,
+                        ))
                     })?;
                 tracing::info!(
                     version_id = token,
@@ -145,16 +150,9 @@ impl<P: Ports> Broker<P> {
             credential.clone(),
             Utc::now(),
         );
-        match store
-            .put_value(
-                secret_id,
-                &record.to_secret_string(),
-                Some(token),
-                &[AWSPENDING],
-                event.rotation_token.as_ref(),
-            )
-            .await
-        {
+        let value = record.to_secret_string();
+        let pending = NewVersion::pending(&value, token, event.rotation_token.as_ref());
+        match store.put_value(secret_id, &pending).await {
             Ok(_) => {}
             // Secrets Manager retried the step and a value landed meanwhile.
             Err(StoreError::Exists(_))
@@ -163,10 +161,10 @@ impl<P: Ports> Broker<P> {
                 return Ok(());
             }
             Err(e) => {
-                return Err(Error::store_failed(
+                return Err(Error::StoreFailed(Context::new(
                     format!("cannot put the new key as AWSPENDING of {secret_id:?}"),
                     e,
-                ));
+                )));
             }
         }
         tracing::info!(version_id = token, "issued a key and staged it AWSPENDING");
@@ -194,10 +192,10 @@ async fn clear_pending(
         .await
     {
         Ok(()) | Err(StoreError::NotFound(_)) => Ok(()),
-        Err(e) => Err(Error::rotation(
+        Err(e) => Err(Error::RotationError(Context::new(
             format!("cannot remove AWSPENDING from version {token}"),
             e,
-        )),
+        ))),
     }
 }
 
@@ -207,16 +205,13 @@ async fn pending_value(
     secret_id: &str,
     token: &str,
 ) -> Result<Option<SecretString>, Error> {
-    match store
-        .get_value(secret_id, Some(AWSPENDING), Some(token))
-        .await
-    {
+    match store.get_value(secret_id, AWSPENDING, Some(token)).await {
         Ok(v) => Ok(v.secret_string.filter(|s| !s.expose().trim().is_empty())),
         Err(StoreError::NotFound(_)) => Ok(None),
-        Err(e) => Err(Error::rotation(
+        Err(e) => Err(Error::RotationError(Context::new(
             format!("cannot read the AWSPENDING version {token}"),
             e,
-        )),
+        ))),
     }
 }
 
@@ -229,7 +224,7 @@ async fn credential_of(
 ) -> Result<Credential, Error> {
     // Only a missing or foreign current value falls back to the tags: a
     // failed read must not rotate a retrain secret into a train key.
-    match store.get_value(secret_id, Some(AWSCURRENT), None).await {
+    match store.get_value(secret_id, AWSCURRENT, None).await {
         Ok(current) => {
             if let Some(record) = current.secret_string.as_ref().and_then(KeyRecord::parse) {
                 return Ok(record.credential);
@@ -237,10 +232,10 @@ async fn credential_of(
         }
         Err(StoreError::NotFound(_)) => {}
         Err(e) => {
-            return Err(Error::rotation(
+            return Err(Error::RotationError(Context::new(
                 format!("cannot read the current value of {secret_id:?} to learn its credential"),
                 e,
-            ));
+            )));
         }
     }
     let tag = |name: &str| description.tags.get(name).map(String::as_str);
@@ -248,21 +243,21 @@ async fn credential_of(
         return Ok(Credential::new(CredentialType::Train, None));
     };
     let credential_type = CredentialType::parse(tagged).ok_or_else(|| {
-        Error::rotation(
+        Error::RotationError(Context::new(
             format!(
                 "secret {secret_id:?} is tagged p1:credential_type={tagged:?}; expected train, retrain or deploy"
             ),
             None,
-        )
+        ))
     })?;
     if credential_type != CredentialType::Retrain {
         return Ok(Credential::new(credential_type, None));
     }
     let model_id = tag("p1:model_id").and_then(ModelId::parse).ok_or_else(|| {
-        Error::rotation(
+        Error::RotationError(Context::new(
             format!("secret {secret_id:?} is tagged retrain without a valid p1:model_id"),
             None,
-        )
+        ))
     })?;
     Ok(Credential::new(CredentialType::Retrain, Some(model_id)))
 }
@@ -270,7 +265,7 @@ async fn credential_of(
 /// testSecret: the pending value is a record with a non-empty key that has
 /// not expired.
 async fn test_pending(store: &impl SecretStore, secret_id: &str, token: &str) -> Result<(), Error> {
-    let problem = |what: String| Err(Error::rotation(what, None));
+    let problem = |what: String| Err(Error::RotationError(Context::new(what, None)));
     let Some(value) = pending_value(store, secret_id, token).await? else {
         return problem(format!("the AWSPENDING version {token} holds no value"));
     };

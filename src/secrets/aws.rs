@@ -9,10 +9,10 @@ use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::types::Tag;
 
 use super::store::{
-    NewSecret, SecretDescription, SecretStore, SecretValue, StoreError, VersionRef,
+    NewSecret, NewVersion, SecretDescription, SecretStore, SecretValue, StoreError, VersionRef,
 };
 use crate::aws::{describe_sdk_error, error_code, is_throttling};
-use crate::sensitive::{RotationToken, SecretString};
+use crate::sensitive::SecretString;
 
 pub struct SecretsManager {
     client: Client,
@@ -58,18 +58,14 @@ impl SecretStore for SecretsManager {
     async fn get_value(
         &self,
         secret_id: &str,
-        stage: Option<&str>,
+        stage: &str,
         version_id: Option<&str>,
     ) -> Result<SecretValue, StoreError> {
-        let out = self
-            .client
-            .get_secret_value()
-            .secret_id(secret_id)
-            .set_version_stage(stage.map(str::to_string))
-            .set_version_id(version_id.map(str::to_string))
-            .send()
-            .await
-            .map_err(store_error)?;
+        let request = self.client.get_secret_value().secret_id(secret_id);
+        let request = request
+            .version_stage(stage)
+            .set_version_id(version_id.map(str::to_string));
+        let out = request.send().await.map_err(store_error)?;
         let r = version_ref(out.arn(), out.version_id())?;
         Ok(SecretValue {
             arn: r.arn,
@@ -82,19 +78,16 @@ impl SecretStore for SecretsManager {
     async fn put_value(
         &self,
         secret_id: &str,
-        value: &SecretString,
-        token: Option<&str>,
-        stages: &[&str],
-        rotation_token: Option<&RotationToken>,
+        version: &NewVersion<'_>,
     ) -> Result<VersionRef, StoreError> {
         let out = self
             .client
             .put_secret_value()
             .secret_id(secret_id)
-            .secret_string(value.expose())
-            .set_client_request_token(token.map(str::to_string))
-            .set_version_stages(Some(stages.iter().map(|s| s.to_string()).collect()))
-            .set_rotation_token(rotation_token.map(|t| t.expose().to_string()))
+            .secret_string(version.value.expose())
+            .set_client_request_token(version.client_request_token.map(str::to_string))
+            .set_version_stages(Some(version.stages.iter().map(|s| s.to_string()).collect()))
+            .set_rotation_token(version.rotation_token.map(|t| t.expose().to_string()))
             .send()
             .await
             .map_err(store_error)?;

@@ -11,7 +11,9 @@ pub mod record;
 pub mod store;
 
 pub use record::KeyRecord;
-pub use store::{NewSecret, SecretDescription, SecretStore, SecretValue, StoreError, VersionRef};
+pub use store::{
+    NewSecret, NewVersion, SecretDescription, SecretStore, SecretValue, StoreError, VersionRef,
+};
 
 /// The staging label on the version currently served to readers.
 pub const AWSCURRENT: &str = "AWSCURRENT";

@@ -41,6 +41,43 @@ impl SecretDescription {
     }
 }
 
+/// A new version to put.
+#[derive(Debug, Clone, Copy)]
+pub struct NewVersion<'a> {
+    pub value: &'a SecretString,
+    pub stages: &'a [&'a str],
+    /// The ClientRequestToken, which becomes the version id (the SDK makes
+    /// one up when it is `None`).
+    pub client_request_token: Option<&'a str>,
+    pub rotation_token: Option<&'a RotationToken>,
+}
+
+impl<'a> NewVersion<'a> {
+    /// The secret's new current value.
+    pub fn current(value: &'a SecretString) -> Self {
+        NewVersion {
+            value,
+            stages: &[super::AWSCURRENT],
+            client_request_token: None,
+            rotation_token: None,
+        }
+    }
+
+    /// A rotation's pending value, under the rotation's token.
+    pub fn pending(
+        value: &'a SecretString,
+        client_request_token: &'a str,
+        rotation_token: Option<&'a RotationToken>,
+    ) -> Self {
+        NewVersion {
+            value,
+            stages: &[super::AWSPENDING],
+            client_request_token: Some(client_request_token),
+            rotation_token,
+        }
+    }
+}
+
 /// What to create a missing secret with.
 #[derive(Debug, Clone, Default)]
 pub struct NewSecret {
@@ -71,23 +108,20 @@ pub enum StoreError {
 
 /// The port. `secret_id` is a name or an ARN throughout.
 pub trait SecretStore: Send + Sync {
-    /// The version carrying `stage`, or with `version_id` when given.
+    /// The version carrying `stage` (and with `version_id`, when given:
+    /// then a version without that stage is not found).
     fn get_value(
         &self,
         secret_id: &str,
-        stage: Option<&str>,
+        stage: &str,
         version_id: Option<&str>,
     ) -> impl Future<Output = Result<SecretValue, StoreError>> + Send;
 
-    /// PutSecretValue: a new version with these stages. `token` is the
-    /// ClientRequestToken (the SDK makes one up when it is `None`).
+    /// PutSecretValue: a new version of the secret.
     fn put_value(
         &self,
         secret_id: &str,
-        value: &SecretString,
-        token: Option<&str>,
-        stages: &[&str],
-        rotation_token: Option<&RotationToken>,
+        version: &NewVersion<'_>,
     ) -> impl Future<Output = Result<VersionRef, StoreError>> + Send;
 
     /// CreateSecret with a first value (staged AWSCURRENT).
