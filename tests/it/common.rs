@@ -127,6 +127,16 @@ impl Harness {
             .expect("app")
     }
 
+    /// An app whose AWS calls go to `endpoint` (for example the fault
+    /// proxy in front of moto) instead of `AWS_ENDPOINT_URL`.
+    pub async fn app_via(&self, endpoint: &str, secret_key: &str, extra: &[(&str, &str)]) -> App {
+        let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .load()
+            .await;
+        App::with_aws(self.config(secret_key, extra).await, &aws).expect("app")
+    }
+
     /// Queues scripted responses for a secret key at the stand-in.
     pub async fn script(&self, secret_key: &str, responses: Value) {
         let r = self
