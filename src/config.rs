@@ -34,6 +34,11 @@ pub struct Config {
     pub max_attempts: u32,
     pub event_bus_name: Option<String>,
     pub allow_key_in_output: bool,
+    /// How many targets of one SQS batch are served at once.
+    pub batch_concurrency: usize,
+    /// Kept back from each invocation's deadline for storing a fetched key,
+    /// handing it off and answering (SPEC section 10).
+    pub deadline_margin: Duration,
 }
 
 impl Config {
@@ -86,6 +91,14 @@ impl Config {
                 ));
             }
         }
+        // Two credentials sharing one secret would overwrite each other and
+        // never be fresh.
+        if secret_id::same_secret(&train_secret_id, &deploy_secret_id) {
+            return Err(config_error(
+                "P1_DEPLOY_SECRET_ID",
+                "must not be P1_TRAIN_SECRET_ID: train and deploy keys would overwrite each other",
+            ));
+        }
         let retrain_secret_prefix = or_default(
             "P1_RETRAIN_SECRET_PREFIX",
             "prediction-one/api-key/retrain/",
@@ -99,6 +112,17 @@ impl Config {
                     secret_id::MAX_NAME_LEN
                 ),
             ));
+        }
+        for (name, target) in [
+            ("P1_TRAIN_SECRET_ID", &train_secret_id),
+            ("P1_DEPLOY_SECRET_ID", &deploy_secret_id),
+        ] {
+            if secret_id::name_of(target).starts_with(retrain_secret_prefix.as_str()) {
+                return Err(config_error(
+                    name,
+                    "must not start with P1_RETRAIN_SECRET_PREFIX: a retrain key would overwrite it",
+                ));
+            }
         }
 
         Ok(Config {
@@ -132,6 +156,12 @@ impl Config {
                 var("P1_ALLOW_KEY_IN_OUTPUT")?,
                 false,
             )?,
+            batch_concurrency: int("P1_BATCH_CONCURRENCY", 8, 1..=64)? as usize,
+            deadline_margin: Duration::from_millis(int(
+                "P1_DEADLINE_MARGIN_MS",
+                2_000,
+                0..=60_000,
+            )?),
         })
     }
 

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use crate::broker::{Broker, Ports};
 use crate::config::Config;
 use crate::credential::Credential;
+use crate::deadline::Deadline;
 use crate::handoff::{Handoff, HandoffError};
 use crate::prediction_one::{IssuedKey, KeyIssuer, PredictionOneError};
 use crate::secrets::{
@@ -44,6 +45,8 @@ pub struct FakeStore {
     /// Errors to return, by operation name, once each.
     pub fail: Mutex<HashMap<&'static str, StoreError>>,
     pub calls: Mutex<Vec<&'static str>>,
+    /// Operations that never answer.
+    hang: Mutex<Vec<&'static str>>,
 }
 
 impl FakeStore {
@@ -60,8 +63,16 @@ impl FakeStore {
         );
         s
     }
-    fn take(&self, op: &'static str) -> Result<(), StoreError> {
+    /// Makes every call of `op` hang (it never answers).
+    pub fn hang_on(&self, op: &'static str) {
+        self.hang.lock().unwrap().push(op);
+    }
+
+    async fn take(&self, op: &'static str) -> Result<(), StoreError> {
         self.calls.lock().unwrap().push(op);
+        if self.hang.lock().unwrap().contains(&op) {
+            std::future::pending::<()>().await;
+        }
         match self.fail.lock().unwrap().remove(op) {
             Some(e) => Err(e),
             None => Ok(()),
@@ -93,7 +104,7 @@ impl SecretStore for FakeStore {
         stage: &str,
         _: Option<&str>,
     ) -> Result<SecretValue, StoreError> {
-        self.take("get")?;
+        self.take("get").await?;
         let values = self.values.lock().unwrap();
         let (version_id, value, stages) = values
             .get(id)
@@ -111,7 +122,7 @@ impl SecretStore for FakeStore {
         id: &str,
         version: &NewVersion<'_>,
     ) -> Result<VersionRef, StoreError> {
-        self.take("put")?;
+        self.take("put").await?;
         if !self.values.lock().unwrap().contains_key(id) {
             return Err(StoreError::NotFound(id.into()));
         }
@@ -123,11 +134,14 @@ impl SecretStore for FakeStore {
         value: &SecretString,
         _: &NewSecret,
     ) -> Result<VersionRef, StoreError> {
-        self.take("create")?;
+        self.take("create").await?;
         Ok(self.put(id, value))
     }
-    async fn describe(&self, _: &str) -> Result<SecretDescription, StoreError> {
-        self.take("describe")?;
+    async fn describe(&self, id: &str) -> Result<SecretDescription, StoreError> {
+        self.take("describe").await?;
+        if !self.values.lock().unwrap().contains_key(id) {
+            return Err(StoreError::NotFound(id.into()));
+        }
         Ok(SecretDescription::default())
     }
     async fn move_stage(
@@ -137,7 +151,7 @@ impl SecretStore for FakeStore {
         _: Option<&str>,
         _: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.take("move_stage")
+        self.take("move_stage").await
     }
 }
 
@@ -154,6 +168,7 @@ impl KeyIssuer for FakeIssuer {
         &self,
         secret_key: &SecretKey,
         _: &Credential,
+        _: &Deadline,
     ) -> Result<IssuedKey, PredictionOneError> {
         self.used
             .lock()

@@ -6,27 +6,33 @@ use serde_json::Value;
 
 use crate::batch;
 use crate::broker::{Broker, Ports};
+use crate::deadline::Deadline;
 use crate::error::Error;
 use crate::metrics;
 use crate::request::KeyRequest;
 use crate::trigger::Trigger;
 
-/// Serves one invocation, whatever triggered it.
-pub async fn handle<P: Ports>(broker: &Broker<P>, payload: Value) -> Result<Value, Error> {
+/// Serves one invocation, whatever triggered it, by `deadline` (built from
+/// the runtime's deadline and `P1_DEADLINE_MARGIN_MS`).
+pub async fn handle<P: Ports>(
+    broker: &Broker<P>,
+    payload: Value,
+    deadline: &Deadline,
+) -> Result<Value, Error> {
     let trigger = Trigger::from_payload(payload).inspect_err(|e| metrics::failed(None, e))?;
     match trigger {
         Trigger::Direct(request) | Trigger::EventBridge(request) => {
             match KeyRequest::parse(&request, broker.config()) {
                 Ok(request) => {
-                    let outcome = broker.serve(&request).await;
-                    broker.answer(&request, outcome).await
+                    let outcome = broker.serve(&request, deadline).await;
+                    broker.answer(&request, outcome, deadline).await
                 }
-                Err(rejected) => broker.answer_rejected(rejected).await,
+                Err(rejected) => broker.answer_rejected(rejected, deadline).await,
             }
         }
-        Trigger::Sqs(messages) => Ok(batch::serve(broker, messages).await),
+        Trigger::Sqs(messages) => Ok(batch::serve(broker, messages, deadline).await),
         Trigger::Rotation(event) => broker
-            .rotate(&event)
+            .rotate(&event, deadline)
             .await
             .map(|()| Value::Null)
             .inspect_err(|e| metrics::failed(None, e)),

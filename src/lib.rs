@@ -59,6 +59,7 @@ pub mod batch;
 pub mod broker;
 pub mod config;
 pub mod credential;
+pub mod deadline;
 pub mod error;
 pub mod expiry;
 pub mod handler;

@@ -31,21 +31,33 @@ impl Unit {
 
 /// One EMF document with the `CredentialType` dimension.
 pub fn emf_line(credential_type: &str, values: &[(&str, f64, Unit)], timestamp_ms: i64) -> String {
+    emf_document(&[("CredentialType", credential_type)], values, timestamp_ms)
+}
+
+/// One EMF document with the given dimensions (one dimension set).
+fn emf_document(
+    dimensions: &[(&str, &str)],
+    values: &[(&str, f64, Unit)],
+    timestamp_ms: i64,
+) -> String {
     let definitions: Vec<_> = values
         .iter()
         .map(|(name, _, unit)| serde_json::json!({"Name": name, "Unit": unit.as_str()}))
         .collect();
+    let names: Vec<&str> = dimensions.iter().map(|(name, _)| *name).collect();
     let mut doc = serde_json::json!({
         "_aws": {
             "Timestamp": timestamp_ms,
             "CloudWatchMetrics": [{
                 "Namespace": NAMESPACE,
-                "Dimensions": [["CredentialType"]],
+                "Dimensions": [names],
                 "Metrics": definitions,
             }]
         },
-        "CredentialType": credential_type,
     });
+    for (name, value) in dimensions {
+        doc[*name] = serde_json::json!(value);
+    }
     for (name, value, _) in values {
         doc[*name] = serde_json::json!(value);
     }
@@ -89,6 +101,28 @@ pub fn key_served(
     emit(credential_type.as_str(), &values);
 }
 
+/// A report that Step Functions refused because it no longer waits for it
+/// (SPEC section 10): logged at WARN with the code and counted as a
+/// `Failures` with `Reason=TaskGone`; no retry could deliver it.
+pub fn task_gone(credential_type: Option<CredentialType>, code: &str) {
+    tracing::warn!(
+        code,
+        "Step Functions no longer waits for this task; its report is dropped"
+    );
+    let line = emf_document(
+        &[
+            (
+                "CredentialType",
+                credential_type.map_or("unknown", CredentialType::as_str),
+            ),
+            ("Reason", "TaskGone"),
+        ],
+        &[("Failures", 1.0, Unit::Count)],
+        chrono::Utc::now().timestamp_millis(),
+    );
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
 /// Logs a failure at WARN and counts it (`Failures`). Error texts never
 /// hold secrets (see `error`).
 pub fn failed(credential_type: Option<CredentialType>, error: &Error) {
@@ -130,5 +164,21 @@ mod tests {
         assert_eq!(v["KeysIssued"], 1.0);
         assert_eq!(v["VendorLatencyMs"], 42.0);
         assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn a_reason_is_a_second_dimension() {
+        let line = emf_document(
+            &[("CredentialType", "train"), ("Reason", "TaskGone")],
+            &[("Failures", 1.0, Unit::Count)],
+            1,
+        );
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            serde_json::json!([["CredentialType", "Reason"]])
+        );
+        assert_eq!(v["Reason"], "TaskGone");
+        assert_eq!(v["Failures"], 1.0);
     }
 }

@@ -42,6 +42,22 @@ pub fn is_valid_prefix(prefix: &str, suffix_len: usize) -> bool {
         && prefix.bytes().all(name_char)
 }
 
+/// The secret's name: the id itself, or an ARN's resource name without its
+/// six-character suffix (the whole resource when it has none).
+pub fn name_of(id: &str) -> &str {
+    let Some(resource) = id
+        .strip_prefix("arn:")
+        .and_then(|rest| rest.split_once(":secret:"))
+        .map(|(_, resource)| resource)
+    else {
+        return id;
+    };
+    match resource.rsplit_once('-') {
+        Some((name, suffix)) if suffix.len() == 6 => name,
+        _ => resource,
+    }
+}
+
 /// Whether two ids (names or ARNs) name the same secret. An ARN ends in the
 /// secret's name and a six-character random suffix (`...:secret:NAME-AbCdEf`),
 /// so a name matches an ARN whose resource is that name plus the suffix.
@@ -49,14 +65,9 @@ pub fn same_secret(a: &str, b: &str) -> bool {
     if a == b {
         return true;
     }
-    let name_of_arn = |arn: &str| -> Option<String> {
-        let resource = arn.strip_prefix("arn:")?.split(":secret:").nth(1)?;
-        let (name, suffix) = resource.rsplit_once('-')?;
-        (suffix.len() == 6).then(|| name.to_string())
-    };
     match (a.starts_with("arn:"), b.starts_with("arn:")) {
-        (true, false) => name_of_arn(a).as_deref() == Some(b),
-        (false, true) => name_of_arn(b).as_deref() == Some(a),
+        (true, false) => name_of(a) == b,
+        (false, true) => name_of(b) == a,
         _ => false,
     }
 }
@@ -109,5 +120,18 @@ mod tests {
         assert!(!same_secret("p1/secret", arn));
         assert!(!same_secret("p1/secret-key-AbCdEf", "p1/secret-key"));
         assert!(!same_secret(arn, &arn.replace("AbCdEf", "XyZabc")));
+    }
+
+    #[test]
+    fn names_of_ids() {
+        assert_eq!(name_of("p1/x"), "p1/x");
+        assert_eq!(
+            name_of("arn:aws:secretsmanager:eu-west-1:1:secret:p1/secret-key-AbCdEf"),
+            "p1/secret-key"
+        );
+        assert_eq!(
+            name_of("arn:aws:secretsmanager:eu-west-1:1:secret:p1/x"),
+            "p1/x"
+        );
     }
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
+use crate::deadline::Deadline;
 use crate::error::{Context, Error};
 use crate::secrets::{AWSCURRENT, SecretStore, StoreError};
 use crate::sensitive::SecretKey;
@@ -42,24 +43,36 @@ impl SecretKeySource {
     }
 
     /// The cached key, or a fresh read when there is none or it is too old.
-    pub async fn get(&self, store: &impl SecretStore) -> Result<SecretKey, Error> {
-        self.current(store).await.map(|(key, _)| key)
+    pub async fn get(
+        &self,
+        store: &impl SecretStore,
+        deadline: &Deadline,
+    ) -> Result<SecretKey, Error> {
+        self.current(store, deadline).await.map(|(key, _)| key)
     }
 
     /// The full ARN of the secret-key secret (read like the key), so that
     /// writes can refuse it whatever name or ARN a request used.
-    pub async fn secret_arn(&self, store: &impl SecretStore) -> Result<String, Error> {
-        self.current(store).await.map(|(_, arn)| arn)
+    pub async fn secret_arn(
+        &self,
+        store: &impl SecretStore,
+        deadline: &Deadline,
+    ) -> Result<String, Error> {
+        self.current(store, deadline).await.map(|(_, arn)| arn)
     }
 
-    async fn current(&self, store: &impl SecretStore) -> Result<(SecretKey, String), Error> {
+    async fn current(
+        &self,
+        store: &impl SecretStore,
+        deadline: &Deadline,
+    ) -> Result<(SecretKey, String), Error> {
         let mut cached = self.cached.lock().await;
         if let Some(c) = cached.as_ref()
             && c.read_at.elapsed() < self.ttl
         {
             return Ok((c.key.clone(), c.arn.clone()));
         }
-        let fresh = self.read(store).await?;
+        let fresh = self.read(store, deadline).await?;
         let out = (fresh.key.clone(), fresh.arn.clone());
         *cached = Some(fresh);
         Ok(out)
@@ -71,6 +84,7 @@ impl SecretKeySource {
         &self,
         store: &impl SecretStore,
         refused: &SecretKey,
+        deadline: &Deadline,
     ) -> Result<Option<SecretKey>, Error> {
         let mut cached = self.cached.lock().await;
         // Another record of the same batch may have refreshed it already.
@@ -80,16 +94,16 @@ impl SecretKeySource {
             return Ok(Some(c.key.clone()));
         }
         *cached = None;
-        let fresh = self.read(store).await?;
+        let fresh = self.read(store, deadline).await?;
         let key = fresh.key.clone();
         *cached = Some(fresh);
         Ok((key != *refused).then_some(key))
     }
 
-    async fn read(&self, store: &impl SecretStore) -> Result<Cached, Error> {
+    async fn read(&self, store: &impl SecretStore, deadline: &Deadline) -> Result<Cached, Error> {
         let id = &self.secret_id;
-        let value = store
-            .get_value(id, AWSCURRENT, None)
+        let value = deadline
+            .work(store.get_value(id, AWSCURRENT, None))
             .await
             .map_err(|e| match e {
                 StoreError::NotFound(_) => Error::SecretKeyUnavailable(Context::new(

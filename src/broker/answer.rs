@@ -9,12 +9,21 @@
 use serde_json::{Value, json};
 
 use super::{Broker, Ports};
+use crate::credential::CredentialType;
+use crate::deadline::Deadline;
 use crate::error::{Context, Error};
-use crate::handoff::Handoff;
+use crate::handoff::{Handoff, HandoffError};
 use crate::metrics;
 use crate::request::{KeyRequest, KeyResult, Rejected, Served};
 use crate::secrets::{P1ANNOUNCED, SecretStore};
 use crate::sensitive::TaskToken;
+
+/// Where and how to report one request's outcome.
+struct Report<'a> {
+    token: Option<&'a TaskToken>,
+    include_key: bool,
+    credential_type: Option<CredentialType>,
+}
 
 impl<P: Ports> Broker<P> {
     /// The answer to a served (or failed) request: the result object, or
@@ -23,6 +32,7 @@ impl<P: Ports> Broker<P> {
         &self,
         request: &KeyRequest,
         outcome: Result<Served, Error>,
+        deadline: &Deadline,
     ) -> Result<Value, Error> {
         let credential_type = request.credential.credential_type;
         match &outcome {
@@ -35,7 +45,12 @@ impl<P: Ports> Broker<P> {
             Err(e) => metrics::failed(Some(credential_type), e),
         }
         let served = outcome.is_ok();
-        self.report(request.task_token.as_ref(), request.include_key, outcome)
+        let report = Report {
+            token: request.task_token.as_ref(),
+            include_key: request.include_key,
+            credential_type: Some(credential_type),
+        };
+        self.report(report, outcome, deadline)
             .await
             .inspect_err(|e| {
                 // The request's own failure is counted already.
@@ -47,26 +62,48 @@ impl<P: Ports> Broker<P> {
 
     /// The answer to a request that failed validation: reported to Step
     /// Functions when its task token could be read.
-    pub async fn answer_rejected(&self, rejected: Rejected) -> Result<Value, Error> {
+    pub async fn answer_rejected(
+        &self,
+        rejected: Rejected,
+        deadline: &Deadline,
+    ) -> Result<Value, Error> {
         metrics::failed(rejected.credential_type, &rejected.error);
-        self.report(rejected.task_token.as_ref(), false, Err(rejected.error))
-            .await
+        let report = Report {
+            token: rejected.task_token.as_ref(),
+            include_key: false,
+            credential_type: rejected.credential_type,
+        };
+        self.report(report, Err(rejected.error), deadline).await
     }
 
+    /// Reports to Step Functions within the finish budget. A report it
+    /// refuses because the task is gone ends the hand-off: the workflow no
+    /// longer waits and no retry could deliver it (SPEC section 10).
     async fn report(
         &self,
-        token: Option<&TaskToken>,
-        include_key: bool,
+        report: Report<'_>,
         outcome: Result<Served, Error>,
+        deadline: &Deadline,
     ) -> Result<Value, Error> {
-        let Some(token) = token else {
-            return outcome.map(|served| served.output(include_key));
+        let Some(token) = report.token else {
+            return outcome.map(|served| served.output(report.include_key));
+        };
+        let gone = |e: &HandoffError| match e {
+            HandoffError::TaskGone { code, .. } => {
+                metrics::task_gone(report.credential_type, code);
+                true
+            }
+            HandoffError::Failed { .. } => false,
         };
         match outcome {
             Ok(served) => {
-                let output = served.output(include_key);
-                match self.handoff.task_success(token, &output.to_string()).await {
+                let output = served.output(report.include_key);
+                let sent = deadline
+                    .finish(self.handoff.task_success(token, &output.to_string()))
+                    .await;
+                match sent {
                     Ok(()) => Ok(output),
+                    Err(e) if gone(&e) => Ok(output),
                     Err(e) => Err(Error::HandOffFailed(Context::new(
                         format!(
                             "the key is stored as version {} of {}, but reporting success to Step Functions failed (the same request retried will report it)",
@@ -78,8 +115,14 @@ impl<P: Ports> Broker<P> {
             }
             Err(error) => {
                 let (error_type, message) = (error.error_type(), error.report());
-                match self.handoff.task_failure(token, error_type, &message).await {
+                let sent = deadline
+                    .finish(self.handoff.task_failure(token, error_type, &message))
+                    .await;
+                match sent {
                     Ok(()) => Ok(
+                        json!({"status": "failed", "errorType": error_type, "errorMessage": message}),
+                    ),
+                    Err(e) if gone(&e) => Ok(
                         json!({"status": "failed", "errorType": error_type, "errorMessage": message}),
                     ),
                     Err(e) => Err(Error::HandOffFailed(Context::new(
@@ -95,12 +138,17 @@ impl<P: Ports> Broker<P> {
 
     /// Announces a version on the configured bus, once: success moves the
     /// `P1ANNOUNCED` label onto it.
-    pub(super) async fn announce(&self, target: &str, result: &KeyResult) -> Result<(), Error> {
+    pub(super) async fn announce(
+        &self,
+        target: &str,
+        result: &KeyResult,
+        deadline: &Deadline,
+    ) -> Result<(), Error> {
         let Some(bus) = &self.config.event_bus_name else {
             return Ok(());
         };
         let detail = result.to_json().to_string();
-        if let Err(e) = self.handoff.announce(bus, &detail).await {
+        if let Err(e) = deadline.finish(self.handoff.announce(bus, &detail)).await {
             return Err(Error::HandOffFailed(Context::new(
                 format!(
                     "the key is stored as version {} of {}, but announcing it on EventBridge bus {bus:?} failed (the same request retried will announce it)",
@@ -111,7 +159,7 @@ impl<P: Ports> Broker<P> {
         }
         // The event is out; a failure to label only risks a second
         // announcement later, so it is logged rather than failed.
-        let holder = match self.store.describe(target).await {
+        let holder = match deadline.finish(self.store.describe(target)).await {
             Ok(d) => d.version_with(P1ANNOUNCED).map(str::to_string),
             Err(e) => {
                 tracing::warn!(error = %e, "announced, but cannot describe the secret to move P1ANNOUNCED");
@@ -119,14 +167,13 @@ impl<P: Ports> Broker<P> {
             }
         };
         if holder.as_deref() != Some(result.version_id.as_str())
-            && let Err(e) = self
-                .store
-                .move_stage(
+            && let Err(e) = deadline
+                .finish(self.store.move_stage(
                     target,
                     P1ANNOUNCED,
                     Some(&result.version_id),
                     holder.as_deref(),
-                )
+                ))
                 .await
         {
             tracing::warn!(error = %e, "announced, but cannot move P1ANNOUNCED onto the version");

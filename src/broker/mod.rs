@@ -18,6 +18,7 @@ use chrono::Utc;
 
 use crate::config::Config;
 use crate::credential::Credential;
+use crate::deadline::Deadline;
 use crate::error::{Context, Error};
 use crate::handoff::Handoff;
 use crate::prediction_one::{IssuedKey, KeyIssuer};
@@ -66,23 +67,16 @@ impl<P: Ports> Broker<P> {
         &self.config
     }
 
-    /// One request: `fresh` when the target's current key outlives the renewal
-    /// margin (and `force` is off), else a new key, stored and announced.
-    pub async fn serve(&self, request: &KeyRequest) -> Result<Served, Error> {
+    /// One request: `fresh` when the target's current key outlives the
+    /// renewal margin (and `force` is off), else a new key, stored and
+    /// announced. Ends by the deadline: its reads and the vendor call by the
+    /// work point, storing and announcing a fetched key by the finish point.
+    pub async fn serve(&self, request: &KeyRequest, deadline: &Deadline) -> Result<Served, Error> {
         let target = &request.target_secret_id;
-        let current = match self.store.get_value(target, AWSCURRENT, None).await {
-            Ok(v) => Some(v),
-            Err(StoreError::NotFound(_)) => None,
-            Err(e) => {
-                return Err(Error::StoreFailed(Context::new(
-                    format!("cannot read the target secret {target:?}"),
-                    e,
-                )));
-            }
-        };
+        let current = self.read_target(target, deadline).await?;
         if !request.force
             && let Some(current) = current.as_ref()
-            && let Some(served) = self.fresh(request, current).await?
+            && let Some(served) = self.fresh(request, current, deadline).await?
         {
             tracing::info!(target_secret = %target, version_id = %served.result.version_id, "stored key is fresh");
             return Ok(served);
@@ -90,21 +84,39 @@ impl<P: Ports> Broker<P> {
         // Whatever name or ARN the request used, never write over the
         // account's secret key.
         if let Some(current) = &current
-            && self.is_secret_key_secret(&current.arn).await?
+            && self.is_secret_key_secret(&current.arn, deadline).await?
         {
             return Err(Error::invalid(
                 "target_secret_id must not be the secret that holds the Prediction One secret key",
             ));
         }
+        // Know before you fetch: a key is never issued to be thrown away.
+        let exists = match &current {
+            Some(_) => true,
+            None => self.target_exists(target, deadline).await?,
+        };
+        if !exists {
+            self.check_creatable(target)?;
+        }
 
-        let (issued, vendor_latency_ms) = self.issue_key(&request.credential).await?;
+        let (issued, vendor_latency_ms) = self.issue_key(&request.credential, deadline).await?;
         let record = KeyRecord::issued(
             issued.api_key,
             issued.end_date,
             request.credential.clone(),
             Utc::now(),
         );
-        let stored = self.store_record(target, &record).await?;
+        let stored = self
+            .store_record(target, &record, exists, deadline)
+            .await
+            .map_err(|e| {
+                Error::StoreFailed(Context::new(
+                    format!(
+                        "a new key was issued but could not be stored in {target:?}, so it was discarded (the same request retried issues another)"
+                    ),
+                    e,
+                ))
+            })?;
         tracing::info!(target_secret = %target, version_id = %stored.version_id, "issued and stored a new key");
 
         let served = Served {
@@ -112,23 +124,77 @@ impl<P: Ports> Broker<P> {
             api_key: record.api_key,
             vendor_latency_ms: Some(vendor_latency_ms),
         };
-        self.announce(target, &served.result).await?;
+        self.announce(target, &served.result, deadline).await?;
         Ok(served)
+    }
+
+    /// The target's AWSCURRENT version, or `None` when it has none.
+    async fn read_target(
+        &self,
+        target: &str,
+        deadline: &Deadline,
+    ) -> Result<Option<SecretValue>, Error> {
+        match deadline
+            .work(self.store.get_value(target, AWSCURRENT, None))
+            .await
+        {
+            Ok(v) => Ok(Some(v)),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(Error::StoreFailed(Context::new(
+                format!("cannot read the target secret {target:?}"),
+                e,
+            ))),
+        }
+    }
+
+    /// Whether a target without a current value exists at all (it may have
+    /// been created without one).
+    async fn target_exists(&self, target: &str, deadline: &Deadline) -> Result<bool, Error> {
+        match deadline.work(self.store.describe(target)).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::NotFound(_)) => Ok(false),
+            Err(e) => Err(Error::StoreFailed(Context::new(
+                format!("cannot read the target secret {target:?}"),
+                e,
+            ))),
+        }
+    }
+
+    /// A missing target can be created: allowed, and named by a name.
+    fn check_creatable(&self, target: &str) -> Result<(), Error> {
+        let problem = if !self.config.create_missing_secret {
+            "does not exist and P1_CREATE_MISSING_SECRET is false"
+        } else if target.starts_with("arn:") {
+            "does not exist; a secret can be created from a name, not an ARN"
+        } else {
+            return Ok(());
+        };
+        Err(Error::StoreFailed(Context::new(
+            format!("the target secret {target:?} {problem}; no key was issued"),
+            None,
+        )))
     }
 
     /// Asks the vendor for a key. A refused secret key is re-read once: if
     /// the secret now holds a different one, the call is tried with it.
     /// Also returns the time spent in vendor calls (`VendorLatencyMs`).
-    async fn issue_key(&self, credential: &Credential) -> Result<(IssuedKey, u64), Error> {
-        let secret_key = self.secret_key.get(&self.store).await?;
+    async fn issue_key(
+        &self,
+        credential: &Credential,
+        deadline: &Deadline,
+    ) -> Result<(IssuedKey, u64), Error> {
+        let secret_key = self.secret_key.get(&self.store, deadline).await?;
         let started = Instant::now();
-        let first = self.issuer.get_api_key(&secret_key, credential).await;
+        let first = self
+            .issuer
+            .get_api_key(&secret_key, credential, deadline)
+            .await;
         let mut vendor_ms = started.elapsed().as_millis() as u64;
         let issued = match first {
             Err(e) if e.is_credential_error() => {
                 match self
                     .secret_key
-                    .refresh_after_refusal(&self.store, &secret_key)
+                    .refresh_after_refusal(&self.store, &secret_key, deadline)
                     .await?
                 {
                     Some(newer) => {
@@ -136,7 +202,7 @@ impl<P: Ports> Broker<P> {
                             "secret key was refused; retrying once with the newly read one"
                         );
                         let started = Instant::now();
-                        let retried = self.issuer.get_api_key(&newer, credential).await;
+                        let retried = self.issuer.get_api_key(&newer, credential, deadline).await;
                         vendor_ms += started.elapsed().as_millis() as u64;
                         retried
                     }
@@ -151,8 +217,8 @@ impl<P: Ports> Broker<P> {
     /// Whether `arn` is the secret that holds the Prediction One secret key
     /// (compared with the ARN the key was read from, whatever name or ARN
     /// the configuration or a request used).
-    async fn is_secret_key_secret(&self, arn: &str) -> Result<bool, Error> {
-        let key_arn = self.secret_key.secret_arn(&self.store).await?;
+    async fn is_secret_key_secret(&self, arn: &str, deadline: &Deadline) -> Result<bool, Error> {
+        let key_arn = self.secret_key.secret_arn(&self.store, deadline).await?;
         Ok(secret_id::same_secret(arn, &key_arn))
     }
 
@@ -161,6 +227,7 @@ impl<P: Ports> Broker<P> {
         &self,
         request: &KeyRequest,
         current: &SecretValue,
+        deadline: &Deadline,
     ) -> Result<Option<Served>, Error> {
         let target = &request.target_secret_id;
         let Some(record) = current.secret_string.as_ref().and_then(KeyRecord::parse) else {
@@ -181,45 +248,30 @@ impl<P: Ports> Broker<P> {
         };
         if !announced {
             // An earlier announcement of this version failed: complete it now.
-            self.announce(target, &served.result).await?;
+            self.announce(target, &served.result, deadline).await?;
         }
         Ok(Some(served))
     }
 
     /// Writes a record as the target's new AWSCURRENT version, creating the
-    /// secret when it is missing and that is allowed.
-    async fn store_record(&self, target: &str, record: &KeyRecord) -> Result<VersionRef, Error> {
-        let value = record.to_secret_string();
-        let failed = |e: StoreError| {
-            Error::StoreFailed(Context::new(
-                format!("cannot store the new key in {target:?}"),
-                e,
-            ))
-        };
-        match self
-            .store
-            .put_value(target, &NewVersion::current(&value))
-            .await
-        {
-            Ok(v) => return Ok(v),
-            Err(StoreError::NotFound(_)) => {}
-            Err(e) => return Err(failed(e)),
-        }
-        if !self.config.create_missing_secret {
-            return Err(Error::StoreFailed(Context::new(
-                format!(
-                    "the target secret {target:?} does not exist and P1_CREATE_MISSING_SECRET is false"
-                ),
-                None,
-            )));
-        }
-        if target.starts_with("arn:") {
-            return Err(Error::StoreFailed(Context::new(
-                format!(
-                    "the target secret {target:?} does not exist; a secret can be created from a name, not an ARN"
-                ),
-                None,
-            )));
+    /// secret when it was found missing (creatable: checked before the key
+    /// was fetched). Runs in the margin kept for a fetched key.
+    async fn store_record(
+        &self,
+        target: &str,
+        record: &KeyRecord,
+        exists: bool,
+        deadline: &Deadline,
+    ) -> Result<VersionRef, StoreError> {
+        let value = record.to_secret_string()?;
+        let version = NewVersion::current(&value);
+        let put = || deadline.finish(self.store.put_value(target, &version));
+        if exists {
+            match put().await {
+                // Deleted since it was read: create it again if allowed.
+                Err(StoreError::NotFound(_)) if self.check_creatable(target).is_ok() => {}
+                other => return other,
+            }
         }
         let mut tags = vec![
             (
@@ -235,18 +287,17 @@ impl<P: Ports> Broker<P> {
             tags,
             kms_key_id: self.config.target_kms_key_id.clone(),
         };
-        match self.store.create(target, &value, &new).await {
+        match deadline
+            .finish(self.store.create(target, &value, &new))
+            .await
+        {
             Ok(v) => {
                 tracing::info!(target_secret = %target, "created the missing target secret");
                 Ok(v)
             }
             // Created concurrently by another invocation: write a version to it.
-            Err(StoreError::Exists(_)) => self
-                .store
-                .put_value(target, &NewVersion::current(&value))
-                .await
-                .map_err(failed),
-            Err(e) => Err(failed(e)),
+            Err(StoreError::Exists(_)) => put().await,
+            Err(e) => Err(e),
         }
     }
 }
@@ -265,11 +316,17 @@ fn result_of(status: Status, record: &KeyRecord, version: VersionRef) -> KeyResu
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use serde_json::json;
 
     use super::*;
     use crate::credential::CredentialType;
     use crate::fakes::{FakeIssuer, FakeStore, broker};
+
+    fn deadline() -> Deadline {
+        Deadline::after(Duration::from_secs(30), Duration::from_secs(2))
+    }
 
     fn request(b: &Broker<crate::fakes::Fakes>) -> KeyRequest {
         let Ok(r) = KeyRequest::parse(&json!({"credential_type": "train"}), b.config()) else {
@@ -290,11 +347,79 @@ mod tests {
             .insert("prediction-one/api-key/train".into(), vec![]);
         store.fail_once("put", StoreError::NotFound("not yet".into()));
         let b = broker(store, FakeIssuer::default(), &[]);
-        let served = b.serve(&request(&b)).await.unwrap();
+        let served = b.serve(&request(&b), &deadline()).await.unwrap();
         assert_eq!(served.result.status, Status::Issued);
+        // Read the target (no current value), see that it exists, read the
+        // secret key, put (gone meanwhile), create (raced), put.
         assert_eq!(
             *b.store.calls.lock().unwrap(),
-            ["get", "get", "put", "create", "put"]
+            ["get", "describe", "get", "put", "create", "put"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_target_that_cannot_be_written_is_known_before_the_vendor_call() {
+        for (extra, arn) in [
+            (&[("P1_CREATE_MISSING_SECRET", "false")][..], false),
+            (&[][..], true),
+        ] {
+            let b = broker(
+                FakeStore::with_secret_key("sk-1"),
+                FakeIssuer::default(),
+                extra,
+            );
+            let mut r = request(&b);
+            if arn {
+                r.target_secret_id =
+                    "arn:aws:secretsmanager:us-east-1:1:secret:missing-AbCdEf".into();
+            }
+            let err = b.serve(&r, &deadline()).await.unwrap_err();
+            assert_eq!(err.error_type(), "StoreFailed");
+            assert!(
+                err.report().contains("no key was issued"),
+                "{}",
+                err.report()
+            );
+            assert!(
+                b.issuer.used.lock().unwrap().is_empty(),
+                "the vendor was called"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hanging_store_ends_with_the_deadline() {
+        let store = FakeStore::with_secret_key("sk-1");
+        store.hang_on("get");
+        let b = broker(store, FakeIssuer::default(), &[]);
+        let d = Deadline::after(Duration::from_millis(300), Duration::from_millis(100));
+        let started = std::time::Instant::now();
+        let err = b.serve(&request(&b), &d).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_millis(300));
+        assert_eq!(err.error_type(), "StoreFailed");
+        assert!(err.report().contains("timed out"), "{}", err.report());
+    }
+
+    #[tokio::test]
+    async fn a_fetched_key_is_stored_in_the_margin_or_reported_as_discarded() {
+        let store = FakeStore::with_secret_key("sk-1");
+        store.hang_on("create");
+        let b = broker(store, FakeIssuer::default(), &[]);
+        let d = Deadline::after(Duration::from_millis(600), Duration::from_millis(400));
+        let started = std::time::Instant::now();
+        let err = b.serve(&request(&b), &d).await.unwrap_err();
+        let took = started.elapsed();
+        // The create waited past the work point, into the margin, and the
+        // answer still came before the deadline.
+        assert!(
+            took > Duration::from_millis(250) && took < Duration::from_millis(600),
+            "{took:?}"
+        );
+        assert_eq!(err.error_type(), "StoreFailed");
+        assert!(
+            err.report().contains("issued but could not be stored"),
+            "{}",
+            err.report()
         );
     }
 
@@ -307,7 +432,7 @@ mod tests {
             FakeIssuer::default(),
             &[("P1_EVENT_BUS_NAME", "bus")],
         );
-        let served = b.serve(&request(&b)).await.unwrap();
+        let served = b.serve(&request(&b), &deadline()).await.unwrap();
         assert_eq!(b.handoff.announced.lock().unwrap().len(), 1);
         assert_eq!(served.result.credential_type, CredentialType::Train);
     }
@@ -320,7 +445,7 @@ mod tests {
             ..Default::default()
         };
         let b = broker(store, issuer, &[]);
-        let err = b.serve(&request(&b)).await.unwrap_err();
+        let err = b.serve(&request(&b), &deadline()).await.unwrap_err();
         assert_eq!(err.error_type(), "PredictionOne.InactiveCredential");
         assert_eq!(*b.issuer.used.lock().unwrap(), ["sk-old"]);
         // Nothing was stored.

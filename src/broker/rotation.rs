@@ -11,6 +11,7 @@ use chrono::Utc;
 
 use super::{Broker, Ports};
 use crate::credential::{Credential, CredentialType, ModelId};
+use crate::deadline::Deadline;
 use crate::error::{Context, Error};
 use crate::expiry;
 use crate::metrics;
@@ -32,7 +33,10 @@ enum Step {
 impl<P: Ports> Broker<P> {
     /// One step of rotating `event.secret_id` to the version named by its
     /// `ClientRequestToken`.
-    pub async fn rotate(&self, event: &RotationEvent) -> Result<(), Error> {
+    ///
+    /// Only `createSecret` reads the Prediction One secret key; the other
+    /// steps work when it is unreadable (SPEC section 6).
+    pub async fn rotate(&self, event: &RotationEvent, deadline: &Deadline) -> Result<(), Error> {
         let step = match event.step.as_str() {
             "createSecret" => Step::Create,
             "setSecret" => Step::Set,
@@ -51,12 +55,15 @@ impl<P: Ports> Broker<P> {
         let token = event.client_request_token.as_str();
         let store = &self.store;
 
-        let description = store.describe(secret_id).await.map_err(|e| {
-            Error::RotationError(Context::new(
-                format!("cannot describe secret {secret_id:?}"),
-                e,
-            ))
-        })?;
+        let description = deadline
+            .work(store.describe(secret_id))
+            .await
+            .map_err(|e| {
+                Error::RotationError(Context::new(
+                    format!("cannot describe secret {secret_id:?}"),
+                    e,
+                ))
+            })?;
         if !description.rotation_enabled {
             return Err(Error::RotationError(Context::new(
                 format!("rotation is not enabled on secret {secret_id:?}"),
@@ -64,7 +71,14 @@ impl<P: Ports> Broker<P> {
             )));
         }
         // Rotating it would replace the account's secret key with an API key.
-        if self.is_secret_key_secret(&description.arn).await? {
+        // By the configured name or ARN here; createSecret, which reads the
+        // secret key anyway, also compares the ARN it was read from.
+        let secret_key_secret = self.config.is_secret_key_secret(&description.arn)
+            || (step == Step::Create
+                && self
+                    .is_secret_key_secret(&description.arn, deadline)
+                    .await?);
+        if secret_key_secret {
             return Err(Error::RotationError(Context::new(
                 format!(
                     "secret {secret_id:?} holds the Prediction One secret key, not an API key; this function does not rotate it"
@@ -81,7 +95,7 @@ impl<P: Ports> Broker<P> {
         if stages.iter().any(|s| s == AWSCURRENT) {
             if step == Step::Finish && stages.iter().any(|s| s == AWSPENDING) {
                 // A retried finishSecret whose first run moved AWSCURRENT.
-                return clear_pending(store, secret_id, token).await;
+                return clear_pending(store, secret_id, token, deadline).await;
             }
             tracing::info!(
                 step = event.step,
@@ -98,14 +112,17 @@ impl<P: Ports> Broker<P> {
         }
 
         match step {
-            Step::Create => self.create_pending(event, &description).await,
+            Step::Create => self.create_pending(event, &description, deadline).await,
             // The vendor holds no copy of the key to update.
             Step::Set => Ok(()),
-            Step::Test => test_pending(store, secret_id, token).await,
+            Step::Test => test_pending(store, secret_id, token, deadline).await,
             Step::Finish => {
+                // Out of order (before createSecret) or on a broken value,
+                // AWSCURRENT stays where it is.
+                test_pending(store, secret_id, token, deadline).await?;
                 let current = description.version_with(AWSCURRENT);
-                store
-                    .move_stage(secret_id, AWSCURRENT, Some(token), current)
+                deadline
+                    .finish(store.move_stage(secret_id, AWSCURRENT, Some(token), current))
                     .await
                     .map_err(|e| {
                         Error::RotationError(Context::new(
@@ -117,7 +134,7 @@ impl<P: Ports> Broker<P> {
                     version_id = token,
                     "rotation finished; the new key is AWSCURRENT"
                 );
-                clear_pending(store, secret_id, token).await
+                clear_pending(store, secret_id, token, deadline).await
             }
         }
     }
@@ -128,13 +145,17 @@ impl<P: Ports> Broker<P> {
         &self,
         event: &RotationEvent,
         description: &SecretDescription,
+        deadline: &Deadline,
     ) -> Result<(), Error> {
         let (secret_id, token) = (
             event.secret_id.as_str(),
             event.client_request_token.as_str(),
         );
         let store = &self.store;
-        if pending_value(store, secret_id, token).await?.is_some() {
+        if pending_value(store, secret_id, token, deadline)
+            .await?
+            .is_some()
+        {
             tracing::info!(
                 version_id = token,
                 "AWSPENDING already holds a value; createSecret is done"
@@ -142,27 +163,36 @@ impl<P: Ports> Broker<P> {
             return Ok(());
         }
 
-        let credential = credential_of(store, secret_id, description).await?;
-        let (issued, vendor_ms) = self.issue_key(&credential).await?;
+        let credential = credential_of(store, secret_id, description, deadline).await?;
+        let (issued, vendor_ms) = self.issue_key(&credential, deadline).await?;
         let record = KeyRecord::issued(
             issued.api_key,
             issued.end_date,
             credential.clone(),
             Utc::now(),
         );
-        let value = record.to_secret_string();
-        let pending = NewVersion::pending(&value, token, event.rotation_token.as_ref());
-        match store.put_value(secret_id, &pending).await {
+        let stored = match record.to_secret_string() {
+            Ok(value) => {
+                let pending = NewVersion::pending(&value, token, event.rotation_token.as_ref());
+                deadline.finish(store.put_value(secret_id, &pending)).await
+            }
+            Err(e) => Err(e),
+        };
+        match stored {
             Ok(_) => {}
             // Secrets Manager retried the step and a value landed meanwhile.
             Err(StoreError::Exists(_))
-                if pending_value(store, secret_id, token).await?.is_some() =>
+                if pending_value(store, secret_id, token, deadline)
+                    .await?
+                    .is_some() =>
             {
                 return Ok(());
             }
             Err(e) => {
                 return Err(Error::StoreFailed(Context::new(
-                    format!("cannot put the new key as AWSPENDING of {secret_id:?}"),
+                    format!(
+                        "a new key was issued but could not be put as AWSPENDING of {secret_id:?}, so it was discarded"
+                    ),
                     e,
                 )));
             }
@@ -186,9 +216,10 @@ async fn clear_pending(
     store: &impl SecretStore,
     secret_id: &str,
     token: &str,
+    deadline: &Deadline,
 ) -> Result<(), Error> {
-    match store
-        .move_stage(secret_id, AWSPENDING, None, Some(token))
+    match deadline
+        .finish(store.move_stage(secret_id, AWSPENDING, None, Some(token)))
         .await
     {
         Ok(()) | Err(StoreError::NotFound(_)) => Ok(()),
@@ -204,8 +235,12 @@ async fn pending_value(
     store: &impl SecretStore,
     secret_id: &str,
     token: &str,
+    deadline: &Deadline,
 ) -> Result<Option<SecretString>, Error> {
-    match store.get_value(secret_id, AWSPENDING, Some(token)).await {
+    match deadline
+        .work(store.get_value(secret_id, AWSPENDING, Some(token)))
+        .await
+    {
         Ok(v) => Ok(v.secret_string.filter(|s| !s.expose().trim().is_empty())),
         Err(StoreError::NotFound(_)) => Ok(None),
         Err(e) => Err(Error::RotationError(Context::new(
@@ -221,10 +256,14 @@ async fn credential_of(
     store: &impl SecretStore,
     secret_id: &str,
     description: &SecretDescription,
+    deadline: &Deadline,
 ) -> Result<Credential, Error> {
     // Only a missing or foreign current value falls back to the tags: a
     // failed read must not rotate a retrain secret into a train key.
-    match store.get_value(secret_id, AWSCURRENT, None).await {
+    match deadline
+        .work(store.get_value(secret_id, AWSCURRENT, None))
+        .await
+    {
         Ok(current) => {
             if let Some(record) = current.secret_string.as_ref().and_then(KeyRecord::parse) {
                 return Ok(record.credential);
@@ -262,11 +301,16 @@ async fn credential_of(
     Ok(Credential::new(CredentialType::Retrain, Some(model_id)))
 }
 
-/// testSecret: the pending value is a record with a non-empty key that has
-/// not expired.
-async fn test_pending(store: &impl SecretStore, secret_id: &str, token: &str) -> Result<(), Error> {
+/// testSecret (and finishSecret, before it moves AWSCURRENT): the pending
+/// value is a record with a non-empty key that has not expired.
+async fn test_pending(
+    store: &impl SecretStore,
+    secret_id: &str,
+    token: &str,
+    deadline: &Deadline,
+) -> Result<(), Error> {
     let problem = |what: String| Err(Error::RotationError(Context::new(what, None)));
-    let Some(value) = pending_value(store, secret_id, token).await? else {
+    let Some(value) = pending_value(store, secret_id, token, deadline).await? else {
         return problem(format!("the AWSPENDING version {token} holds no value"));
     };
     let Some(record) = KeyRecord::parse(&value) else {

@@ -7,6 +7,7 @@ pub mod aws;
 
 use std::future::Future;
 
+use crate::deadline::OutOfTime;
 use crate::sensitive::TaskToken;
 
 pub use aws::AwsHandoff;
@@ -33,6 +34,22 @@ pub enum HandoffError {
         operation: &'static str,
         detail: String,
     },
+}
+
+impl From<OutOfTime> for HandoffError {
+    fn from(_: OutOfTime) -> Self {
+        HandoffError::Failed {
+            operation: "the hand-off",
+            detail: "no answer within the time the invocation had left".into(),
+        }
+    }
+}
+
+impl HandoffError {
+    /// Step Functions no longer waits for the report.
+    pub fn is_task_gone(&self) -> bool {
+        matches!(self, HandoffError::TaskGone { .. })
+    }
 }
 
 /// The port.

@@ -11,6 +11,7 @@ use super::backoff::{self, MAX_RETRY_AFTER};
 use super::response::{self, Outcome, Transient};
 use super::{IssuedKey, KeyIssuer, PredictionOneError};
 use crate::credential::Credential;
+use crate::deadline::Deadline;
 use crate::sensitive::SecretKey;
 
 /// A response body larger than this is refused without being read whole
@@ -22,8 +23,13 @@ const PATH: &str = "/v1/external/api-key";
 pub struct PredictionOneClient {
     client: Client,
     endpoint: Url,
+    /// Per attempt (`P1_HTTP_TIMEOUT_MS`), before the deadline shortens it.
+    timeout: Duration,
     max_attempts: u32,
 }
+
+/// An attempt needs at least this long to be worth starting.
+const MIN_ATTEMPT: Duration = Duration::from_millis(20);
 
 /// Why one attempt did not produce an outcome from a response.
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +58,7 @@ impl PredictionOneClient {
         Ok(PredictionOneClient {
             client,
             endpoint,
+            timeout,
             max_attempts,
         })
     }
@@ -61,6 +68,7 @@ impl PredictionOneClient {
         header: &HeaderValue,
         secret_key: &SecretKey,
         credential: &Credential,
+        timeout: Duration,
     ) -> Result<(Outcome, Option<Duration>), Failure> {
         let mut url = self.endpoint.clone();
         {
@@ -74,6 +82,7 @@ impl PredictionOneClient {
             .client
             .get(url)
             .header("x-api-key", header.clone())
+            .timeout(timeout)
             .send()
             .await
             .map_err(transport_failure)?;
@@ -101,29 +110,42 @@ impl PredictionOneClient {
 }
 
 impl KeyIssuer for PredictionOneClient {
+    /// Tries up to `max_attempts` times, but starts no attempt, backoff sleep
+    /// or `Retry-After` wait that could not end before the deadline's work
+    /// point, and gives each attempt the smaller of its timeout and the time
+    /// left (SPEC section 10).
     async fn get_api_key(
         &self,
         secret_key: &SecretKey,
         credential: &Credential,
+        deadline: &Deadline,
     ) -> Result<IssuedKey, PredictionOneError> {
         let mut header = HeaderValue::from_str(secret_key.expose())
             .map_err(|_| PredictionOneError::UnsendableSecretKey)?;
         // Keeps the value out of hyper's and reqwest's own debug output.
         header.set_sensitive(true);
 
-        let mut last = Failure::Connection;
-        for attempt in 1..=self.max_attempts {
+        let mut last: Option<Failure> = None;
+        let mut attempts = 0;
+        while attempts < self.max_attempts {
+            let left = deadline.work_left();
+            if left < MIN_ATTEMPT {
+                tracing::warn!(attempts, "no time left for another vendor attempt");
+                break;
+            }
+            attempts += 1;
+            let timeout = self.timeout.min(left);
             let started = Instant::now();
-            let outcome = self.attempt(&header, secret_key, credential).await;
+            let outcome = self.attempt(&header, secret_key, credential, timeout).await;
             let elapsed_ms = started.elapsed().as_millis() as u64;
             let retry_after = match outcome {
                 Ok((Outcome::Key(key), _)) => {
-                    tracing::debug!(attempt, elapsed_ms, "vendor issued a key");
+                    tracing::debug!(attempt = attempts, elapsed_ms, "vendor issued a key");
                     return Ok(key);
                 }
                 Ok((Outcome::Fail(error), _)) => {
                     tracing::debug!(
-                        attempt,
+                        attempt = attempts,
                         elapsed_ms,
                         error_type = error.error_type(),
                         "vendor call failed"
@@ -131,16 +153,16 @@ impl KeyIssuer for PredictionOneClient {
                     return Err(error);
                 }
                 Ok((Outcome::Retry(transient), retry_after)) => {
-                    last = Failure::Transient(transient);
+                    last = Some(Failure::Transient(transient));
                     retry_after
                 }
                 Err(failure) => {
-                    last = failure;
+                    last = Some(failure);
                     None
                 }
             };
-            tracing::warn!(attempt, elapsed_ms, failure = ?last, "vendor call failed transiently");
-            if attempt == self.max_attempts {
+            tracing::warn!(attempt = attempts, elapsed_ms, failure = ?last, "vendor call failed transiently");
+            if attempts == self.max_attempts {
                 break;
             }
             let wait = match retry_after {
@@ -149,18 +171,30 @@ impl KeyIssuer for PredictionOneClient {
                         retry_after_s = wait.as_secs(),
                         "Retry-After is too long to wait for in this invocation"
                     );
-                    return Err(final_error(last, attempt));
+                    break;
                 }
                 Some(wait) => wait,
-                None => backoff::jittered(attempt + 1),
+                None => backoff::jittered(attempts + 1),
             };
+            // The wait and at least a short attempt after it must fit.
+            if wait + MIN_ATTEMPT > deadline.work_left() {
+                tracing::warn!(
+                    wait_ms = wait.as_millis() as u64,
+                    "the wait before the next vendor attempt would pass the deadline"
+                );
+                break;
+            }
             tokio::time::sleep(wait).await;
         }
-        Err(final_error(last, self.max_attempts))
+        Err(final_error(last, attempts))
     }
 }
 
-fn final_error(last: Failure, attempts: u32) -> PredictionOneError {
+/// The error of the last attempt; `Timeout` when no attempt could start.
+fn final_error(last: Option<Failure>, attempts: u32) -> PredictionOneError {
+    let Some(last) = last else {
+        return PredictionOneError::Timeout { attempts };
+    };
     match last {
         Failure::Transient(Transient::Throttled) => PredictionOneError::Throttled { attempts },
         Failure::Transient(Transient::Timeout) => PredictionOneError::Timeout { attempts },

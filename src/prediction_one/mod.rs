@@ -8,7 +8,8 @@
 //! - [`client`] is the reqwest adapter: timeouts, retries, the 64 KiB cap.
 //!
 //! This module knows nothing of the function's configuration or error
-//! enum: the use case maps [`PredictionOneError`] into `Error`.
+//! enum: the use case maps [`PredictionOneError`] into `Error`. It knows
+//! the invocation's [`Deadline`]: retries must fit in it.
 
 pub mod backoff;
 pub mod client;
@@ -17,6 +18,7 @@ pub mod response;
 use std::future::Future;
 
 use crate::credential::Credential;
+use crate::deadline::Deadline;
 use crate::sensitive::{ApiKey, SecretKey};
 
 pub use client::PredictionOneClient;
@@ -31,10 +33,12 @@ pub struct IssuedKey {
 /// The port: issue an API key for a credential with a secret key (the
 /// vendor's Get API Key call).
 pub trait KeyIssuer: Send + Sync {
+    /// Ends by the deadline's work point, whatever the vendor does.
     fn get_api_key(
         &self,
         secret_key: &SecretKey,
         credential: &Credential,
+        deadline: &Deadline,
     ) -> impl Future<Output = Result<IssuedKey, PredictionOneError>> + Send;
 }
 
@@ -85,6 +89,17 @@ impl PredictionOneError {
             PredictionOneError::MalformedResponse(_) => "PredictionOne.MalformedResponse",
             PredictionOneError::UnsendableSecretKey => "SecretKeyUnavailable",
         }
+    }
+
+    /// Worth trying again later (Lambda, SQS, Step Functions retries): the
+    /// vendor was busy, failing or slow, not refusing the request.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            PredictionOneError::Throttled { .. }
+                | PredictionOneError::Unavailable { .. }
+                | PredictionOneError::Timeout { .. }
+        )
     }
 
     /// The secret key itself was refused: worth re-reading it once, in case

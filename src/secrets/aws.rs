@@ -30,6 +30,9 @@ where
     R: std::fmt::Debug,
 {
     let text = describe_sdk_error(&err);
+    if matches!(err, SdkError::TimeoutError(_)) {
+        return StoreError::TimedOut(text);
+    }
     match error_code(&err) {
         Some("ResourceNotFoundException") => StoreError::NotFound(text),
         Some("ResourceExistsException") => StoreError::Exists(text),

@@ -8,6 +8,8 @@ use crate::credential::{Credential, CredentialType, ModelId};
 use crate::expiry;
 use crate::sensitive::{ApiKey, SecretString};
 
+use super::StoreError;
+
 #[derive(Debug, Clone)]
 pub struct KeyRecord {
     pub api_key: ApiKey,
@@ -47,7 +49,9 @@ impl KeyRecord {
         }
     }
 
-    pub fn to_secret_string(&self) -> SecretString {
+    /// The stored form. A record that cannot be encoded is never written
+    /// (an error, not an empty value).
+    pub fn to_secret_string(&self) -> Result<SecretString, StoreError> {
         let wire = Wire {
             api_key: self.api_key.expose().to_string(),
             end_date: self.end_date.clone(),
@@ -60,8 +64,9 @@ impl KeyRecord {
                 .map(|m| m.as_str().to_string()),
             issued_at: self.issued_at.clone(),
         };
-        // A struct of strings always serializes.
-        SecretString::new(serde_json::to_string(&wire).unwrap_or_default())
+        serde_json::to_string(&wire)
+            .map(SecretString::new)
+            .map_err(|e| StoreError::Other(format!("cannot encode the key record: {e}")))
     }
 
     /// Reads a stored record; `None` when the value is not one of ours (or is
@@ -130,7 +135,7 @@ mod tests {
             retrain("42"),
             now(),
         );
-        let s = r.to_secret_string();
+        let s = r.to_secret_string().unwrap();
         let v: serde_json::Value = serde_json::from_str(s.expose()).unwrap();
         assert_eq!(
             v,

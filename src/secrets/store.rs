@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 
+use crate::deadline::OutOfTime;
 use crate::sensitive::{RotationToken, SecretString};
 
 /// One version of a secret, as GetSecretValue returns it.
@@ -101,9 +102,18 @@ pub enum StoreError {
     /// Secrets Manager asked to slow down.
     #[error("throttled: {0}")]
     Throttled(String),
-    /// Anything else: a 5xx, a timeout, a connection failure, a bad request.
+    /// No answer within the time the invocation had left.
+    #[error("timed out: {0}")]
+    TimedOut(String),
+    /// Anything else: a 5xx, a connection failure, a bad request.
     #[error("{0}")]
     Other(String),
+}
+
+impl From<OutOfTime> for StoreError {
+    fn from(_: OutOfTime) -> Self {
+        StoreError::TimedOut("no answer within the time the invocation had left".into())
+    }
 }
 
 /// The port. `secret_id` is a name or an ARN throughout.

@@ -6,6 +6,9 @@
 
 use std::collections::HashMap;
 
+use std::time::Duration;
+
+use p1_key_broker::deadline::{Deadline, MAX_INVOCATION};
 use p1_key_broker::{App, Config};
 use serde_json::{Value, json};
 
@@ -224,9 +227,24 @@ impl Harness {
     }
 }
 
-/// Runs the handler and returns (value or error type, message).
+/// Runs the handler with Lambda's longest deadline and returns (value or
+/// error type, message).
 pub async fn invoke(app: &App, payload: Value) -> Result<Value, (String, String)> {
-    p1_key_broker::handle(app, payload)
+    invoke_by(
+        app,
+        payload,
+        Deadline::after(MAX_INVOCATION, Duration::from_secs(2)),
+    )
+    .await
+}
+
+/// Runs the handler with a given deadline.
+pub async fn invoke_by(
+    app: &App,
+    payload: Value,
+    deadline: Deadline,
+) -> Result<Value, (String, String)> {
+    p1_key_broker::handle(app, payload, &deadline)
         .await
         .map_err(|e| (e.error_type().to_string(), e.report()))
 }
