@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Starts or stops the local stand-ins on loopback:
 #   - moto's server (Secrets Manager, Step Functions, SQS, EventBridge),
-#   - the Prediction One vendor stand-in (scripts/vendor_standin.py).
+#   - the Prediction One vendor stand-in (scripts/vendor_standin.py),
+#   - the fault-injecting proxy in front of moto (scripts/aws_fault_proxy.py).
 # `start` writes .local/env, a file of `export` lines that point the AWS SDK
-# (AWS_ENDPOINT_URL) and the function (P1_API_BASE_URL) at them.
+# (AWS_ENDPOINT_URL, moto itself) and the function (P1_API_BASE_URL) at them,
+# and name the proxy (P1_FAULT_PROXY_URL) for the tests that want faults.
+# Logs: .local/moto.log, .local/standin.log, .local/faults.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .local
 
 stop() {
-  for name in moto standin; do
+  for name in faults moto standin; do
     if [ -f ".local/$name.pid" ]; then
       kill "$(cat ".local/$name.pid")" 2>/dev/null || true
       rm -f ".local/$name.pid"
@@ -35,7 +38,7 @@ free_port() {
 
 start() {
   stop
-  local moto_port standin_port
+  local moto_port standin_port faults_port
   moto_port=$(free_port)
   .venv/bin/moto_server -H 127.0.0.1 -p "$moto_port" >.local/moto.log 2>&1 &
   echo $! >.local/moto.pid
@@ -47,6 +50,13 @@ start() {
   standin_port=$(cat .local/standin.port)
   wait_for "http://127.0.0.1:$moto_port/moto-api/"
   wait_for "http://127.0.0.1:$standin_port/_standin/health"
+  rm -f .local/faults.port
+  .venv/bin/python scripts/aws_fault_proxy.py --upstream "http://127.0.0.1:$moto_port" \
+    --port 0 --port-file .local/faults.port >.local/faults.log 2>&1 &
+  echo $! >.local/faults.pid
+  for _ in $(seq 1 100); do [ -s .local/faults.port ] && break; sleep 0.1; done
+  faults_port=$(cat .local/faults.port)
+  wait_for "http://127.0.0.1:$faults_port/_faults/health"
   # Let moto run real state machines, so task-token workflows run end to end.
   .venv/bin/python - "$moto_port" <<'PY'
 import json, sys, urllib.request
@@ -65,8 +75,10 @@ export AWS_SECRET_ACCESS_KEY=testing
 unset AWS_SESSION_TOKEN AWS_PROFILE
 export P1_API_BASE_URL=http://127.0.0.1:$standin_port
 export P1_STANDIN_URL=http://127.0.0.1:$standin_port
+export P1_FAULT_PROXY_URL=http://127.0.0.1:$faults_port
 ENV
-  echo "services: moto on 127.0.0.1:$moto_port, vendor stand-in on 127.0.0.1:$standin_port" >&2
+  echo "services: moto on 127.0.0.1:$moto_port, vendor stand-in on 127.0.0.1:$standin_port," \
+    "fault proxy on 127.0.0.1:$faults_port" >&2
 }
 
 case "${1:-}" in

@@ -5,6 +5,7 @@
 
 mod broker;
 mod common;
+mod faults;
 mod infra;
 mod lambda_runtime;
 mod no_leak;
