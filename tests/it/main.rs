@@ -9,5 +9,6 @@ mod faults;
 mod infra;
 mod lambda_runtime;
 mod no_leak;
+mod reliability;
 mod rotation;
 mod stepfunctions;

@@ -14,8 +14,13 @@ struct Workflow {
 }
 
 async fn workflow(h: &Harness) -> Workflow {
+    workflow_timing_out_after(h, None).await
+}
+
+/// The workflow, its task waiting at most `timeout_seconds` when given.
+async fn workflow_timing_out_after(h: &Harness, timeout_seconds: Option<u32>) -> Workflow {
     let queue = h.create_queue("p1-requests").await;
-    let definition = json!({
+    let mut definition = json!({
         "StartAt": "GetKey",
         "States": {
             "GetKey": {
@@ -30,6 +35,9 @@ async fn workflow(h: &Harness) -> Workflow {
             "Done": {"Type": "Succeed"}
         }
     });
+    if let Some(t) = timeout_seconds {
+        definition["States"]["GetKey"]["TimeoutSeconds"] = json!(t);
+    }
     let state_machine = h
         .sfn
         .create_state_machine()
@@ -209,4 +217,34 @@ async fn direct_task_token_fixture() {
         finished(&h, &execution).await.error(),
         Some("PredictionOne.ModelDeleted")
     );
+}
+
+/// SPEC section 10: a report that can never arrive. The task stopped
+/// waiting (TimeoutSeconds: 1; moto then answers InvalidToken, real Step
+/// Functions TaskTimedOut): the record succeeds instead of going back to
+/// the queue again and again, and the key is stored.
+#[tokio::test]
+async fn a_task_that_timed_out_does_not_fail_its_record() {
+    let h = Harness::new().await;
+    let wf = workflow_timing_out_after(&h, Some(1)).await;
+    let sk = h.secret_key("");
+    let app = h.app(&sk, &[]).await;
+    let execution = wf
+        .start(&h, json!({"credential_type": "retrain", "model_id": "77"}))
+        .await;
+    let event = wf.sqs_event(&h, 1).await;
+    let d = finished(&h, &execution).await;
+    // A task timeout fails the execution with States.Timeout (moto and
+    // Step Functions alike).
+    assert_eq!(d.status(), &aws_sdk_sfn::types::ExecutionStatus::Failed);
+    assert_eq!(d.error(), Some("States.Timeout"));
+
+    let r = invoke(&app, event).await.unwrap();
+    assert_eq!(r, json!({"batchItemFailures": []}));
+    let config = h.config(&sk, &[]).await;
+    let (_, record) = h
+        .record(&format!("{}77", config.retrain_secret_prefix), "AWSCURRENT")
+        .await;
+    assert_eq!(record["model_id"], "77");
+    assert_eq!(h.calls(&sk).await.len(), 1);
 }
