@@ -307,6 +307,80 @@ mod tests {
         assert_eq!(c.max_attempts, 3);
         assert_eq!(c.event_bus_name, None);
         assert!(!c.allow_key_in_output);
+        assert_eq!(c.batch_concurrency, 8);
+        assert_eq!(c.deadline_margin, Duration::from_millis(2_000));
+    }
+
+    #[test]
+    fn section_two_rules_each_fail_the_init_naming_the_variable() {
+        let base = ("P1_SECRET_KEY_SECRET_ID", "p1/secret-key");
+        let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:p1/secret-key-AbCdEf";
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            // Three different secrets, by name or by ARN.
+            (
+                &[("P1_DEPLOY_SECRET_ID", "prediction-one/api-key/train")],
+                "P1_DEPLOY_SECRET_ID",
+            ),
+            (&[("P1_TRAIN_SECRET_ID", arn)], "P1_TRAIN_SECRET_ID"),
+            // Neither target under the retrain prefix.
+            (
+                &[("P1_TRAIN_SECRET_ID", "prediction-one/api-key/retrain/train")],
+                "P1_TRAIN_SECRET_ID",
+            ),
+            (
+                &[
+                    ("P1_RETRAIN_SECRET_PREFIX", "k/"),
+                    ("P1_DEPLOY_SECRET_ID", "k/deploy"),
+                ],
+                "P1_DEPLOY_SECRET_ID",
+            ),
+            // Secret names: Secrets Manager's characters and lengths.
+            (&[("P1_TRAIN_SECRET_ID", "train key")], "P1_TRAIN_SECRET_ID"),
+            (&[("P1_DEPLOY_SECRET_ID", "arn:")], "P1_DEPLOY_SECRET_ID"),
+            (
+                &[("P1_RETRAIN_SECRET_PREFIX", "retrain keys/")],
+                "P1_RETRAIN_SECRET_PREFIX",
+            ),
+            (
+                &[(
+                    "P1_RETRAIN_SECRET_PREFIX",
+                    "arn:aws:secretsmanager:x:1:secret:r/",
+                )],
+                "P1_RETRAIN_SECRET_PREFIX",
+            ),
+            // Numbers in range.
+            (&[("P1_BATCH_CONCURRENCY", "0")], "P1_BATCH_CONCURRENCY"),
+            (&[("P1_BATCH_CONCURRENCY", "65")], "P1_BATCH_CONCURRENCY"),
+            (&[("P1_BATCH_CONCURRENCY", "eight")], "P1_BATCH_CONCURRENCY"),
+            (
+                &[("P1_DEADLINE_MARGIN_MS", "60001")],
+                "P1_DEADLINE_MARGIN_MS",
+            ),
+            (&[("P1_DEADLINE_MARGIN_MS", "-1")], "P1_DEADLINE_MARGIN_MS"),
+        ];
+        for (vars, name) in cases {
+            let mut all = vec![base];
+            all.extend_from_slice(vars);
+            let msg = err_of(&all);
+            assert!(msg.starts_with(name), "{vars:?}: {msg}");
+        }
+        let secret_key_by_arn = [("P1_SECRET_KEY_SECRET_ID", arn)];
+        assert!(
+            err_of(&[
+                secret_key_by_arn[0],
+                ("P1_DEPLOY_SECRET_ID", "p1/secret-key")
+            ])
+            .starts_with("P1_DEPLOY_SECRET_ID")
+        );
+        let ok = load(&[
+            base,
+            ("P1_BATCH_CONCURRENCY", "64"),
+            ("P1_DEADLINE_MARGIN_MS", "0"),
+            ("P1_RETRAIN_SECRET_PREFIX", "k/"),
+        ])
+        .unwrap();
+        assert_eq!(ok.batch_concurrency, 64);
+        assert_eq!(ok.deadline_margin, Duration::ZERO);
     }
 
     #[test]

@@ -34,7 +34,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             work_left_ms = deadline.work_left().as_millis() as u64,
             "invocation budget"
         );
-        handle(app, event.payload, &deadline).await
+        // Boxed: the handler's future is deeply nested (batches run
+        // groups of requests through the use case), and its layout would
+        // otherwise sit at the compiler's query-depth limit.
+        Box::pin(handle(app, event.payload, &deadline)).await
     }))
     .await
 }

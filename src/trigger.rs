@@ -269,4 +269,121 @@ mod tests {
         assert!(!format!("{e:?}").contains("RT-SENTINEL"));
         assert_eq!(e.rotation_token.unwrap().expose(), "RT-SENTINEL");
     }
+
+    mod hostile {
+        //! Any payload gives a trigger or a contract error, never a panic;
+        //! and every request a trigger yields gives a request or an
+        //! `InvalidRequest`.
+
+        use proptest::prelude::*;
+        use serde_json::{Map, Value, json};
+
+        use super::super::Trigger;
+        use crate::config::Config;
+        use crate::request::KeyRequest;
+
+        /// Field names the parsers look for, and some they do not.
+        const KEYS: &[&str] = &[
+            "credential_type",
+            "model_id",
+            "target_secret_id",
+            "force",
+            "task_token",
+            "include_key",
+            "Records",
+            "eventSource",
+            "messageId",
+            "body",
+            "detail-type",
+            "source",
+            "detail",
+            "SecretId",
+            "ClientRequestToken",
+            "Step",
+            "RotationToken",
+            "credentialType",
+            "",
+        ];
+        const WORDS: &[&str] = &[
+            "train",
+            "retrain",
+            "deploy",
+            "aws:sqs",
+            "aws:sns",
+            "createSecret",
+            "42",
+            "../x",
+            "arn:aws:secretsmanager:us-east-1:1:secret:x-AbCdEf",
+            "p1/secret-key",
+        ];
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(|n| json!(n)),
+                any::<f64>().prop_map(
+                    |f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+                ),
+                "\\PC{0,12}".prop_map(Value::String),
+                prop::sample::select(WORDS).prop_map(|w| json!(w)),
+            ];
+            leaf.prop_recursive(4, 48, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    prop::collection::vec(
+                        (prop_oneof![prop::sample::select(KEYS).prop_map(str::to_string), "\\PC{0,6}"], inner.clone()),
+                        0..6
+                    )
+                    .prop_map(|fields| Value::Object(fields.into_iter().collect::<Map<_, _>>())),
+                    // An SQS record whose body is itself JSON text.
+                    inner.prop_map(|body| json!({"Records": [{"eventSource": "aws:sqs", "messageId": "m", "body": body.to_string()}]})),
+                ]
+            })
+        }
+
+        fn config() -> Config {
+            Config::from_lookup(|n| {
+                Ok((n == "P1_SECRET_KEY_SECRET_ID").then(|| "p1/secret-key".to_string()))
+            })
+            .expect("config")
+        }
+
+        fn check_request(request: &Value, config: &Config) {
+            if let Err(rejected) = KeyRequest::parse(request, config) {
+                assert_eq!(rejected.error.error_type(), "InvalidRequest");
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 768, ..ProptestConfig::default() })]
+
+            #[test]
+            fn any_payload_is_a_trigger_or_a_contract_error(payload in json_value()) {
+                let config = config();
+                match Trigger::from_payload(payload) {
+                    Ok(Trigger::Direct(r) | Trigger::EventBridge(r)) => check_request(&r, &config),
+                    Ok(Trigger::Sqs(messages)) => {
+                        for m in messages {
+                            match m.request {
+                                Ok(r) => check_request(&r, &config),
+                                Err(rejected) => prop_assert_eq!(rejected.error.error_type(), "InvalidRequest"),
+                            }
+                        }
+                    }
+                    Ok(Trigger::Rotation(_)) => {}
+                    Err(e) => prop_assert_eq!(e.error_type(), "InvalidRequest"),
+                }
+            }
+
+            #[test]
+            fn any_sqs_body_text_fails_alone(body in "\\PC{0,64}") {
+                let payload = json!({"Records": [{"eventSource": "aws:sqs", "messageId": "m", "body": body}]});
+                let Ok(Trigger::Sqs(messages)) = Trigger::from_payload(payload) else {
+                    panic!("not an SQS batch")
+                };
+                prop_assert_eq!(messages.len(), 1);
+            }
+        }
+    }
 }

@@ -242,4 +242,54 @@ mod tests {
             );
         }
     }
+
+    mod hostile {
+        //! Any status and body give a key, a retry or a contract error,
+        //! never a panic, and never the secret key back.
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn body() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..256),
+                (
+                    prop::sample::select(
+                        &["api_key", "end_date", "message", "Message", "code", "error",][..]
+                    ),
+                    "\\PC{0,24}",
+                    prop::sample::select(
+                        &[
+                            "invalid_api_key.",
+                            "Model id is required.",
+                            "sk-SENTINEL",
+                            "",
+                            "x",
+                        ][..]
+                    ),
+                )
+                    .prop_map(|(k, junk, v)| {
+                        format!(r#"{{"{k}": "{v}", "end_date": "{junk}", "api_key": {junk:?}}}"#)
+                            .into_bytes()
+                    }),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+            #[test]
+            fn any_response_is_read_safely(status in 100u16..600, body in body()) {
+                match classify(status, &body, &sk()) {
+                    Outcome::Key(key) => prop_assert!(!key.api_key.expose().trim().is_empty()),
+                    Outcome::Retry(_) => prop_assert!(status == 408 || status == 429 || status >= 500),
+                    Outcome::Fail(e) => {
+                        prop_assert!(e.error_type().starts_with("PredictionOne."));
+                        prop_assert!(!e.to_string().contains("sk-SENTINEL"), "{}", e);
+                    }
+                }
+            }
+        }
+    }
 }

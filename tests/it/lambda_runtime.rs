@@ -274,9 +274,17 @@ async fn fixtures_through_cargo_lambda() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_configuration_fails_init_naming_the_variable() {
+    // A host whose trust store yields no certificates: the init error must
+    // still reach the Runtime API (it is plain HTTP; no TLS set-up on the way).
+    let empty = std::env::temp_dir().join(format!("p1-no-certs-{}", crate::common::unique()));
+    std::fs::create_dir_all(&empty).unwrap();
     let watch = Watch::start(
         "init",
-        &[("P1_MAX_ATTEMPTS", "lots")],
+        &[
+            ("P1_MAX_ATTEMPTS", "lots"),
+            ("SSL_CERT_DIR", empty.to_str().unwrap()),
+            ("SSL_CERT_FILE", empty.join("none.pem").to_str().unwrap()),
+        ],
         &["P1_SECRET_KEY_SECRET_ID"],
     );
     let (_, body) = watch.invoke_raw(json!({"credential_type": "train"})).await;
@@ -289,6 +297,7 @@ async fn bad_configuration_fails_init_naming_the_variable() {
         "{body}"
     );
     watch.stop();
+    let _ = std::fs::remove_dir_all(&empty);
 }
 
 #[tokio::test(flavor = "multi_thread")]

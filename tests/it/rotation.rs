@@ -333,3 +333,71 @@ async fn the_secret_key_secret_is_not_rotated() {
             .unwrap();
     assert_eq!(value.secret_string(), Some(sk.as_str()));
 }
+
+/// SPEC section 6: a finishSecret out of order (before createSecret) finds
+/// an empty AWSPENDING version and must not promote it.
+#[tokio::test]
+async fn finish_before_create_keeps_the_current_key() {
+    let h = Harness::new().await;
+    let sk = h.secret_key("");
+    let app = h.app(&sk, &[]).await;
+    let first = invoke(&app, json!({"credential_type": "train"}))
+        .await
+        .unwrap();
+    let secret = first["secret_arn"].as_str().unwrap().to_string();
+    let current = first["version_id"].as_str().unwrap().to_string();
+    let token = h.start_rotation(&secret).await;
+
+    let err = invoke(&app, step(&secret, &token, "finishSecret"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.0, "RotationError", "{}", err.1);
+    assert!(err.1.contains("holds no value"), "{}", err.1);
+    let stages = h.stages(&secret).await;
+    assert!(has(&stages, &current, "AWSCURRENT"));
+    assert!(!has(&stages, &token, "AWSCURRENT"));
+    // The rotation then completes in order.
+    run_steps(&h, &app, &secret, &token).await;
+}
+
+/// SPEC section 6: only createSecret reads the Prediction One secret key;
+/// the other steps work while it is unreadable.
+#[tokio::test]
+async fn only_create_secret_needs_the_secret_key() {
+    let h = Harness::new().await;
+    let sk = h.secret_key("");
+    let app = h.app(&sk, &[]).await;
+    let first = invoke(&app, json!({"credential_type": "train"}))
+        .await
+        .unwrap();
+    let secret = first["secret_arn"].as_str().unwrap().to_string();
+    let token = h.start_rotation(&secret).await;
+    assert_eq!(
+        invoke(&app, step(&secret, &token, "createSecret")).await,
+        Ok(Value::Null)
+    );
+
+    // A new instance (nothing cached) whose secret-key secret is gone.
+    let config = h.config(&sk, &[]).await;
+    h.sm.delete_secret()
+        .secret_id(&config.secret_key_secret_id)
+        .force_delete_without_recovery(true)
+        .send()
+        .await
+        .unwrap();
+    let cold = p1_key_broker::App::from_config(config).await.unwrap();
+    for s in ["setSecret", "testSecret", "finishSecret"] {
+        assert_eq!(
+            invoke(&cold, step(&secret, &token, s)).await,
+            Ok(Value::Null),
+            "{s}"
+        );
+    }
+    assert!(has(&h.stages(&secret).await, &token, "AWSCURRENT"));
+    // createSecret of the next rotation does need it.
+    let next = h.start_rotation(&secret).await;
+    let err = invoke(&cold, step(&secret, &next, "createSecret"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.0, "SecretKeyUnavailable", "{}", err.1);
+}
