@@ -1,12 +1,23 @@
 //! The function as deployed: the use case on its real adapters, the
 //! Prediction One HTTP client and the AWS SDK clients.
 
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+
 use crate::broker::{Broker, Ports};
 use crate::config::Config;
 use crate::error::Error;
 use crate::handoff::AwsHandoff;
 use crate::prediction_one::PredictionOneClient;
 use crate::secrets::aws::SecretsManager;
+
+/// Secrets Manager, Step Functions and EventBridge answer in tens of
+/// milliseconds; a connection that takes longer than this is not coming.
+const AWS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// One attempt of one AWS call.
+const AWS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The real adapters.
 pub struct Aws;
@@ -31,7 +42,23 @@ impl Broker<Aws> {
 
     /// The same with a given AWS configuration (tests point one app at a
     /// fault-injecting proxy this way).
+    ///
+    /// Every AWS call is bounded twice: by the invocation's deadline, in the
+    /// use case (SPEC section 10), and here by the SDK's own connect and
+    /// per-attempt timeouts, so that one stuck connection is retried by the
+    /// SDK's standard retry (3 attempts) instead of using up the deadline.
     pub fn with_aws(config: Config, aws: &aws_config::SdkConfig) -> Result<App, Error> {
+        let aws = aws
+            .to_builder()
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(AWS_CONNECT_TIMEOUT)
+                    .operation_attempt_timeout(AWS_ATTEMPT_TIMEOUT)
+                    .build(),
+            )
+            .retry_config(RetryConfig::standard().with_max_attempts(3))
+            .build();
+        let aws = &aws;
         let issuer = PredictionOneClient::new(
             &config.api_base_url,
             config.http_timeout,
