@@ -520,6 +520,8 @@ async fn missing_targets_are_created_only_when_allowed() {
     let (t, m) = err_type(invoke(&app, json!({"credential_type": "train"})).await);
     assert_eq!(t, "StoreFailed");
     assert!(m.contains("P1_CREATE_MISSING_SECRET"), "{m}");
+    // Known before the vendor call (SPEC section 10): no key was issued.
+    assert_eq!(h.calls(&sk).await.len(), 0);
     // An existing target (a plain string, not one of our records) is written to.
     h.create_secret(&h.name("train"), "placeholder").await;
     let r = invoke(&app, json!({"credential_type": "train"}))
@@ -550,6 +552,11 @@ async fn missing_targets_are_created_only_when_allowed() {
     );
     assert_eq!(t, "StoreFailed");
     assert!(m.contains("ARN"), "{m}");
+    assert_eq!(
+        h.calls(&sk).await.len(),
+        2,
+        "no vendor call for the missing ARN"
+    );
 }
 
 #[tokio::test]
