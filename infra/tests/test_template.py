@@ -305,26 +305,28 @@ def test_function_role_grants_exactly_the_documented_actions(function_statements
 
 
 def test_secret_key_is_read_only_from_its_own_secret(function_statements, params):
-    secret_key = secret_arn(params["SecretKeySecretName"] + "-??????")
+    name = params["SecretKeySecretName"]
     _, st = function_statements["ReadSecretKey"]
-    assert as_list(st["Resource"]) == [secret_key]
+    assert as_list(st["Resource"]) == [secret_arn(name), secret_arn(name + "-??????")]
     assert as_list(st["Action"]) == ["secretsmanager:GetSecretValue"]
     assert "Condition" not in st
     # No other Secrets Manager statement reaches the secret-key secret,
-    # whatever its suffix.
-    concrete = secret_arn(params["SecretKeySecretName"] + "-AbC123")
-    for sid, (_, other) in function_statements.items():
-        if sid == "ReadSecretKey" or not any(
-            a.startswith("secretsmanager:") for a in as_list(other["Action"])
-        ):
-            continue
-        for r in as_list(other["Resource"]):
-            assert not iam_match(r, concrete), f"{sid} reaches the secret-key secret through {r}"
+    # whatever its suffix, nor its bare ARN.
+    for concrete in (secret_arn(name + "-AbC123"), secret_arn(name)):
+        for sid, (_, other) in function_statements.items():
+            if sid == "ReadSecretKey" or not any(
+                a.startswith("secretsmanager:") for a in as_list(other["Action"])
+            ):
+                continue
+            for r in as_list(other["Resource"]):
+                assert not iam_match(r, concrete), f"{sid} reaches the secret-key secret through {r}"
 
 
 def test_key_secrets_are_written_only_under_the_configured_names(function_statements, params):
     targets = [
+        secret_arn(params["TrainSecretName"]),
         secret_arn(params["TrainSecretName"] + "-??????"),
+        secret_arn(params["DeploySecretName"]),
         secret_arn(params["DeploySecretName"] + "-??????"),
         secret_arn(params["RetrainSecretPrefix"] + "*"),
     ]
@@ -343,8 +345,12 @@ def test_key_secrets_are_written_only_under_the_configured_names(function_statem
     }
     assert writers == {"ManageKeySecrets", "CreateKeySecrets", "TagCreatedKeySecrets"}
 
-    # What those patterns let through, on concrete ARNs (6-character suffix).
+    # What those patterns let through, on concrete ARNs (6-character suffix)
+    # and on the bare ARNs of secrets that do not exist yet.
     allowed = [
+        "prediction-one/api-key/train",
+        "prediction-one/api-key/deploy",
+        "prediction-one/api-key/retrain/42",
         "prediction-one/api-key/train-AbC123",
         "prediction-one/api-key/deploy-AbC123",
         "prediction-one/api-key/retrain/42-AbC123",
@@ -352,6 +358,9 @@ def test_key_secrets_are_written_only_under_the_configured_names(function_statem
     ]
     refused = [
         "prediction-one/secret-key-AbC123",
+        "prediction-one/secret-key",
+        "prediction-one/api-key/train-extra",
+        "prediction-one/api-key/trainer",
         "prediction-one/api-key/train-extra-AbC123",
         "prediction-one/api-key/trainer-AbC123",
         "prediction-one/api-key/deploy2-AbC123",
@@ -366,6 +375,151 @@ def test_key_secrets_are_written_only_under_the_configured_names(function_statem
     # A different account or region never matches.
     assert not any(iam_match(t, secret_arn(allowed[0]).replace(ACCOUNT, "210987654321")) for t in targets)
     assert not any(iam_match(t, secret_arn(allowed[0]).replace(REGION, "eu-west-1")) for t in targets)
+
+
+# --------------------------------------------------------------------------
+# What the code calls, evaluated against the role
+# --------------------------------------------------------------------------
+
+# The SDK crates the function uses, by the IAM service prefix of their actions.
+SDK_CRATES = {"aws_sdk_secretsmanager": "secretsmanager", "aws_sdk_sfn": "states", "aws_sdk_eventbridge": "events"}
+
+# Actions IAM also checks for a call, beyond the call's own: CreateSecret
+# with Tags needs TagResource too (the function always tags what it creates).
+IMPLIED_ACTIONS = {"secretsmanager:CreateSecret": {"secretsmanager:TagResource"}}
+
+# The tags the function puts on a secret it creates (src/broker.rs).
+CREATED_TAGS = {"managed-by": "p1-key-broker", "p1:credential_type": "retrain", "p1:model_id": "42"}
+
+
+def sdk_calls() -> set[str]:
+    """Every AWS SDK operation the function's code calls, as IAM actions:
+    each `.snake_case()` call in a file under src/ that uses an SDK crate,
+    kept when its CamelCase name is an action of that crate's service in the
+    Service Authorization Reference. Found wherever the code lives."""
+    reference = _service_authorization_reference()
+    found = set()
+    for path in sorted((ROOT / "src").rglob("*.rs")):
+        text = path.read_text(encoding="utf-8")
+        services = {prefix for crate, prefix in SDK_CRATES.items() if crate in text}
+        for call in set(re.findall(r"\.\s*([a-z][a-z0-9_]*)\(\)", text)):
+            name = "".join(part.capitalize() for part in call.split("_"))
+            for service in services:
+                if any(key.lower() == name.lower() for key in reference[service]["privileges"]):
+                    found.add(f"{service}:{name}")
+    return found
+
+
+def condition_holds(condition: dict | None, context: dict) -> bool:
+    """The condition operators the role uses, evaluated on a request context
+    (a key missing from the context fails its test, as in IAM)."""
+    for operator, tests in (condition or {}).items():
+        for key, wanted in tests.items():
+            wanted = as_list(wanted)
+            value = context.get(key)
+            if operator == "StringEquals":
+                ok = value is not None and value in wanted
+            elif operator == "StringLike":
+                ok = value is not None and any(fnmatch.fnmatchcase(value, w) for w in wanted)
+            elif operator == "ForAllValues:StringEquals":
+                ok = all(v in wanted for v in as_list(value or []))
+            else:
+                raise AssertionError(f"condition operator {operator} is not evaluated here")
+            if not ok:
+                return False
+    return True
+
+
+def allowed(function_statements: dict, action: str, arn: str, context: dict) -> list[str]:
+    """The Sids of the statements that allow `action` on `arn` in `context`
+    (every optional statement on)."""
+    return [
+        sid
+        for sid, (_, st) in function_statements.items()
+        if action in as_list(st["Action"])
+        and any(r == "*" or iam_match(r, arn) for r in as_list(st["Resource"]))
+        and condition_holds(st.get("Condition"), context)
+    ]
+
+
+def test_the_code_calls_the_sdk_operations_this_test_knows(function_statements):
+    # A scan that finds nothing would make the next test pass vacuously.
+    calls = sdk_calls()
+    assert {
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:PutSecretValue",
+        "secretsmanager:CreateSecret",
+        "secretsmanager:DescribeSecret",
+        "secretsmanager:UpdateSecretVersionStage",
+        "states:SendTaskSuccess",
+        "states:SendTaskFailure",
+        "events:PutEvents",
+    } <= calls, calls
+
+
+def test_every_call_is_allowed_on_a_missing_and_on_an_existing_secret(function_statements, params):
+    """While a secret does not exist, IAM authorises the call on the ARN made
+    of the name alone; once it exists, on the name plus "-" and six random
+    characters. A grant of only the second makes a missing target
+    AccessDenied instead of ResourceNotFound, and the function never gets to
+    create it. So every Secrets Manager call the code makes must be allowed
+    on both forms, for every target, and GetSecretValue on both forms of the
+    secret-key secret (so that a missing one is reported as missing)."""
+    targets = {
+        "train": params["TrainSecretName"],
+        "deploy": params["DeploySecretName"],
+        "retrain": params["RetrainSecretPrefix"] + "42",
+    }
+    calls = sdk_calls()
+    secrets_calls = sorted(a for a in calls if a.startswith("secretsmanager:"))
+    checked = 0
+    for call in secrets_calls:
+        for action in [call, *sorted(IMPLIED_ACTIONS.get(call, ()))]:
+            for credential, name in targets.items():
+                for arn in (secret_arn(name), secret_arn(name + "-AbC123")):
+                    context = {
+                        "secretsmanager:Name": name,
+                        **{f"aws:RequestTag/{k}": v for k, v in CREATED_TAGS.items()},
+                        "aws:TagKeys": list(CREATED_TAGS),
+                    }
+                    assert allowed(function_statements, action, arn, context), (
+                        f"{action} ({call}) is not allowed on the {credential} target {arn}"
+                    )
+                    checked += 1
+    assert checked >= 2 * 3 * 6
+    name = params["SecretKeySecretName"]
+    for arn in (secret_arn(name), secret_arn(name + "-AbC123")):
+        assert allowed(function_statements, "secretsmanager:GetSecretValue", arn, {}) == ["ReadSecretKey"], arn
+        # and nothing else on the secret-key secret
+        for action in secrets_calls:
+            if action != "secretsmanager:GetSecretValue":
+                assert not allowed(function_statements, action, arn, {"secretsmanager:Name": name}), (action, arn)
+    # The hand-offs: task tokens on "*", announcements on the configured bus.
+    bus = f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{params['EventBusName']}"
+    context = {"events:source": "p1-key-broker", "events:detail-type": "Prediction One API Key Issued"}
+    for action in sorted(a for a in calls if not a.startswith("secretsmanager:")):
+        target = bus if action.startswith("events:") else "*"
+        assert allowed(function_statements, action, target, context), action
+
+
+def test_creation_is_refused_without_the_tag_or_outside_the_names(function_statements, params):
+    # The evaluator above is not too lenient: the conditions still bite.
+    name = params["TrainSecretName"]
+    good = {"secretsmanager:Name": name, "aws:RequestTag/managed-by": "p1-key-broker"}
+    assert allowed(function_statements, "secretsmanager:CreateSecret", secret_arn(name), good)
+    assert not allowed(
+        function_statements, "secretsmanager:CreateSecret", secret_arn(name), {"secretsmanager:Name": name}
+    )
+    other = "prediction-one/api-key/other"
+    assert not allowed(
+        function_statements,
+        "secretsmanager:CreateSecret",
+        secret_arn(other),
+        {**good, "secretsmanager:Name": other},
+    )
+    assert not allowed(
+        function_statements, "secretsmanager:TagResource", secret_arn(name), {"aws:TagKeys": ["owner"]}
+    )
 
 
 def test_secret_creation_is_restricted_to_the_configured_names(function_statements, params):
