@@ -665,6 +665,43 @@ def test_template_shape(expanded):
     assert sorted(d["Fn::GetAtt"][0] for d in dlq_alarms) == ["AsyncFailureQueue", "RetrainDeadLetterQueue"]
 
 
+# Lambda's log levels, least to most severe (FATAL is Lambda's own top level).
+LAMBDA_LEVELS = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
+
+
+def lambda_passes(line_level: str | None, filter_level: str) -> bool:
+    """Lambda's application log-level filter on a JSON log line: a line whose
+    "level" is missing or invalid counts as INFO."""
+    level = line_level if line_level in LAMBDA_LEVELS else "INFO"
+    return LAMBDA_LEVELS.index(level) >= LAMBDA_LEVELS.index(filter_level)
+
+
+def test_metric_lines_pass_lambdas_log_filter_at_every_allowed_level(expanded):
+    """The EMF lines (src/metrics.rs) are JSON without a "level": Lambda
+    drops them under an application log level above INFO, and the expiry
+    alarm then sees no data. So LogLevel offers no such level."""
+    logging_config = expanded["Resources"]["KeyBrokerFunction"]["Properties"]["LoggingConfig"]
+    assert logging_config["LogFormat"] == "JSON"
+    assert logging_config["ApplicationLogLevel"] == {"Ref": "LogLevel"}
+    levels = expanded["Parameters"]["LogLevel"]["AllowedValues"]
+    assert expanded["Parameters"]["LogLevel"]["Default"] in levels
+    assert set(levels) <= set(LAMBDA_LEVELS)
+    for level in levels:
+        assert lambda_passes(None, level), f"LogLevel {level} drops the metric lines"
+    # The model of the filter is not trivially true:
+    assert not lambda_passes(None, "WARN") and not lambda_passes("info", "ERROR")
+    metrics_rs = (ROOT / "src" / "metrics.rs").read_text(encoding="utf-8")
+    assert '"level"' not in metrics_rs, "EMF lines now carry a level: revisit LogLevel's AllowedValues"
+
+
+def test_lambda_keeps_its_start_and_report_lines(expanded):
+    # START, END and REPORT (duration, billed duration, memory, init) are
+    # INFO-level system logs; the alarm runbook sends operators to them.
+    logging_config = expanded["Resources"]["KeyBrokerFunction"]["Properties"]["LoggingConfig"]
+    assert lambda_passes("INFO", logging_config["SystemLogLevel"])
+    assert logging_config["SystemLogLevel"] in {"INFO", "DEBUG"}
+
+
 # --------------------------------------------------------------------------
 # Broken copies must be rejected by cfn-lint on the expanded form
 # --------------------------------------------------------------------------
