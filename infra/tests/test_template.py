@@ -126,7 +126,14 @@ FUNCTION_STATEMENTS = {
 def expand(path: Path) -> dict:
     template = expand_sam.load_template(path)
     template = expand_sam.package_locally(template, path.parent)
-    return expand_sam.inline_state_machine_definitions(expand_sam.expand(template, REGION))
+    expanded = expand_sam.inline_state_machine_definitions(expand_sam.expand(template, REGION))
+    return expand_sam.substitute_pseudo_parameters(expanded, REGION)
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict:
+    """infra/template.yaml as written (SAM)."""
+    return expand_sam.load_template(TEMPLATE)
 
 
 @pytest.fixture(scope="module")
@@ -644,8 +651,11 @@ def test_template_shape(expanded):
     assert perm["Properties"]["SourceAccount"] == {"Ref": "AWS::AccountId"}
 
     sm = r["RetrainWorkflow"]["Properties"]
+    # The partition is substituted as CloudFormation would in REGION (see
+    # the test on the definition below); the function's ARN at deployment.
     assert sm["DefinitionSubstitutions"] == {"KeyBrokerFunctionArn": {"Fn::GetAtt": ["KeyBrokerFunction", "Arn"]}}
-    assert sm["Definition"] == json.loads((INFRA / "retrain-workflow.asl.json").read_text())
+    asl = (INFRA / "retrain-workflow.asl.json").read_text()
+    assert sm["Definition"] == json.loads(asl.replace("${Partition}", PARTITION))
 
     alarms = {
         (a["Properties"]["Namespace"], a["Properties"]["MetricName"])
@@ -663,6 +673,27 @@ def test_template_shape(expanded):
         if r[n]["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"
     ]
     assert sorted(d["Fn::GetAtt"][0] for d in dlq_alarms) == ["AsyncFailureQueue", "RetrainDeadLetterQueue"]
+
+
+def test_workflow_definition_names_no_partition_and_every_placeholder_is_substituted(raw, tmp_path):
+    text = (INFRA / "retrain-workflow.asl.json").read_text(encoding="utf-8")
+    arns = re.findall(r"arn:[^\"]*", text)
+    assert arns, "the workflow calls a service integration by ARN"
+    for arn in arns:
+        assert arn.startswith("arn:${Partition}:"), f"{arn}: the partition must be substituted (aws-cn, aws-us-gov)"
+    placeholders = set(re.findall(r"\$\{([^}]+)\}", text))
+    substitutions = raw["Resources"]["RetrainWorkflow"]["Properties"]["DefinitionSubstitutions"]
+    assert placeholders == set(substitutions), (placeholders, set(substitutions))
+    assert substitutions["Partition"] == {"Ref": "AWS::Partition"}
+    # Expanded for a China region, the task ARN is in that partition.
+    out = tmp_path / "cn.json"
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "expand_sam.py"), "--region", "cn-north-1", str(TEMPLATE), str(out)],
+        check=True,
+        capture_output=True,
+    )
+    cn = json.loads(out.read_text())["Resources"]["RetrainWorkflow"]["Properties"]["Definition"]
+    assert cn["States"]["GetRetrainKey"]["Resource"] == "arn:aws-cn:states:::lambda:invoke"
 
 
 # Lambda's log levels, least to most severe (FATAL is Lambda's own top level).
