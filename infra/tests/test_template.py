@@ -645,10 +645,6 @@ def test_template_shape(expanded):
     assert invoke_config["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["AsyncFailureQueue", "Arn"]}
 
     assert r["KeyRotationSchedule"]["Condition"] == "EnableRotation"
-    perm = r["SecretsManagerInvokePermission"]
-    assert perm["Condition"] == "EnableRotation"
-    assert perm["Properties"]["Principal"] == "secretsmanager.amazonaws.com"
-    assert perm["Properties"]["SourceAccount"] == {"Ref": "AWS::AccountId"}
 
     sm = r["RetrainWorkflow"]["Properties"]
     # The partition is substituted as CloudFormation would in REGION (see
@@ -694,6 +690,122 @@ def test_workflow_definition_names_no_partition_and_every_placeholder_is_substit
     )
     cn = json.loads(out.read_text())["Resources"]["RetrainWorkflow"]["Properties"]["Definition"]
     assert cn["States"]["GetRetrainKey"]["Resource"] == "arn:aws-cn:states:::lambda:invoke"
+
+
+# --------------------------------------------------------------------------
+# Native rotation: what Secrets Manager would refuse, and who may invoke
+# --------------------------------------------------------------------------
+
+
+def rule_value(node, values: dict):
+    """Evaluates a CloudFormation Rules expression (the functions the
+    template's rules use) on parameter values."""
+    if isinstance(node, list):
+        return [rule_value(v, values) for v in node]
+    if not isinstance(node, dict):
+        return node
+    (fn, arg), = node.items()
+    if fn == "Ref":
+        return values[arg]
+    if fn == "Fn::Equals":
+        a, b = rule_value(arg, values)
+        return str(a) == str(b)
+    if fn == "Fn::Not":
+        return not rule_value(arg[0], values)
+    if fn == "Fn::Or":
+        return any(rule_value(a, values) for a in arg)
+    if fn == "Fn::And":
+        return all(rule_value(a, values) for a in arg)
+    if fn == "Fn::Contains":
+        collection, value = rule_value(arg, values)
+        return value in collection
+    raise AssertionError(f"rule function {fn} is not evaluated here")
+
+
+def template_accepts(raw: dict, overrides: dict) -> bool:
+    """Whether CloudFormation would accept these parameter values: each
+    parameter's AllowedPattern/AllowedValues, then every rule that applies."""
+    values = {name: str(p.get("Default", "")) for name, p in raw["Parameters"].items()}
+    values.update(overrides)
+    for name, p in raw["Parameters"].items():
+        if "AllowedPattern" in p and not re.fullmatch(p["AllowedPattern"], values[name]):
+            return False
+        if "AllowedValues" in p and values[name] not in [str(v) for v in p["AllowedValues"]]:
+            return False
+    for rule in raw.get("Rules", {}).values():
+        if "RuleCondition" in rule and not rule_value(rule["RuleCondition"], values):
+            continue
+        if not all(rule_value(a["Assert"], values) for a in rule["Assertions"]):
+            return False
+    return True
+
+
+def secrets_manager_accepts(expression: str, window: str) -> bool:
+    """Secrets Manager's documented limits on RotationRules for rate()
+    (RotationRulesType; "Schedule expressions in Secrets Manager rotation"):
+    at most every four hours, an hour rate below a day, at most 999 days; a
+    window of whole hours from 1 that neither reaches the next window nor
+    passes midnight UTC (rate() windows start at midnight)."""
+    w = re.fullmatch(r"([0-9]+)h", window)
+    if not w or not 1 <= int(w.group(1)) <= 24:
+        return False
+    hours = int(w.group(1))
+    m = re.fullmatch(r"rate\(([0-9]+) (hour|hours|day|days)\)", expression)
+    if not m:
+        raise AssertionError(f"no oracle for {expression}")
+    n, unit = int(m.group(1)), m.group(2)
+    if unit.startswith("hour"):
+        # Windows at midnight and every n hours; the last one of the day
+        # must end by midnight too.
+        return 4 <= n <= 23 and hours <= n and (24 % n == 0 or hours <= 24 % n)
+    return 1 <= n <= 999 and hours <= 24
+
+
+def test_rotation_parameters_are_ones_secrets_manager_accepts(raw):
+    rotation = {"RotationSecretName": "prediction-one/api-key/deploy"}
+    expressions = [f"rate({n} {u})" for n in range(0, 30) for u in ("hour", "hours")]
+    expressions += [f"rate({n} {u})" for n in (0, 1, 2, 7, 30, 365, 999, 1000) for u in ("day", "days")]
+    windows = [f"{h}h" for h in range(0, 100)] + ["", "h", "2H", "02h", "1.5h", "2 h"]
+    accepted = 0
+    for expression in expressions:
+        for window in windows:
+            params = {**rotation, "RotationScheduleExpression": expression, "RotationWindow": window}
+            if template_accepts(raw, params):
+                accepted += 1
+                assert secrets_manager_accepts(expression, window), f"{expression} with {window} would fail at deploy"
+    assert accepted > 40
+    # What the issue found accepted, and what must stay possible.
+    for expression, window in [("rate(12 hours)", "99h"), ("rate(24 hours)", "1h"), ("rate(4 hours)", "5h"),
+                               ("rate(12 hours)", "13h"), ("rate(1 day)", "25h"), ("rate(1000 days)", "1h"),
+                               ("rate(1 hour)", "1h"), ("cron(0 2 * * ?)", "1h")]:  # fmt: skip
+        assert not template_accepts(raw, {**rotation, "RotationScheduleExpression": expression, "RotationWindow": window}), (expression, window)
+    for expression, window in [("rate(12 hours)", "2h"), ("rate(4 hours)", "4h"), ("rate(12 hours)", "12h"),
+                               ("rate(1 day)", "24h"), ("rate(999 days)", "3h"), ("cron(0 2 * * ? *)", "3h")]:  # fmt: skip
+        assert template_accepts(raw, {**rotation, "RotationScheduleExpression": expression, "RotationWindow": window}), (expression, window)
+    # The defaults are valid, and the window rule only applies with rotation on.
+    assert template_accepts(raw, {})
+    assert secrets_manager_accepts(
+        raw["Parameters"]["RotationScheduleExpression"]["Default"], raw["Parameters"]["RotationWindow"]["Default"]
+    )
+    assert template_accepts(raw, {"RotationScheduleExpression": "rate(4 hours)", "RotationWindow": "12h"})
+
+
+def test_only_secrets_manager_rotating_that_secret_may_invoke(expanded, params):
+    perm = expanded["Resources"]["SecretsManagerInvokePermission"]
+    assert perm["Condition"] == "EnableRotation"
+    p = resolve(perm["Properties"], {**params, "RotationSecretName": "prediction-one/api-key/deploy"})
+    assert p["Principal"] == "secretsmanager.amazonaws.com"
+    assert p["Action"] == "lambda:InvokeFunction"
+    assert p["SourceAccount"] == ACCOUNT
+    # Lambda matches SourceArn with ArnLike: the rotated secret, whatever
+    # its suffix, and no other secret.
+    assert iam_match(p["SourceArn"], secret_arn("prediction-one/api-key/deploy-AbC123"))
+    for other in ["prediction-one/api-key/train-AbC123", "prediction-one/api-key/deploy-old-AbC123",
+                  "prediction-one/secret-key-AbC123"]:  # fmt: skip
+        assert not iam_match(p["SourceArn"], secret_arn(other)), other
+    assert not iam_match(p["SourceArn"], secret_arn("prediction-one/api-key/deploy-AbC123").replace(ACCOUNT, "210987654321"))
+    schedule = expanded["Resources"]["KeyRotationSchedule"]["Properties"]
+    assert schedule["SecretId"] == {"Ref": "RotationSecretName"}
 
 
 # Lambda's log levels, least to most severe (FATAL is Lambda's own top level).
