@@ -808,6 +808,28 @@ def test_only_secrets_manager_rotating_that_secret_may_invoke(expanded, params):
     assert schedule["SecretId"] == {"Ref": "RotationSecretName"}
 
 
+def test_reserved_concurrency_is_none_or_covers_the_queue(raw, expanded):
+    (mapping,) = [r for r in expanded["Resources"].values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    maximum = mapping["Properties"]["ScalingConfig"]["MaximumConcurrency"]
+    accepted = [n for n in range(0, 101) if template_accepts(raw, {"ReservedConcurrency": str(n)})]
+    assert 0 in accepted and maximum in accepted
+    assert all(n == 0 or n >= maximum for n in accepted), [n for n in accepted if 0 < n < maximum]
+    fn = expanded["Resources"]["KeyBrokerFunction"]["Properties"]
+    assert fn["ReservedConcurrentExecutions"] == {
+        "Fn::If": ["HasReservedConcurrency", {"Ref": "ReservedConcurrency"}, {"Ref": "AWS::NoValue"}]
+    }
+
+
+def test_workflow_logs_to_a_vended_logs_group(expanded):
+    group = expanded["Resources"]["RetrainWorkflowLogGroup"]["Properties"]
+    name = group["LogGroupName"]
+    assert list(name) == ["Fn::Sub"] and name["Fn::Sub"].startswith("/aws/vendedlogs/states/"), name
+    assert "${AWS::StackName}" in name["Fn::Sub"], "one log group per stack"
+    sm = expanded["Resources"]["RetrainWorkflow"]["Properties"]
+    (destination,) = sm["LoggingConfiguration"]["Destinations"]
+    assert destination["CloudWatchLogsLogGroup"]["LogGroupArn"] == {"Fn::GetAtt": ["RetrainWorkflowLogGroup", "Arn"]}
+
+
 # Lambda's log levels, least to most severe (FATAL is Lambda's own top level).
 LAMBDA_LEVELS = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
 
