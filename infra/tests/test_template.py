@@ -10,7 +10,16 @@ Run by scripts/check_infra.sh with the infra venv (infra/requirements.txt):
 - the function's role, statement by statement: the secret key is read from
   its own secret only; writes, stage moves and creation only on the
   configured key secrets; KMS, Step Functions, EventBridge and SQS each on
-  what they need;
+  what they need; and, evaluated like IAM, every SDK call found in src/
+  allowed on both ARN forms of each secret (bare while it does not exist,
+  with its random suffix once it does);
+- parameters and rules against what the services accept: rotation schedule
+  and window (Secrets Manager), reserved concurrency (the SQS mapping), log
+  levels (Lambda's filter and the EMF lines), model id lists (the retrain
+  schedules), and the rotation invoke permission's SourceArn;
+- which schedules each parameter set deploys, and that their inputs are
+  requests the function accepts; the expiry alarms' composite logic;
+- the workflow's partition substitution;
 - deliberately broken copies of the template (runtime, timeout, schedule
   expression) are rejected by cfn-lint on the expanded form.
 """
@@ -627,11 +636,17 @@ def test_template_shape(expanded):
     for name, res in r.items():
         by_type.setdefault(res["Type"], []).append(name)
 
-    (schedule,) = by_type["AWS::Scheduler::Schedule"]
-    sp = r[schedule]["Properties"]
-    assert sp["ScheduleExpression"] == "rate(1 hour)"
-    assert json.loads(sp["Target"]["Input"]) == {"credential_type": "train"}
-    assert "Name" not in sp, "an explicit schedule name would clash between two stacks"
+    schedules = by_type["AWS::Scheduler::Schedule"]
+    assert len(schedules) == 2 + RETRAIN_SLOTS
+    for name in schedules:
+        sp = r[name]["Properties"]
+        assert sp["ScheduleExpression"] == "rate(1 hour)", name
+        assert "Name" not in sp, "an explicit schedule name would clash between two stacks"
+        target = sp["Target"]
+        assert target["Arn"] == {"Fn::GetAtt": ["KeyBrokerFunction", "Arn"]}, name
+        assert target["RoleArn"] == {"Fn::GetAtt": ["SchedulerRole", "Arn"]}, name
+        assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["AsyncFailureQueue", "Arn"]}}, name
+        assert target["RetryPolicy"]["MaximumEventAgeInSeconds"] <= 3600, name
 
     (mapping,) = by_type["AWS::Lambda::EventSourceMapping"]
     mp = r[mapping]["Properties"]
@@ -657,6 +672,11 @@ def test_template_shape(expanded):
         (a["Properties"]["Namespace"], a["Properties"]["MetricName"])
         for a in (r[n] for n in by_type["AWS::CloudWatch::Alarm"])
     }
+    assert sorted(by_type["AWS::CloudWatch::CompositeAlarm"]) == [
+        "DeployKeyExpiryAlarm",
+        "RetrainKeyExpiryAlarm",
+        "TrainKeyExpiryAlarm",
+    ]
     assert alarms == {
         ("AWS/Lambda", "Errors"),
         ("AWS/Lambda", "Throttles"),
@@ -830,6 +850,215 @@ def test_workflow_logs_to_a_vended_logs_group(expanded):
     assert destination["CloudWatchLogsLogGroup"]["LogGroupArn"] == {"Fn::GetAtt": ["RetrainWorkflowLogGroup", "Arn"]}
 
 
+# --------------------------------------------------------------------------
+# What the hourly schedules keep fresh (parameters -> one schedule per key)
+# --------------------------------------------------------------------------
+
+RETRAIN_SLOTS = 10
+
+# SPEC section 3: a request object's fields; a schedule's input is one.
+REQUEST_FIELDS = {"credential_type", "model_id", "target_secret_id", "force", "task_token", "include_key"}
+MODEL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def cfn_value(node, values: dict, conditions: dict):
+    """Evaluates the intrinsics the schedules and their conditions use, with
+    parameter values; GetAtt stays symbolic."""
+    if isinstance(node, list):
+        return [cfn_value(v, values, conditions) for v in node]
+    if not isinstance(node, dict) or len(node) != 1 or not next(iter(node)).startswith(("Fn::", "Ref", "Condition")):
+        return node if not isinstance(node, dict) else {k: cfn_value(v, values, conditions) for k, v in node.items()}
+    (fn, arg), = node.items()
+    if fn == "Ref":
+        return values.get(arg, f"Ref:{arg}")
+    if fn == "Condition":
+        return cfn_value(conditions[arg], values, conditions)
+    if fn == "Fn::GetAtt":
+        return f"GetAtt:{arg[0]}.{arg[1]}"
+    if fn == "Fn::Sub":
+        text, local = (arg, {}) if isinstance(arg, str) else arg
+        scope = {**values, **{k: cfn_value(v, values, conditions) for k, v in local.items()}}
+
+        def one(m):
+            name = m.group(1)
+            if name not in scope and "." in name:
+                return f"GetAtt:{name}"  # ${Resource.Attribute}
+            return str(scope[name])
+
+        return re.sub(r"\$\{([^}!]+)\}", one, text)
+    if fn == "Fn::Split":
+        sep, text = arg
+        return cfn_value(text, values, conditions).split(sep)
+    if fn == "Fn::Select":
+        index, items = arg
+        items = cfn_value(items, values, conditions)
+        assert int(index) < len(items), f"Fn::Select {index} out of {items}: CloudFormation fails the stack"
+        return items[int(index)]
+    if fn == "Fn::Equals":
+        a, b = cfn_value(arg, values, conditions)
+        return str(a) == str(b)
+    if fn == "Fn::Not":
+        return not cfn_value(arg[0], values, conditions)
+    if fn == "Fn::And":
+        return all(cfn_value(a, values, conditions) for a in arg)
+    if fn == "Fn::Or":
+        return any(cfn_value(a, values, conditions) for a in arg)
+    raise AssertionError(f"{fn} is not evaluated here")
+
+
+def deployed_schedules(expanded: dict, overrides: dict) -> list[dict]:
+    """The inputs of the schedules a stack with these parameters creates."""
+    values = {name: str(p.get("Default", "")) for name, p in expanded["Parameters"].items()}
+    values.update(overrides)
+    conditions = expanded["Conditions"]
+    out = []
+    for name, res in expanded["Resources"].items():
+        if res["Type"] != "AWS::Scheduler::Schedule":
+            continue
+        if "Condition" in res and not cfn_value(conditions[res["Condition"]], values, conditions):
+            continue
+        out.append(json.loads(cfn_value(res["Properties"]["Target"]["Input"], values, conditions)))
+    return out
+
+
+def sort_requests(requests: list[dict]) -> list[dict]:
+    return sorted(requests, key=lambda r: (r["credential_type"], r.get("model_id", "")))
+
+
+def test_schedules_follow_the_parameters(raw, expanded):
+    train, deploy = {"credential_type": "train"}, {"credential_type": "deploy"}
+
+    def retrain(m):
+        return {"credential_type": "retrain", "model_id": m}
+
+    ten = [f"m{i}" for i in range(RETRAIN_SLOTS)]
+    cases = [
+        ({}, [train]),  # the default: as before, the train key only
+        ({"ScheduleDeployKey": "true"}, [train, deploy]),
+        ({"ScheduleTrainKey": "false", "ScheduleDeployKey": "true"}, [deploy]),
+        ({"ScheduleTrainKey": "false"}, []),
+        ({"ScheduledRetrainModelIds": "42"}, [train, retrain("42")]),
+        ({"ScheduledRetrainModelIds": "42,churn_v-2"}, [train, retrain("42"), retrain("churn_v-2")]),
+        ({"ScheduledRetrainModelIds": ",".join(ten), "ScheduleTrainKey": "false"}, [retrain(m) for m in ten]),
+    ]
+    for overrides, expected in cases:
+        assert template_accepts(raw, overrides), overrides
+        got = deployed_schedules(expanded, overrides)
+        assert sort_requests(got) == sort_requests(expected), overrides
+        for request in got:
+            # What the function accepts (SPEC section 3), so no run is refused.
+            assert set(request) <= REQUEST_FIELDS
+            assert (request["credential_type"] == "retrain") == ("model_id" in request)
+            if "model_id" in request:
+                assert MODEL_ID.fullmatch(request["model_id"])
+    # The role the schedules use exists exactly when one of them does.
+    conditions = expanded["Conditions"]
+    role = expanded["Resources"]["SchedulerRole"]
+    for overrides, expected in cases:
+        values = {n: str(p.get("Default", "")) for n, p in expanded["Parameters"].items()} | overrides
+        assert cfn_value(conditions[role["Condition"]], values, conditions) == bool(expected), overrides
+
+
+def test_model_id_lists_the_schedules_cannot_serve_are_refused(raw):
+    refused = [
+        ",".join(f"m{i}" for i in range(RETRAIN_SLOTS + 1)),  # more ids than schedules
+        "42, 43",  # a space would become part of the id
+        "42,,43",
+        "42,",
+        "a" * 65,
+        "model/1",
+        "42;43",
+    ]
+    for ids in refused:
+        assert not template_accepts(raw, {"ScheduledRetrainModelIds": ids}), ids
+    assert template_accepts(raw, {"ScheduledRetrainModelIds": "a" * 64})
+
+
+def test_retrain_schedules_are_identical_but_for_their_position(expanded):
+    r = expanded["Resources"]
+    pad = "," * RETRAIN_SLOTS
+
+    def position(i):
+        return {"Fn::Select": [i, {"Fn::Split": [",", {"Fn::Sub": "${ScheduledRetrainModelIds}" + pad}]}]}
+
+    first = r["RetrainKeySchedule1"]
+    for i in range(RETRAIN_SLOTS):
+        name = f"RetrainKeySchedule{i + 1}"
+        res = json.loads(json.dumps(r[name]).replace(f"model {i + 1} of", "model 1 of"))
+        assert res.pop("Condition") == f"SchedulesRetrainModel{i + 1}"
+        (_, local), = res["Properties"]["Target"]["Input"].values()
+        assert local == {"ModelId": position(i)}, name
+        local["ModelId"] = position(0)
+        assert res == {k: v for k, v in first.items() if k != "Condition"}, name
+        assert expanded["Conditions"][f"SchedulesRetrainModel{i + 1}"] == {
+            "Fn::And": [{"Condition": "SchedulesRetrainKeys"}, {"Fn::Not": [{"Fn::Equals": [position(i), ""]}]}]
+        }, name
+    assert f"RetrainKeySchedule{RETRAIN_SLOTS + 1}" not in r
+    # As many schedules as the parameter's pattern lets ids through.
+    pattern = expanded["Parameters"]["ScheduledRetrainModelIds"]["AllowedPattern"]
+    assert pattern.endswith("{0,%d}$" % (RETRAIN_SLOTS - 1)), pattern
+
+
+def test_a_scheduled_key_is_not_also_rotated(raw):
+    train, deploy = "prediction-one/api-key/train", "prediction-one/api-key/deploy"
+    assert not template_accepts(raw, {"RotationSecretName": train})
+    assert template_accepts(raw, {"RotationSecretName": train, "ScheduleTrainKey": "false"})
+    assert template_accepts(raw, {"RotationSecretName": deploy})
+    assert not template_accepts(raw, {"RotationSecretName": deploy, "ScheduleDeployKey": "true"})
+
+
+def composite_state(rule: str, states: dict) -> bool:
+    """Evaluates a composite alarm rule (ALARM/OK/INSUFFICIENT_DATA of child
+    alarms, AND, OR, NOT, parentheses): True when it is in ALARM."""
+    expression = re.sub(
+        r'(ALARM|OK|INSUFFICIENT_DATA)\("([^"]+)"\)', lambda m: repr(states[m.group(2)] == m.group(1)), rule
+    )
+    expression = expression.replace("AND", "and").replace("OR", "or").replace("NOT", "not")
+    assert re.fullmatch(r"[\sTrueFalsandornt()]*", expression), expression
+    return eval(expression)  # noqa: S307 - only True/False/and/or/not/parentheses, checked above
+
+
+@pytest.mark.parametrize("credential", ["train", "deploy", "retrain"])
+def test_expiry_alarm_waits_for_the_first_report_then_catches_a_stop(expanded, credential):
+    r = expanded["Resources"]
+    cred = credential.capitalize()
+    low, reported = r[f"{cred}KeyExpiryLow"], r[f"{cred}KeyExpiryReported"]
+    composite = r[f"{cred}KeyExpiryAlarm"]
+    condition = {"train": "SchedulesTrainKey", "deploy": "SchedulesDeployKey", "retrain": "SchedulesRetrainKeys"}
+    for res in (low, reported, composite):
+        assert res["Condition"] == condition[credential]
+    for res in (low, reported):
+        p = res["Properties"]
+        assert (p["Namespace"], p["MetricName"]) == ("PredictionOne/KeyBroker", "SecondsUntilExpiry")
+        assert p["Dimensions"] == [{"Name": "CredentialType", "Value": credential}]
+        assert not {"AlarmActions", "OKActions", "InsufficientDataActions"} & set(p), "the composite notifies"
+    lp, rp = low["Properties"], reported["Properties"]
+    assert lp["Threshold"] == {"Ref": "ExpiryAlarmThresholdSeconds"} and lp["ComparisonOperator"] == "LessThanThreshold"
+    assert lp["Statistic"] == "Minimum"
+    # Missing data is not breaching: a new stack, with no report yet, is
+    # INSUFFICIENT_DATA, not ALARM; "ignore" keeps Reported OK once any
+    # report arrived, so the composite can tell a stop from "not yet".
+    assert lp["TreatMissingData"] == "missing"
+    assert rp["TreatMissingData"] == "ignore"
+    assert (rp["Statistic"], rp["ComparisonOperator"], rp["Threshold"]) == ("SampleCount", "LessThanThreshold", 1)
+    cp = composite["Properties"]
+    assert cp["AlarmActions"] == cp["OKActions"] == {
+        "Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
+    }
+    rule = cfn_value(cp["AlarmRule"], {}, {})
+    rule = rule.replace(f"GetAtt:{cred}KeyExpiryLow.Arn", "low").replace(f"GetAtt:{cred}KeyExpiryReported.Arn", "reported")
+    scenarios = [
+        # (Low, Reported) -> composite in ALARM?
+        ("INSUFFICIENT_DATA", "INSUFFICIENT_DATA", False),  # just deployed, first run not yet
+        ("OK", "OK", False),  # reporting, key fresh
+        ("ALARM", "OK", True),  # the stored key expires soon
+        ("INSUFFICIENT_DATA", "OK", True),  # reported before, stopped since
+        ("ALARM", "INSUFFICIENT_DATA", True),  # cannot happen, but would alarm
+    ]
+    for low_state, reported_state, alarm in scenarios:
+        assert composite_state(rule, {"low": low_state, "reported": reported_state}) == alarm, (low_state, reported_state)
+
+
 # Lambda's log levels, least to most severe (FATAL is Lambda's own top level).
 LAMBDA_LEVELS = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
 
@@ -907,8 +1136,8 @@ BROKEN = {
     "bogus runtime": ("Runtime: provided.al2023", "Runtime: provided.al2099", r"^E3030 .*provided\.al2099"),
     "timeout over 900": ("Timeout: 120", "Timeout: 1000", r"^E3717 1000 is greater than the maximum of 900"),
     "bad schedule expression": (
-        "ScheduleExpression: rate(1 hour)",
-        "ScheduleExpression: rate(1 hourz)",
+        "train key when it is about to expire (p1-key-broker)\n      ScheduleExpression: rate(1 hour)",
+        "train key when it is about to expire (p1-key-broker)\n      ScheduleExpression: rate(1 hourz)",
         r"^E9\d+ ScheduleExpression must be",
     ),
 }
