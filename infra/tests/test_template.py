@@ -404,7 +404,7 @@ SDK_CRATES = {"aws_sdk_secretsmanager": "secretsmanager", "aws_sdk_sfn": "states
 # with Tags needs TagResource too (the function always tags what it creates).
 IMPLIED_ACTIONS = {"secretsmanager:CreateSecret": {"secretsmanager:TagResource"}}
 
-# The tags the function puts on a secret it creates (src/broker.rs).
+# The tags the function puts on a secret it creates (the broker in src/).
 CREATED_TAGS = {"managed-by": "p1-key-broker", "p1:credential_type": "retrain", "p1:model_id": "42"}
 
 
