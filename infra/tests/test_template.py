@@ -673,9 +673,9 @@ def test_template_shape(expanded):
         for a in (r[n] for n in by_type["AWS::CloudWatch::Alarm"])
     }
     assert sorted(by_type["AWS::CloudWatch::CompositeAlarm"]) == [
-        "DeployKeyExpiryAlarm",
-        "RetrainKeyExpiryAlarm",
-        "TrainKeyExpiryAlarm",
+        "DeployKeyExpiry",
+        "RetrainKeyExpiry",
+        "TrainKeyExpiry",
     ]
     assert alarms == {
         ("AWS/Lambda", "Errors"),
@@ -1023,7 +1023,7 @@ def test_expiry_alarm_waits_for_the_first_report_then_catches_a_stop(expanded, c
     r = expanded["Resources"]
     cred = credential.capitalize()
     low, reported = r[f"{cred}KeyExpiryLow"], r[f"{cred}KeyExpiryReported"]
-    composite = r[f"{cred}KeyExpiryAlarm"]
+    composite = r[f"{cred}KeyExpiry"]
     condition = {"train": "SchedulesTrainKey", "deploy": "SchedulesDeployKey", "retrain": "SchedulesRetrainKeys"}
     for res in (low, reported, composite):
         assert res["Condition"] == condition[credential]
