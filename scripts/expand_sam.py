@@ -24,7 +24,12 @@ Two changes after translation, neither of which changes what deploys:
 - a state machine's `DefinitionString`, which the translator writes as an
   `Fn::Join` of plain lines, is parsed back into the equivalent `Definition`
   object, the form in which cfn-lint validates it against the States
-  Language schema (it skips a joined string);
+  Language schema (it skips a joined string); and its
+  `DefinitionSubstitutions` that are pseudo parameters known offline
+  (`AWS::Partition`, `AWS::Region`) are substituted into it, as
+  CloudFormation substitutes them in that region (cfn-lint checks a
+  service-integration ARN such as `arn:${Partition}:states:::lambda:invoke`
+  against its ARN pattern only once substituted);
 - with `--all-options`, every `Fn::If` is replaced by its true branch: the
   stack with every optional feature on, so the widest permissions it can
   grant. checkov does not evaluate `Fn::If` inside policies and would
@@ -125,6 +130,37 @@ def inline_state_machine_definitions(template: dict) -> dict:
     return template
 
 
+def substitute_pseudo_parameters(template: dict, region: str) -> dict:
+    """Substitutes a state machine's `DefinitionSubstitutions` whose value is
+    `Ref: AWS::Partition` or `Ref: AWS::Region` into its `Definition`, as
+    CloudFormation would in `region`, and drops them from the substitutions."""
+    known = {"AWS::Partition": ArnGenerator.get_partition_name(region), "AWS::Region": region}
+
+    def replace(node, old: str, new: str):
+        if isinstance(node, str):
+            return node.replace(old, new)
+        if isinstance(node, list):
+            return [replace(v, old, new) for v in node]
+        if isinstance(node, dict):
+            return {replace(k, old, new): replace(v, old, new) for k, v in node.items()}
+        return node
+
+    for resource in template.get("Resources", {}).values():
+        if resource.get("Type") != "AWS::StepFunctions::StateMachine":
+            continue
+        props = resource.get("Properties", {})
+        subs = props.get("DefinitionSubstitutions")
+        if not isinstance(props.get("Definition"), dict) or not isinstance(subs, dict):
+            continue
+        for key, value in list(subs.items()):
+            if isinstance(value, dict) and list(value) == ["Ref"] and value["Ref"] in known:
+                props["Definition"] = replace(props["Definition"], "${" + key + "}", known[value["Ref"]])
+                del subs[key]
+        if not subs:
+            del props["DefinitionSubstitutions"]
+    return template
+
+
 NO_VALUE = {"Ref": "AWS::NoValue"}
 
 
@@ -165,7 +201,7 @@ def main() -> int:
         for cause in e.causes:
             print(f"{args.template}: {cause.message}", file=sys.stderr)
         return 1
-    expanded = inline_state_machine_definitions(expanded)
+    expanded = substitute_pseudo_parameters(inline_state_machine_definitions(expanded), args.region)
     if args.all_options:
         expanded = enable_all_options(expanded)
     args.output.write_text(json.dumps(expanded, indent=2, sort_keys=False) + "\n", encoding="utf-8")

@@ -10,7 +10,16 @@ Run by scripts/check_infra.sh with the infra venv (infra/requirements.txt):
 - the function's role, statement by statement: the secret key is read from
   its own secret only; writes, stage moves and creation only on the
   configured key secrets; KMS, Step Functions, EventBridge and SQS each on
-  what they need;
+  what they need; and, evaluated like IAM, every SDK call found in src/
+  allowed on both ARN forms of each secret (bare while it does not exist,
+  with its random suffix once it does);
+- parameters and rules against what the services accept: rotation schedule
+  and window (Secrets Manager), reserved concurrency (the SQS mapping), log
+  levels (Lambda's filter and the EMF lines), model id lists (the retrain
+  schedules), and the rotation invoke permission's SourceArn;
+- which schedules each parameter set deploys, and that their inputs are
+  requests the function accepts; the expiry alarms' composite logic;
+- the workflow's partition substitution;
 - deliberately broken copies of the template (runtime, timeout, schedule
   expression) are rejected by cfn-lint on the expanded form.
 """
@@ -126,7 +135,14 @@ FUNCTION_STATEMENTS = {
 def expand(path: Path) -> dict:
     template = expand_sam.load_template(path)
     template = expand_sam.package_locally(template, path.parent)
-    return expand_sam.inline_state_machine_definitions(expand_sam.expand(template, REGION))
+    expanded = expand_sam.inline_state_machine_definitions(expand_sam.expand(template, REGION))
+    return expand_sam.substitute_pseudo_parameters(expanded, REGION)
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict:
+    """infra/template.yaml as written (SAM)."""
+    return expand_sam.load_template(TEMPLATE)
 
 
 @pytest.fixture(scope="module")
@@ -305,26 +321,28 @@ def test_function_role_grants_exactly_the_documented_actions(function_statements
 
 
 def test_secret_key_is_read_only_from_its_own_secret(function_statements, params):
-    secret_key = secret_arn(params["SecretKeySecretName"] + "-??????")
+    name = params["SecretKeySecretName"]
     _, st = function_statements["ReadSecretKey"]
-    assert as_list(st["Resource"]) == [secret_key]
+    assert as_list(st["Resource"]) == [secret_arn(name), secret_arn(name + "-??????")]
     assert as_list(st["Action"]) == ["secretsmanager:GetSecretValue"]
     assert "Condition" not in st
     # No other Secrets Manager statement reaches the secret-key secret,
-    # whatever its suffix.
-    concrete = secret_arn(params["SecretKeySecretName"] + "-AbC123")
-    for sid, (_, other) in function_statements.items():
-        if sid == "ReadSecretKey" or not any(
-            a.startswith("secretsmanager:") for a in as_list(other["Action"])
-        ):
-            continue
-        for r in as_list(other["Resource"]):
-            assert not iam_match(r, concrete), f"{sid} reaches the secret-key secret through {r}"
+    # whatever its suffix, nor its bare ARN.
+    for concrete in (secret_arn(name + "-AbC123"), secret_arn(name)):
+        for sid, (_, other) in function_statements.items():
+            if sid == "ReadSecretKey" or not any(
+                a.startswith("secretsmanager:") for a in as_list(other["Action"])
+            ):
+                continue
+            for r in as_list(other["Resource"]):
+                assert not iam_match(r, concrete), f"{sid} reaches the secret-key secret through {r}"
 
 
 def test_key_secrets_are_written_only_under_the_configured_names(function_statements, params):
     targets = [
+        secret_arn(params["TrainSecretName"]),
         secret_arn(params["TrainSecretName"] + "-??????"),
+        secret_arn(params["DeploySecretName"]),
         secret_arn(params["DeploySecretName"] + "-??????"),
         secret_arn(params["RetrainSecretPrefix"] + "*"),
     ]
@@ -343,8 +361,12 @@ def test_key_secrets_are_written_only_under_the_configured_names(function_statem
     }
     assert writers == {"ManageKeySecrets", "CreateKeySecrets", "TagCreatedKeySecrets"}
 
-    # What those patterns let through, on concrete ARNs (6-character suffix).
+    # What those patterns let through, on concrete ARNs (6-character suffix)
+    # and on the bare ARNs of secrets that do not exist yet.
     allowed = [
+        "prediction-one/api-key/train",
+        "prediction-one/api-key/deploy",
+        "prediction-one/api-key/retrain/42",
         "prediction-one/api-key/train-AbC123",
         "prediction-one/api-key/deploy-AbC123",
         "prediction-one/api-key/retrain/42-AbC123",
@@ -352,6 +374,9 @@ def test_key_secrets_are_written_only_under_the_configured_names(function_statem
     ]
     refused = [
         "prediction-one/secret-key-AbC123",
+        "prediction-one/secret-key",
+        "prediction-one/api-key/train-extra",
+        "prediction-one/api-key/trainer",
         "prediction-one/api-key/train-extra-AbC123",
         "prediction-one/api-key/trainer-AbC123",
         "prediction-one/api-key/deploy2-AbC123",
@@ -366,6 +391,151 @@ def test_key_secrets_are_written_only_under_the_configured_names(function_statem
     # A different account or region never matches.
     assert not any(iam_match(t, secret_arn(allowed[0]).replace(ACCOUNT, "210987654321")) for t in targets)
     assert not any(iam_match(t, secret_arn(allowed[0]).replace(REGION, "eu-west-1")) for t in targets)
+
+
+# --------------------------------------------------------------------------
+# What the code calls, evaluated against the role
+# --------------------------------------------------------------------------
+
+# The SDK crates the function uses, by the IAM service prefix of their actions.
+SDK_CRATES = {"aws_sdk_secretsmanager": "secretsmanager", "aws_sdk_sfn": "states", "aws_sdk_eventbridge": "events"}
+
+# Actions IAM also checks for a call, beyond the call's own: CreateSecret
+# with Tags needs TagResource too (the function always tags what it creates).
+IMPLIED_ACTIONS = {"secretsmanager:CreateSecret": {"secretsmanager:TagResource"}}
+
+# The tags the function puts on a secret it creates (the broker in src/).
+CREATED_TAGS = {"managed-by": "p1-key-broker", "p1:credential_type": "retrain", "p1:model_id": "42"}
+
+
+def sdk_calls() -> set[str]:
+    """Every AWS SDK operation the function's code calls, as IAM actions:
+    each `.snake_case()` call in a file under src/ that uses an SDK crate,
+    kept when its CamelCase name is an action of that crate's service in the
+    Service Authorization Reference. Found wherever the code lives."""
+    reference = _service_authorization_reference()
+    found = set()
+    for path in sorted((ROOT / "src").rglob("*.rs")):
+        text = path.read_text(encoding="utf-8")
+        services = {prefix for crate, prefix in SDK_CRATES.items() if crate in text}
+        for call in set(re.findall(r"\.\s*([a-z][a-z0-9_]*)\(\)", text)):
+            name = "".join(part.capitalize() for part in call.split("_"))
+            for service in services:
+                if any(key.lower() == name.lower() for key in reference[service]["privileges"]):
+                    found.add(f"{service}:{name}")
+    return found
+
+
+def condition_holds(condition: dict | None, context: dict) -> bool:
+    """The condition operators the role uses, evaluated on a request context
+    (a key missing from the context fails its test, as in IAM)."""
+    for operator, tests in (condition or {}).items():
+        for key, wanted in tests.items():
+            wanted = as_list(wanted)
+            value = context.get(key)
+            if operator == "StringEquals":
+                ok = value is not None and value in wanted
+            elif operator == "StringLike":
+                ok = value is not None and any(fnmatch.fnmatchcase(value, w) for w in wanted)
+            elif operator == "ForAllValues:StringEquals":
+                ok = all(v in wanted for v in as_list(value or []))
+            else:
+                raise AssertionError(f"condition operator {operator} is not evaluated here")
+            if not ok:
+                return False
+    return True
+
+
+def allowed(function_statements: dict, action: str, arn: str, context: dict) -> list[str]:
+    """The Sids of the statements that allow `action` on `arn` in `context`
+    (every optional statement on)."""
+    return [
+        sid
+        for sid, (_, st) in function_statements.items()
+        if action in as_list(st["Action"])
+        and any(r == "*" or iam_match(r, arn) for r in as_list(st["Resource"]))
+        and condition_holds(st.get("Condition"), context)
+    ]
+
+
+def test_the_code_calls_the_sdk_operations_this_test_knows(function_statements):
+    # A scan that finds nothing would make the next test pass vacuously.
+    calls = sdk_calls()
+    assert {
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:PutSecretValue",
+        "secretsmanager:CreateSecret",
+        "secretsmanager:DescribeSecret",
+        "secretsmanager:UpdateSecretVersionStage",
+        "states:SendTaskSuccess",
+        "states:SendTaskFailure",
+        "events:PutEvents",
+    } <= calls, calls
+
+
+def test_every_call_is_allowed_on_a_missing_and_on_an_existing_secret(function_statements, params):
+    """While a secret does not exist, IAM authorises the call on the ARN made
+    of the name alone; once it exists, on the name plus "-" and six random
+    characters. A grant of only the second makes a missing target
+    AccessDenied instead of ResourceNotFound, and the function never gets to
+    create it. So every Secrets Manager call the code makes must be allowed
+    on both forms, for every target, and GetSecretValue on both forms of the
+    secret-key secret (so that a missing one is reported as missing)."""
+    targets = {
+        "train": params["TrainSecretName"],
+        "deploy": params["DeploySecretName"],
+        "retrain": params["RetrainSecretPrefix"] + "42",
+    }
+    calls = sdk_calls()
+    secrets_calls = sorted(a for a in calls if a.startswith("secretsmanager:"))
+    checked = 0
+    for call in secrets_calls:
+        for action in [call, *sorted(IMPLIED_ACTIONS.get(call, ()))]:
+            for credential, name in targets.items():
+                for arn in (secret_arn(name), secret_arn(name + "-AbC123")):
+                    context = {
+                        "secretsmanager:Name": name,
+                        **{f"aws:RequestTag/{k}": v for k, v in CREATED_TAGS.items()},
+                        "aws:TagKeys": list(CREATED_TAGS),
+                    }
+                    assert allowed(function_statements, action, arn, context), (
+                        f"{action} ({call}) is not allowed on the {credential} target {arn}"
+                    )
+                    checked += 1
+    assert checked >= 2 * 3 * 6
+    name = params["SecretKeySecretName"]
+    for arn in (secret_arn(name), secret_arn(name + "-AbC123")):
+        assert allowed(function_statements, "secretsmanager:GetSecretValue", arn, {}) == ["ReadSecretKey"], arn
+        # and nothing else on the secret-key secret
+        for action in secrets_calls:
+            if action != "secretsmanager:GetSecretValue":
+                assert not allowed(function_statements, action, arn, {"secretsmanager:Name": name}), (action, arn)
+    # The hand-offs: task tokens on "*", announcements on the configured bus.
+    bus = f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{params['EventBusName']}"
+    context = {"events:source": "p1-key-broker", "events:detail-type": "Prediction One API Key Issued"}
+    for action in sorted(a for a in calls if not a.startswith("secretsmanager:")):
+        target = bus if action.startswith("events:") else "*"
+        assert allowed(function_statements, action, target, context), action
+
+
+def test_creation_is_refused_without_the_tag_or_outside_the_names(function_statements, params):
+    # The evaluator above is not too lenient: the conditions still bite.
+    name = params["TrainSecretName"]
+    good = {"secretsmanager:Name": name, "aws:RequestTag/managed-by": "p1-key-broker"}
+    assert allowed(function_statements, "secretsmanager:CreateSecret", secret_arn(name), good)
+    assert not allowed(
+        function_statements, "secretsmanager:CreateSecret", secret_arn(name), {"secretsmanager:Name": name}
+    )
+    other = "prediction-one/api-key/other"
+    assert not allowed(
+        function_statements,
+        "secretsmanager:CreateSecret",
+        secret_arn(other),
+        {**good, "secretsmanager:Name": other},
+    )
+    assert not allowed(
+        function_statements, "secretsmanager:TagResource", secret_arn(name), {"aws:TagKeys": ["owner"]}
+    )
 
 
 def test_secret_creation_is_restricted_to_the_configured_names(function_statements, params):
@@ -466,11 +636,17 @@ def test_template_shape(expanded):
     for name, res in r.items():
         by_type.setdefault(res["Type"], []).append(name)
 
-    (schedule,) = by_type["AWS::Scheduler::Schedule"]
-    sp = r[schedule]["Properties"]
-    assert sp["ScheduleExpression"] == "rate(1 hour)"
-    assert json.loads(sp["Target"]["Input"]) == {"credential_type": "train"}
-    assert "Name" not in sp, "an explicit schedule name would clash between two stacks"
+    schedules = by_type["AWS::Scheduler::Schedule"]
+    assert len(schedules) == 2 + RETRAIN_SLOTS
+    for name in schedules:
+        sp = r[name]["Properties"]
+        assert sp["ScheduleExpression"] == "rate(1 hour)", name
+        assert "Name" not in sp, "an explicit schedule name would clash between two stacks"
+        target = sp["Target"]
+        assert target["Arn"] == {"Fn::GetAtt": ["KeyBrokerFunction", "Arn"]}, name
+        assert target["RoleArn"] == {"Fn::GetAtt": ["SchedulerRole", "Arn"]}, name
+        assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["AsyncFailureQueue", "Arn"]}}, name
+        assert target["RetryPolicy"]["MaximumEventAgeInSeconds"] <= 3600, name
 
     (mapping,) = by_type["AWS::Lambda::EventSourceMapping"]
     mp = r[mapping]["Properties"]
@@ -484,19 +660,23 @@ def test_template_shape(expanded):
     assert invoke_config["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["AsyncFailureQueue", "Arn"]}
 
     assert r["KeyRotationSchedule"]["Condition"] == "EnableRotation"
-    perm = r["SecretsManagerInvokePermission"]
-    assert perm["Condition"] == "EnableRotation"
-    assert perm["Properties"]["Principal"] == "secretsmanager.amazonaws.com"
-    assert perm["Properties"]["SourceAccount"] == {"Ref": "AWS::AccountId"}
 
     sm = r["RetrainWorkflow"]["Properties"]
+    # The partition is substituted as CloudFormation would in REGION (see
+    # the test on the definition below); the function's ARN at deployment.
     assert sm["DefinitionSubstitutions"] == {"KeyBrokerFunctionArn": {"Fn::GetAtt": ["KeyBrokerFunction", "Arn"]}}
-    assert sm["Definition"] == json.loads((INFRA / "retrain-workflow.asl.json").read_text())
+    asl = (INFRA / "retrain-workflow.asl.json").read_text()
+    assert sm["Definition"] == json.loads(asl.replace("${Partition}", PARTITION))
 
     alarms = {
         (a["Properties"]["Namespace"], a["Properties"]["MetricName"])
         for a in (r[n] for n in by_type["AWS::CloudWatch::Alarm"])
     }
+    assert sorted(by_type["AWS::CloudWatch::CompositeAlarm"]) == [
+        "DeployKeyExpiry",
+        "RetrainKeyExpiry",
+        "TrainKeyExpiry",
+    ]
     assert alarms == {
         ("AWS/Lambda", "Errors"),
         ("AWS/Lambda", "Throttles"),
@@ -509,6 +689,411 @@ def test_template_shape(expanded):
         if r[n]["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"
     ]
     assert sorted(d["Fn::GetAtt"][0] for d in dlq_alarms) == ["AsyncFailureQueue", "RetrainDeadLetterQueue"]
+
+
+def test_workflow_definition_names_no_partition_and_every_placeholder_is_substituted(raw, tmp_path):
+    text = (INFRA / "retrain-workflow.asl.json").read_text(encoding="utf-8")
+    arns = re.findall(r"arn:[^\"]*", text)
+    assert arns, "the workflow calls a service integration by ARN"
+    for arn in arns:
+        assert arn.startswith("arn:${Partition}:"), f"{arn}: the partition must be substituted (aws-cn, aws-us-gov)"
+    placeholders = set(re.findall(r"\$\{([^}]+)\}", text))
+    substitutions = raw["Resources"]["RetrainWorkflow"]["Properties"]["DefinitionSubstitutions"]
+    assert placeholders == set(substitutions), (placeholders, set(substitutions))
+    assert substitutions["Partition"] == {"Ref": "AWS::Partition"}
+    # Expanded for a China region, the task ARN is in that partition.
+    out = tmp_path / "cn.json"
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "expand_sam.py"), "--region", "cn-north-1", str(TEMPLATE), str(out)],
+        check=True,
+        capture_output=True,
+    )
+    cn = json.loads(out.read_text())["Resources"]["RetrainWorkflow"]["Properties"]["Definition"]
+    assert cn["States"]["GetRetrainKey"]["Resource"] == "arn:aws-cn:states:::lambda:invoke"
+
+
+# --------------------------------------------------------------------------
+# Native rotation: what Secrets Manager would refuse, and who may invoke
+# --------------------------------------------------------------------------
+
+
+def rule_value(node, values: dict):
+    """Evaluates a CloudFormation Rules expression (the functions the
+    template's rules use) on parameter values."""
+    if isinstance(node, list):
+        return [rule_value(v, values) for v in node]
+    if not isinstance(node, dict):
+        return node
+    (fn, arg), = node.items()
+    if fn == "Ref":
+        return values[arg]
+    if fn == "Fn::Equals":
+        a, b = rule_value(arg, values)
+        return str(a) == str(b)
+    if fn == "Fn::Not":
+        return not rule_value(arg[0], values)
+    if fn == "Fn::Or":
+        return any(rule_value(a, values) for a in arg)
+    if fn == "Fn::And":
+        return all(rule_value(a, values) for a in arg)
+    if fn == "Fn::Contains":
+        collection, value = rule_value(arg, values)
+        return value in collection
+    raise AssertionError(f"rule function {fn} is not evaluated here")
+
+
+def template_accepts(raw: dict, overrides: dict) -> bool:
+    """Whether CloudFormation would accept these parameter values: each
+    parameter's AllowedPattern/AllowedValues, then every rule that applies."""
+    values = {name: str(p.get("Default", "")) for name, p in raw["Parameters"].items()}
+    values.update(overrides)
+    for name, p in raw["Parameters"].items():
+        if "AllowedPattern" in p and not re.fullmatch(p["AllowedPattern"], values[name]):
+            return False
+        if "AllowedValues" in p and values[name] not in [str(v) for v in p["AllowedValues"]]:
+            return False
+    for rule in raw.get("Rules", {}).values():
+        if "RuleCondition" in rule and not rule_value(rule["RuleCondition"], values):
+            continue
+        if not all(rule_value(a["Assert"], values) for a in rule["Assertions"]):
+            return False
+    return True
+
+
+def secrets_manager_accepts(expression: str, window: str) -> bool:
+    """Secrets Manager's documented limits on RotationRules for rate()
+    (RotationRulesType; "Schedule expressions in Secrets Manager rotation"):
+    at most every four hours, an hour rate below a day, at most 999 days; a
+    window of whole hours from 1 that neither reaches the next window nor
+    passes midnight UTC (rate() windows start at midnight)."""
+    w = re.fullmatch(r"([0-9]+)h", window)
+    if not w or not 1 <= int(w.group(1)) <= 24:
+        return False
+    hours = int(w.group(1))
+    m = re.fullmatch(r"rate\(([0-9]+) (hour|hours|day|days)\)", expression)
+    if not m:
+        raise AssertionError(f"no oracle for {expression}")
+    n, unit = int(m.group(1)), m.group(2)
+    if unit.startswith("hour"):
+        # Windows at midnight and every n hours; the last one of the day
+        # must end by midnight too.
+        return 4 <= n <= 23 and hours <= n and (24 % n == 0 or hours <= 24 % n)
+    return 1 <= n <= 999 and hours <= 24
+
+
+def test_rotation_parameters_are_ones_secrets_manager_accepts(raw):
+    rotation = {"RotationSecretName": "prediction-one/api-key/deploy"}
+    expressions = [f"rate({n} {u})" for n in range(0, 30) for u in ("hour", "hours")]
+    expressions += [f"rate({n} {u})" for n in (0, 1, 2, 7, 30, 365, 999, 1000) for u in ("day", "days")]
+    windows = [f"{h}h" for h in range(0, 100)] + ["", "h", "2H", "02h", "1.5h", "2 h"]
+    accepted = 0
+    for expression in expressions:
+        for window in windows:
+            params = {**rotation, "RotationScheduleExpression": expression, "RotationWindow": window}
+            if template_accepts(raw, params):
+                accepted += 1
+                assert secrets_manager_accepts(expression, window), f"{expression} with {window} would fail at deploy"
+    assert accepted > 40
+    # What the issue found accepted, and what must stay possible.
+    for expression, window in [("rate(12 hours)", "99h"), ("rate(24 hours)", "1h"), ("rate(4 hours)", "5h"),
+                               ("rate(12 hours)", "13h"), ("rate(1 day)", "25h"), ("rate(1000 days)", "1h"),
+                               ("rate(1 hour)", "1h"), ("cron(0 2 * * ?)", "1h")]:  # fmt: skip
+        assert not template_accepts(raw, {**rotation, "RotationScheduleExpression": expression, "RotationWindow": window}), (expression, window)
+    for expression, window in [("rate(12 hours)", "2h"), ("rate(4 hours)", "4h"), ("rate(12 hours)", "12h"),
+                               ("rate(1 day)", "24h"), ("rate(999 days)", "3h"), ("cron(0 2 * * ? *)", "3h")]:  # fmt: skip
+        assert template_accepts(raw, {**rotation, "RotationScheduleExpression": expression, "RotationWindow": window}), (expression, window)
+    # The defaults are valid, and the window rule only applies with rotation on.
+    assert template_accepts(raw, {})
+    assert secrets_manager_accepts(
+        raw["Parameters"]["RotationScheduleExpression"]["Default"], raw["Parameters"]["RotationWindow"]["Default"]
+    )
+    assert template_accepts(raw, {"RotationScheduleExpression": "rate(4 hours)", "RotationWindow": "12h"})
+
+
+def test_only_secrets_manager_rotating_that_secret_may_invoke(expanded, params):
+    perm = expanded["Resources"]["SecretsManagerInvokePermission"]
+    assert perm["Condition"] == "EnableRotation"
+    p = resolve(perm["Properties"], {**params, "RotationSecretName": "prediction-one/api-key/deploy"})
+    assert p["Principal"] == "secretsmanager.amazonaws.com"
+    assert p["Action"] == "lambda:InvokeFunction"
+    assert p["SourceAccount"] == ACCOUNT
+    # Lambda matches SourceArn with ArnLike: the rotated secret, whatever
+    # its suffix, and no other secret.
+    assert iam_match(p["SourceArn"], secret_arn("prediction-one/api-key/deploy-AbC123"))
+    for other in ["prediction-one/api-key/train-AbC123", "prediction-one/api-key/deploy-old-AbC123",
+                  "prediction-one/secret-key-AbC123"]:  # fmt: skip
+        assert not iam_match(p["SourceArn"], secret_arn(other)), other
+    assert not iam_match(p["SourceArn"], secret_arn("prediction-one/api-key/deploy-AbC123").replace(ACCOUNT, "210987654321"))
+    schedule = expanded["Resources"]["KeyRotationSchedule"]["Properties"]
+    assert schedule["SecretId"] == {"Ref": "RotationSecretName"}
+
+
+def test_reserved_concurrency_is_none_or_covers_the_queue(raw, expanded):
+    (mapping,) = [r for r in expanded["Resources"].values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    maximum = mapping["Properties"]["ScalingConfig"]["MaximumConcurrency"]
+    accepted = [n for n in range(0, 101) if template_accepts(raw, {"ReservedConcurrency": str(n)})]
+    assert 0 in accepted and maximum in accepted
+    assert all(n == 0 or n >= maximum for n in accepted), [n for n in accepted if 0 < n < maximum]
+    fn = expanded["Resources"]["KeyBrokerFunction"]["Properties"]
+    assert fn["ReservedConcurrentExecutions"] == {
+        "Fn::If": ["HasReservedConcurrency", {"Ref": "ReservedConcurrency"}, {"Ref": "AWS::NoValue"}]
+    }
+
+
+def test_workflow_logs_to_a_vended_logs_group(expanded):
+    group = expanded["Resources"]["RetrainWorkflowLogGroup"]["Properties"]
+    name = group["LogGroupName"]
+    assert list(name) == ["Fn::Sub"] and name["Fn::Sub"].startswith("/aws/vendedlogs/states/"), name
+    assert "${AWS::StackName}" in name["Fn::Sub"], "one log group per stack"
+    sm = expanded["Resources"]["RetrainWorkflow"]["Properties"]
+    (destination,) = sm["LoggingConfiguration"]["Destinations"]
+    assert destination["CloudWatchLogsLogGroup"]["LogGroupArn"] == {"Fn::GetAtt": ["RetrainWorkflowLogGroup", "Arn"]}
+
+
+# --------------------------------------------------------------------------
+# What the hourly schedules keep fresh (parameters -> one schedule per key)
+# --------------------------------------------------------------------------
+
+RETRAIN_SLOTS = 10
+
+# SPEC section 3: a request object's fields; a schedule's input is one.
+REQUEST_FIELDS = {"credential_type", "model_id", "target_secret_id", "force", "task_token", "include_key"}
+MODEL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def cfn_value(node, values: dict, conditions: dict):
+    """Evaluates the intrinsics the schedules and their conditions use, with
+    parameter values; GetAtt stays symbolic."""
+    if isinstance(node, list):
+        return [cfn_value(v, values, conditions) for v in node]
+    if not isinstance(node, dict) or len(node) != 1 or not next(iter(node)).startswith(("Fn::", "Ref", "Condition")):
+        return node if not isinstance(node, dict) else {k: cfn_value(v, values, conditions) for k, v in node.items()}
+    (fn, arg), = node.items()
+    if fn == "Ref":
+        return values.get(arg, f"Ref:{arg}")
+    if fn == "Condition":
+        return cfn_value(conditions[arg], values, conditions)
+    if fn == "Fn::GetAtt":
+        return f"GetAtt:{arg[0]}.{arg[1]}"
+    if fn == "Fn::Sub":
+        text, local = (arg, {}) if isinstance(arg, str) else arg
+        scope = {**values, **{k: cfn_value(v, values, conditions) for k, v in local.items()}}
+
+        def one(m):
+            name = m.group(1)
+            if name not in scope and "." in name:
+                return f"GetAtt:{name}"  # ${Resource.Attribute}
+            return str(scope[name])
+
+        return re.sub(r"\$\{([^}!]+)\}", one, text)
+    if fn == "Fn::Split":
+        sep, text = arg
+        return cfn_value(text, values, conditions).split(sep)
+    if fn == "Fn::Select":
+        index, items = arg
+        items = cfn_value(items, values, conditions)
+        assert int(index) < len(items), f"Fn::Select {index} out of {items}: CloudFormation fails the stack"
+        return items[int(index)]
+    if fn == "Fn::Equals":
+        a, b = cfn_value(arg, values, conditions)
+        return str(a) == str(b)
+    if fn == "Fn::Not":
+        return not cfn_value(arg[0], values, conditions)
+    if fn == "Fn::And":
+        return all(cfn_value(a, values, conditions) for a in arg)
+    if fn == "Fn::Or":
+        return any(cfn_value(a, values, conditions) for a in arg)
+    raise AssertionError(f"{fn} is not evaluated here")
+
+
+def deployed_schedules(expanded: dict, overrides: dict) -> list[dict]:
+    """The inputs of the schedules a stack with these parameters creates."""
+    values = {name: str(p.get("Default", "")) for name, p in expanded["Parameters"].items()}
+    values.update(overrides)
+    conditions = expanded["Conditions"]
+    out = []
+    for name, res in expanded["Resources"].items():
+        if res["Type"] != "AWS::Scheduler::Schedule":
+            continue
+        if "Condition" in res and not cfn_value(conditions[res["Condition"]], values, conditions):
+            continue
+        out.append(json.loads(cfn_value(res["Properties"]["Target"]["Input"], values, conditions)))
+    return out
+
+
+def sort_requests(requests: list[dict]) -> list[dict]:
+    return sorted(requests, key=lambda r: (r["credential_type"], r.get("model_id", "")))
+
+
+def test_schedules_follow_the_parameters(raw, expanded):
+    train, deploy = {"credential_type": "train"}, {"credential_type": "deploy"}
+
+    def retrain(m):
+        return {"credential_type": "retrain", "model_id": m}
+
+    ten = [f"m{i}" for i in range(RETRAIN_SLOTS)]
+    cases = [
+        ({}, [train]),  # the default: as before, the train key only
+        ({"ScheduleDeployKey": "true"}, [train, deploy]),
+        ({"ScheduleTrainKey": "false", "ScheduleDeployKey": "true"}, [deploy]),
+        ({"ScheduleTrainKey": "false"}, []),
+        ({"ScheduledRetrainModelIds": "42"}, [train, retrain("42")]),
+        ({"ScheduledRetrainModelIds": "42,churn_v-2"}, [train, retrain("42"), retrain("churn_v-2")]),
+        ({"ScheduledRetrainModelIds": ",".join(ten), "ScheduleTrainKey": "false"}, [retrain(m) for m in ten]),
+    ]
+    for overrides, expected in cases:
+        assert template_accepts(raw, overrides), overrides
+        got = deployed_schedules(expanded, overrides)
+        assert sort_requests(got) == sort_requests(expected), overrides
+        for request in got:
+            # What the function accepts (SPEC section 3), so no run is refused.
+            assert set(request) <= REQUEST_FIELDS
+            assert (request["credential_type"] == "retrain") == ("model_id" in request)
+            if "model_id" in request:
+                assert MODEL_ID.fullmatch(request["model_id"])
+    # The role the schedules use exists exactly when one of them does.
+    conditions = expanded["Conditions"]
+    role = expanded["Resources"]["SchedulerRole"]
+    for overrides, expected in cases:
+        values = {n: str(p.get("Default", "")) for n, p in expanded["Parameters"].items()} | overrides
+        assert cfn_value(conditions[role["Condition"]], values, conditions) == bool(expected), overrides
+
+
+def test_model_id_lists_the_schedules_cannot_serve_are_refused(raw):
+    refused = [
+        ",".join(f"m{i}" for i in range(RETRAIN_SLOTS + 1)),  # more ids than schedules
+        "42, 43",  # a space would become part of the id
+        "42,,43",
+        "42,",
+        "a" * 65,
+        "model/1",
+        "42;43",
+    ]
+    for ids in refused:
+        assert not template_accepts(raw, {"ScheduledRetrainModelIds": ids}), ids
+    assert template_accepts(raw, {"ScheduledRetrainModelIds": "a" * 64})
+
+
+def test_retrain_schedules_are_identical_but_for_their_position(expanded):
+    r = expanded["Resources"]
+    pad = "," * RETRAIN_SLOTS
+
+    def position(i):
+        return {"Fn::Select": [i, {"Fn::Split": [",", {"Fn::Sub": "${ScheduledRetrainModelIds}" + pad}]}]}
+
+    first = r["RetrainKeySchedule1"]
+    for i in range(RETRAIN_SLOTS):
+        name = f"RetrainKeySchedule{i + 1}"
+        res = json.loads(json.dumps(r[name]).replace(f"model {i + 1} of", "model 1 of"))
+        assert res.pop("Condition") == f"SchedulesRetrainModel{i + 1}"
+        (_, local), = res["Properties"]["Target"]["Input"].values()
+        assert local == {"ModelId": position(i)}, name
+        local["ModelId"] = position(0)
+        assert res == {k: v for k, v in first.items() if k != "Condition"}, name
+        assert expanded["Conditions"][f"SchedulesRetrainModel{i + 1}"] == {
+            "Fn::And": [{"Condition": "SchedulesRetrainKeys"}, {"Fn::Not": [{"Fn::Equals": [position(i), ""]}]}]
+        }, name
+    assert f"RetrainKeySchedule{RETRAIN_SLOTS + 1}" not in r
+    # As many schedules as the parameter's pattern lets ids through.
+    pattern = expanded["Parameters"]["ScheduledRetrainModelIds"]["AllowedPattern"]
+    assert pattern.endswith("{0,%d}$" % (RETRAIN_SLOTS - 1)), pattern
+
+
+def test_a_scheduled_key_is_not_also_rotated(raw):
+    train, deploy = "prediction-one/api-key/train", "prediction-one/api-key/deploy"
+    assert not template_accepts(raw, {"RotationSecretName": train})
+    assert template_accepts(raw, {"RotationSecretName": train, "ScheduleTrainKey": "false"})
+    assert template_accepts(raw, {"RotationSecretName": deploy})
+    assert not template_accepts(raw, {"RotationSecretName": deploy, "ScheduleDeployKey": "true"})
+
+
+def composite_state(rule: str, states: dict) -> bool:
+    """Evaluates a composite alarm rule (ALARM/OK/INSUFFICIENT_DATA of child
+    alarms, AND, OR, NOT, parentheses): True when it is in ALARM."""
+    expression = re.sub(
+        r'(ALARM|OK|INSUFFICIENT_DATA)\("([^"]+)"\)', lambda m: repr(states[m.group(2)] == m.group(1)), rule
+    )
+    expression = expression.replace("AND", "and").replace("OR", "or").replace("NOT", "not")
+    assert re.fullmatch(r"[\sTrueFalsandornt()]*", expression), expression
+    return eval(expression)  # noqa: S307 - only True/False/and/or/not/parentheses, checked above
+
+
+@pytest.mark.parametrize("credential", ["train", "deploy", "retrain"])
+def test_expiry_alarm_waits_for_the_first_report_then_catches_a_stop(expanded, credential):
+    r = expanded["Resources"]
+    cred = credential.capitalize()
+    low, reported = r[f"{cred}KeyExpiryLow"], r[f"{cred}KeyExpiryReported"]
+    composite = r[f"{cred}KeyExpiry"]
+    condition = {"train": "SchedulesTrainKey", "deploy": "SchedulesDeployKey", "retrain": "SchedulesRetrainKeys"}
+    for res in (low, reported, composite):
+        assert res["Condition"] == condition[credential]
+    for res in (low, reported):
+        p = res["Properties"]
+        assert (p["Namespace"], p["MetricName"]) == ("PredictionOne/KeyBroker", "SecondsUntilExpiry")
+        assert p["Dimensions"] == [{"Name": "CredentialType", "Value": credential}]
+        assert not {"AlarmActions", "OKActions", "InsufficientDataActions"} & set(p), "the composite notifies"
+    lp, rp = low["Properties"], reported["Properties"]
+    assert lp["Threshold"] == {"Ref": "ExpiryAlarmThresholdSeconds"} and lp["ComparisonOperator"] == "LessThanThreshold"
+    assert lp["Statistic"] == "Minimum"
+    # Missing data is not breaching: a new stack, with no report yet, is
+    # INSUFFICIENT_DATA, not ALARM; "ignore" keeps Reported OK once any
+    # report arrived, so the composite can tell a stop from "not yet".
+    assert lp["TreatMissingData"] == "missing"
+    assert rp["TreatMissingData"] == "ignore"
+    assert (rp["Statistic"], rp["ComparisonOperator"], rp["Threshold"]) == ("SampleCount", "LessThanThreshold", 1)
+    cp = composite["Properties"]
+    assert cp["AlarmActions"] == cp["OKActions"] == {
+        "Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
+    }
+    rule = cfn_value(cp["AlarmRule"], {}, {})
+    rule = rule.replace(f"GetAtt:{cred}KeyExpiryLow.Arn", "low").replace(f"GetAtt:{cred}KeyExpiryReported.Arn", "reported")
+    scenarios = [
+        # (Low, Reported) -> composite in ALARM?
+        ("INSUFFICIENT_DATA", "INSUFFICIENT_DATA", False),  # just deployed, first run not yet
+        ("OK", "OK", False),  # reporting, key fresh
+        ("ALARM", "OK", True),  # the stored key expires soon
+        ("INSUFFICIENT_DATA", "OK", True),  # reported before, stopped since
+        ("ALARM", "INSUFFICIENT_DATA", True),  # cannot happen, but would alarm
+    ]
+    for low_state, reported_state, alarm in scenarios:
+        assert composite_state(rule, {"low": low_state, "reported": reported_state}) == alarm, (low_state, reported_state)
+
+
+# Lambda's log levels, least to most severe (FATAL is Lambda's own top level).
+LAMBDA_LEVELS = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
+
+
+def lambda_passes(line_level: str | None, filter_level: str) -> bool:
+    """Lambda's application log-level filter on a JSON log line: a line whose
+    "level" is missing or invalid counts as INFO."""
+    level = line_level if line_level in LAMBDA_LEVELS else "INFO"
+    return LAMBDA_LEVELS.index(level) >= LAMBDA_LEVELS.index(filter_level)
+
+
+def test_metric_lines_pass_lambdas_log_filter_at_every_allowed_level(expanded):
+    """The EMF lines (src/metrics.rs) are JSON without a "level": Lambda
+    drops them under an application log level above INFO, and the expiry
+    alarm then sees no data. So LogLevel offers no such level."""
+    logging_config = expanded["Resources"]["KeyBrokerFunction"]["Properties"]["LoggingConfig"]
+    assert logging_config["LogFormat"] == "JSON"
+    assert logging_config["ApplicationLogLevel"] == {"Ref": "LogLevel"}
+    levels = expanded["Parameters"]["LogLevel"]["AllowedValues"]
+    assert expanded["Parameters"]["LogLevel"]["Default"] in levels
+    assert set(levels) <= set(LAMBDA_LEVELS)
+    for level in levels:
+        assert lambda_passes(None, level), f"LogLevel {level} drops the metric lines"
+    # The model of the filter is not trivially true:
+    assert not lambda_passes(None, "WARN") and not lambda_passes("info", "ERROR")
+    metrics_rs = (ROOT / "src" / "metrics.rs").read_text(encoding="utf-8")
+    assert '"level"' not in metrics_rs, "EMF lines now carry a level: revisit LogLevel's AllowedValues"
+
+
+def test_lambda_keeps_its_start_and_report_lines(expanded):
+    # START, END and REPORT (duration, billed duration, memory, init) are
+    # INFO-level system logs; the alarm runbook sends operators to them.
+    logging_config = expanded["Resources"]["KeyBrokerFunction"]["Properties"]["LoggingConfig"]
+    assert lambda_passes("INFO", logging_config["SystemLogLevel"])
+    assert logging_config["SystemLogLevel"] in {"INFO", "DEBUG"}
 
 
 # --------------------------------------------------------------------------
@@ -551,8 +1136,8 @@ BROKEN = {
     "bogus runtime": ("Runtime: provided.al2023", "Runtime: provided.al2099", r"^E3030 .*provided\.al2099"),
     "timeout over 900": ("Timeout: 120", "Timeout: 1000", r"^E3717 1000 is greater than the maximum of 900"),
     "bad schedule expression": (
-        "ScheduleExpression: rate(1 hour)",
-        "ScheduleExpression: rate(1 hourz)",
+        "train key when it is about to expire (p1-key-broker)\n      ScheduleExpression: rate(1 hour)",
+        "train key when it is about to expire (p1-key-broker)\n      ScheduleExpression: rate(1 hourz)",
         r"^E9\d+ ScheduleExpression must be",
     ),
 }
