@@ -609,7 +609,9 @@ def test_environment_and_policy_name_the_same_parameters(expanded):
         "P1_DEPLOY_SECRET_ID", "P1_RETRAIN_SECRET_PREFIX", "P1_CREATE_MISSING_SECRET",
         "P1_TARGET_KMS_KEY_ID", "P1_RENEW_BEFORE_SECONDS", "P1_SECRET_KEY_CACHE_TTL_SECONDS",
         "P1_HTTP_TIMEOUT_MS", "P1_MAX_ATTEMPTS", "P1_EVENT_BUS_NAME", "P1_ALLOW_KEY_IN_OUTPUT",
+        "P1_BATCH_CONCURRENCY", "P1_DEADLINE_MARGIN_MS",
     }  # fmt: skip
+    # (P1_RETRAIN_DATA_PREFIX is the retrain runner's, section 11.)
     assert set(env) == spec_section_2
     for name, value in env.items():
         assert list(value) == ["Ref"] and value["Ref"] in expanded["Parameters"], name
