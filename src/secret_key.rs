@@ -42,26 +42,10 @@ impl SecretKeySource {
         }
     }
 
-    /// The cached key, or a fresh read when there is none or it is too old.
-    pub async fn get(
-        &self,
-        store: &impl SecretStore,
-        deadline: &Deadline,
-    ) -> Result<SecretKey, Error> {
-        self.current(store, deadline).await.map(|(key, _)| key)
-    }
-
-    /// The full ARN of the secret-key secret (read like the key), so that
-    /// writes can refuse it whatever name or ARN a request used.
-    pub async fn secret_arn(
-        &self,
-        store: &impl SecretStore,
-        deadline: &Deadline,
-    ) -> Result<String, Error> {
-        self.current(store, deadline).await.map(|(_, arn)| arn)
-    }
-
-    async fn current(
+    /// The cached key, or a fresh read when there is none or it is too
+    /// old; with the full ARN of the secret it came from, so that writes
+    /// can refuse that secret whatever name or ARN a request used.
+    pub async fn current(
         &self,
         store: &impl SecretStore,
         deadline: &Deadline,

@@ -282,14 +282,9 @@ mod tests {
         use crate::config::Config;
         use crate::request::KeyRequest;
 
-        /// Field names the parsers look for, and some they do not.
+        /// Field names the parsers look for besides a request's own
+        /// (`request::FIELDS`), and some they do not.
         const KEYS: &[&str] = &[
-            "credential_type",
-            "model_id",
-            "target_secret_id",
-            "force",
-            "task_token",
-            "include_key",
             "Records",
             "eventSource",
             "messageId",
@@ -304,6 +299,14 @@ mod tests {
             "credentialType",
             "",
         ];
+
+        fn key() -> impl Strategy<Value = String> {
+            let known: Vec<&str> = crate::request::FIELDS.iter().chain(KEYS).copied().collect();
+            prop_oneof![
+                prop::sample::select(known).prop_map(str::to_string),
+                "\\PC{0,6}",
+            ]
+        }
         const WORDS: &[&str] = &[
             "train",
             "retrain",
@@ -331,10 +334,7 @@ mod tests {
             leaf.prop_recursive(4, 48, 6, |inner| {
                 prop_oneof![
                     prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-                    prop::collection::vec(
-                        (prop_oneof![prop::sample::select(KEYS).prop_map(str::to_string), "\\PC{0,6}"], inner.clone()),
-                        0..6
-                    )
+                    prop::collection::vec((key(), inner.clone()), 0..6)
                     .prop_map(|fields| Value::Object(fields.into_iter().collect::<Map<_, _>>())),
                     // An SQS record whose body is itself JSON text.
                     inner.prop_map(|body| json!({"Records": [{"eventSource": "aws:sqs", "messageId": "m", "body": body.to_string()}]})),

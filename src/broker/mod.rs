@@ -183,7 +183,7 @@ impl<P: Ports> Broker<P> {
         credential: &Credential,
         deadline: &Deadline,
     ) -> Result<(IssuedKey, u64), Error> {
-        let secret_key = self.secret_key.get(&self.store, deadline).await?;
+        let (secret_key, _) = self.secret_key.current(&self.store, deadline).await?;
         let started = Instant::now();
         let first = self
             .issuer
@@ -218,7 +218,7 @@ impl<P: Ports> Broker<P> {
     /// (compared with the ARN the key was read from, whatever name or ARN
     /// the configuration or a request used).
     async fn is_secret_key_secret(&self, arn: &str, deadline: &Deadline) -> Result<bool, Error> {
-        let key_arn = self.secret_key.secret_arn(&self.store, deadline).await?;
+        let (_, key_arn) = self.secret_key.current(&self.store, deadline).await?;
         Ok(secret_id::same_secret(arn, &key_arn))
     }
 

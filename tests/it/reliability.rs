@@ -25,6 +25,11 @@ fn deadline(total_ms: u64, margin_ms: u64) -> Deadline {
     )
 }
 
+/// An SQS record as the event source mapping delivers it.
+fn sqs_record(id: &str, body: Value) -> Value {
+    json!({"messageId": id, "eventSource": "aws:sqs", "body": body.to_string()})
+}
+
 /// The target's AWSCURRENT value: absent, or a complete record.
 async fn current_record(h: &Harness, secret_id: &str) -> Option<Value> {
     let out =
@@ -127,7 +132,7 @@ async fn a_retryable_failure_fails_the_credentials_later_records_at_once() {
         .await;
     let down = json!({"status": 503, "body": "<html>down</html>"});
     h.script(&sk, json!([down, down, key(1)])).await;
-    let record = |id: &str, body: Value| json!({"messageId": id, "eventSource": "aws:sqs", "body": body.to_string()});
+    let record = sqs_record;
     let retrain = json!({"credential_type": "retrain", "model_id": "7"});
     let other_target = json!({"credential_type": "retrain", "model_id": "7", "target_secret_id": h.name("elsewhere")});
     let batch = json!({"Records": [
@@ -169,7 +174,7 @@ async fn a_batch_answers_before_its_deadline_and_starts_no_record_late() {
         json!([{"delay_ms": 4000, "json": {"api_key": "late", "end_date": KEY}}]),
     )
     .await;
-    let record = |id: &str, body: Value| json!({"messageId": id, "eventSource": "aws:sqs", "body": body.to_string()});
+    let record = sqs_record;
     let retrain = json!({"credential_type": "retrain", "model_id": "8"});
     let batch = json!({"Records": [
         record("a1", retrain.clone()),
