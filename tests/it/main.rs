@@ -9,4 +9,5 @@ mod infra;
 mod lambda_runtime;
 mod no_leak;
 mod rotation;
+mod runtime_deadline;
 mod stepfunctions;
