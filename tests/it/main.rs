@@ -11,4 +11,5 @@ mod lambda_runtime;
 mod no_leak;
 mod reliability;
 mod rotation;
+mod runtime_deadline;
 mod stepfunctions;
