@@ -24,9 +24,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BOTO3_VERSION=1.44.8
-REQUESTS_VERSION=2.34.2
-AWSLAMBDARIC_VERSION=4.2.2
 ZIGLANG_VERSION=0.15.1
 
 arm64=0
@@ -42,13 +39,13 @@ done
 PYTHON=${PYTHON:-python3}
 scripts/setup.sh
 
-stamp=".venv-bench/.p1-bench-boto3${BOTO3_VERSION}-requests${REQUESTS_VERSION}-ric${AWSLAMBDARIC_VERSION}"
+# The baseline's pins live in bench/python/requirements.txt.
+stamp=".venv-bench/.p1-bench-$(sha256sum bench/python/requirements.txt | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  echo "bench: creating .venv-bench with boto3==$BOTO3_VERSION requests==$REQUESTS_VERSION awslambdaric==$AWSLAMBDARIC_VERSION" >&2
+  echo "bench: creating .venv-bench from bench/python/requirements.txt (boto3, requests, awslambdaric)" >&2
   rm -rf .venv-bench
   "$PYTHON" -m venv .venv-bench
-  .venv-bench/bin/pip install --quiet --disable-pip-version-check \
-    "boto3==$BOTO3_VERSION" "requests==$REQUESTS_VERSION" "awslambdaric==$AWSLAMBDARIC_VERSION"
+  .venv-bench/bin/pip install --quiet --disable-pip-version-check -r bench/python/requirements.txt
   touch "$stamp"
 fi
 

@@ -699,6 +699,29 @@ def render(rows, contenders, header):
     return "\n".join(lines)
 
 
+def render_markdown(rows, contenders, header):
+    """The same table in Markdown, for the README's Performance section."""
+    ratio_cols = []
+    if "function" in contenders and "floor" in contenders:
+        ratio_cols.append(("function/floor", "function", "floor"))
+    if "function" in contenders and "python" in contenders:
+        ratio_cols.append(("Python/function", "python", "function"))
+    lines = [header.replace("\n", "; ")]
+    section = None
+    for sec, name, unit, values in rows:
+        if sec != section:
+            section = sec
+            lines += ["", f"**{sec}**", "",
+                      "| figure | " + " | ".join(LABELS[c] for c in contenders)
+                      + "".join(f" | {rc[0]}" for rc in ratio_cols) + " |",
+                      "| --- |" + " ---: |" * (len(contenders) + len(ratio_cols))]
+        cells = " | ".join(fmt(values.get(c), unit) for c in contenders)
+        rcells = "".join(f" | {fmt_ratio(ratio(values.get(a), values.get(b))).replace('x', '×')}"
+                         for _, a, b in ratio_cols)
+        lines.append(f"| {name.replace('/next', '`/next`')}, {unit} | {cells}{rcells} |")
+    return "\n".join(lines)
+
+
 def host_info():
     model = ""
     try:
@@ -728,6 +751,9 @@ def git_head():
 
 def main():
     args = parse_args()
+    # A TERM (or Ctrl-C) unwinds through the finally blocks that stop the
+    # contenders and the stand-ins.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     os.chdir(ROOT)
     for c, path in (("function", args.function), ("floor", args.floor), ("python", args.python)):
         if c in args.contenders and not os.path.exists(path):
@@ -780,9 +806,13 @@ def main():
         shutil.copyfile(args.out, os.path.splitext(args.out)[0] + ".prev.json")
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
-    with open(os.path.splitext(args.out)[0] + ".txt", "w") as f:
+    stem = os.path.splitext(args.out)[0]
+    with open(stem + ".txt", "w") as f:
         f.write(table + "\n")
-    log(f"wrote {args.out} (and {os.path.splitext(args.out)[0]}.txt)")
+    with open(stem + ".md", "w") as f:
+        f.write(render_markdown(rows, args.contenders, header)
+                + (f"\n\narm64 zip: {args.arm64_note}" if args.arm64_note else "") + "\n")
+    log(f"wrote {args.out} (the table also as {stem}.txt and {stem}.md)")
 
 
 if __name__ == "__main__":
