@@ -1,114 +1,822 @@
 #!/usr/bin/env python3
-"""Cold-start benchmark: runs the function binary under a minimal Lambda
-Runtime API on loopback, once per round, and reports
+"""The cold-start benchmark's harness (run it through scripts/bench.sh).
 
-  init_ms         process start -> first GET /runtime/invocation/next
-                  (what Lambda bills as Init Duration, less the sandbox)
-  first_invoke_ms that first event -> its response (a direct train request
-                  against moto and the vendor stand-in: secret read, vendor
-                  call, store); the stand-ins' own latency is included
-  peak_rss_mib    VmHWM of the function process after the response
-  binary / zip    size of the binary and of a deflated bootstrap.zip
+Three contenders under the same minimal Lambda Runtime API on loopback,
+against the same stand-ins (moto, the vendor stand-in), in one run:
 
-Needs the services of scripts/services.sh (reads .local/env). A benchmark,
-not a test: it prints figures and asserts nothing.
+  function  target/release/p1-key-broker
+  floor     target/release/examples/floor (examples/floor.rs: only the calls)
+  python    bench/python/handler.py, boto3 + requests under awslambdaric
 
-  scripts/services.sh start
-  python3 scripts/bench_cold_start.py [--binary target/release/p1-key-broker] [--rounds 7]
+Cold starts: each round spawns every contender once per transport (plain
+HTTP; TLS under a local test CA) and trust-store layout (the host's; bundle
+only), hands it one issuing request that creates its target secret, and
+records
+
+  init_ms          spawn -> the first GET /runtime/invocation/next
+  first_ms         that event written -> its response received (a train key:
+                   target read, secret key read, vendor call, CreateSecret)
+  cold_ms          init_ms + first_ms, per round
+  cpu_init_ms      the process's CPU (all threads) when it first asks /next
+  cpu_first_ms     the process's CPU by the end of the first invocation
+                   (when it asks /next again): the sum over its threads'
+                   /proc/<pid>/task/*/schedstat (the JSON also has wait4()'s
+                   rusage after SIGKILL, which counts ended threads too)
+  rss_first_mib    VmHWM at that point
+
+Warm requests: one long-lived instance per contender and transport (host
+layout), the contenders interleaved request by request; each does
+--warmup + --warm `fresh` requests ({"credential_type": "train"}) and as
+many issuing ones ({"credential_type": "train", "force": true}):
+
+  wall_ms          event written -> response received (p50, p99)
+  cpu_ms           the process's own CPU for that invocation: the sum over
+                   /proc/<pid>/task/*/schedstat from one /next to the next
+  rss_warm_mib     VmHWM after all of them
+
+Medians unless said otherwise. Prints one table and writes the same figures
+(and every sample) as JSON. A benchmark, not a test: it asserts only that
+each answer has the expected status. Starts its own stand-ins on loopback
+(moto from .venv, the vendor stand-in; for TLS under a test CA made here)
+and stops them; see bench/standins.py for how they differ from the tests'.
 """
-import argparse, http.server, io, json, os, statistics, subprocess, threading, time, uuid, zipfile
+import argparse
+import datetime
+import http.server
+import json
+import math
+import os
+import platform
+import queue
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+import zipfile
 
-parser = argparse.ArgumentParser()
-parser.add_argument("--binary", default="target/release/p1-key-broker")
-parser.add_argument("--rounds", type=int, default=7)
-args = parser.parse_args()
-
-root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-env = dict(os.environ)
-for line in open(os.path.join(root, ".local/env")):
-    if line.startswith("export "):
-        k, _, v = line[len("export "):].strip().partition("=")
-        env[k] = v
-
-import boto3  # from the project's .venv (moto depends on it)
-sm = boto3.client("secretsmanager", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                  aws_access_key_id="testing", aws_secret_access_key="testing")
-run = uuid.uuid4().hex[:8]
-sm.create_secret(Name=f"bench-{run}/secret-key", SecretString=f"sk-bench-{run}")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONTENDERS = ("function", "floor", "python")
+LABELS = {"function": "p1-key-broker", "floor": "floor", "python": "Python"}
+# What openssl-probe (rustls-native-certs) looks for on Linux.
+SYSTEM_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt",
+                  "/etc/ssl/ca-bundle.pem", "/etc/pki/tls/cacert.pem",
+                  "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem", "/etc/ssl/cert.pem")
+SYSTEM_DIRS = ("/etc/ssl/certs", "/etc/pki/tls/certs", "/etc/security/certificates")
+LAYOUTS = {
+    "host": "the host's trust store (bundle + certificate directory)",
+    "bundle": "bundle only (SSL_CERT_DIR empty, as on Amazon Linux 2023)",
+}
+TRANSPORTS = {"http": "plain HTTP", "tls": "TLS (test CA)"}
+REGION = "us-east-1"
 
 
-class Runtime(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    state = {}
+class Failure(Exception):
+    pass
 
-    def log_message(self, *a):
-        pass
 
-    def do_GET(self):
-        if self.state.get("served"):
-            time.sleep(30)  # park the runtime's next poll until we kill it
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=15, help="cold starts per contender and set-up (15)")
+    p.add_argument("--warm", type=int, default=300, help="measured warm requests of each kind (300)")
+    p.add_argument("--warmup", type=int, default=5, help="warm requests of each kind not counted (5)")
+    p.add_argument("--transports", default="http,tls", help="http,tls")
+    p.add_argument("--layouts", default="host,bundle", help="trust-store layouts for cold starts: host,bundle")
+    p.add_argument("--contenders", default=",".join(CONTENDERS))
+    p.add_argument("--function", default="target/release/p1-key-broker")
+    p.add_argument("--floor", default="target/release/examples/floor")
+    p.add_argument("--python", default=".venv-bench/bin/python", help="the baseline's interpreter")
+    p.add_argument("--arm64-zip", action="append", default=[], metavar="NAME=PATH",
+                   help="an arm64 bootstrap.zip to report (function=..., floor=...)")
+    p.add_argument("--arm64-note", default="", help="why there is no arm64 zip, for the table")
+    p.add_argument("--stock-stand-ins", action="store_true",
+                   help="moto_server and scripts/vendor_standin.py as the tests run them: moto then "
+                        "closes every connection (see bench/standins.py)")
+    p.add_argument("--out", default="target/bench/results.json")
+    a = p.parse_args()
+    a.transports = [t for t in a.transports.split(",") if t]
+    a.layouts = [x for x in a.layouts.split(",") if x]
+    a.contenders = [c for c in a.contenders.split(",") if c]
+    for t in a.transports:
+        if t not in TRANSPORTS:
+            p.error(f"unknown transport {t!r}")
+    for x in a.layouts:
+        if x not in LAYOUTS:
+            p.error(f"unknown layout {x!r}")
+    for c in a.contenders:
+        if c not in CONTENDERS:
+            p.error(f"unknown contender {c!r}")
+    if a.rounds < 1 or a.warm < 0 or a.warmup < 0:
+        p.error("--rounds must be at least 1, --warm and --warmup not negative")
+    return a
+
+
+def log(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------- Runtime API
+
+class RuntimeAPI:
+    """A minimal Lambda Runtime API for one process, on loopback.
+
+    GET .../invocation/next parks until the harness hands it an event; the
+    times of every /next, every event written and every answer are kept.
+    """
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.nexts = []  # monotonic time of each GET /next
+        self.sent = []  # monotonic time each event was written
+        self.done = []  # (monotonic time, kind, body) of each answer
+        self.events = queue.Queue()
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def log_message(self, *a):
+                pass
+
+            def _body(self):
+                if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+                    out = b""
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                        if size == 0:
+                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                                pass
+                            return out
+                        out += self.rfile.read(size)
+                        self.rfile.readline()
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def do_GET(self):
+                if not self.path.endswith("/runtime/invocation/next"):
+                    self.wfile.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                    return
+                with api.cond:
+                    api.nexts.append(time.monotonic())
+                    api.cond.notify_all()
+                event = api.events.get()
+                if event is None:  # the harness is done with this process
+                    self.close_connection = True
+                    return
+                request_id, body = event
+                deadline = int(time.time() * 1000) + 60000
+                head = (
+                    "HTTP/1.1 200 OK\r\n"
+                    f"Lambda-Runtime-Aws-Request-Id: {request_id}\r\n"
+                    f"Lambda-Runtime-Deadline-Ms: {deadline}\r\n"
+                    "Lambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:123456789012:function:bench\r\n"
+                    f"Lambda-Runtime-Trace-Id: Root=1-00000000-{request_id[:24]};Sampled=0\r\n"
+                    "Content-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n").encode()
+                with api.cond:
+                    api.sent.append(time.monotonic())
+                self.wfile.write(head + body)  # one write: no Nagle stall
+
+            def do_POST(self):
+                body = self._body()
+                t = time.monotonic()
+                path = self.path
+                if "/invocation/" in path and path.endswith("/response"):
+                    kind = "response"
+                elif "/invocation/" in path and path.endswith("/error"):
+                    kind = "error"
+                elif path.endswith("/init/error"):
+                    kind = "init_error"
+                else:
+                    self.wfile.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                    return
+                ok = b'{"status":"OK"}'
+                self.wfile.write(b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\n"
+                                 b"Content-Length: %d\r\n\r\n%s" % (len(ok), ok))
+                with api.cond:
+                    api.done.append((t, kind, body))
+                    api.cond.notify_all()
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+            block_on_close = False
+
+            def handle_error(self, request, client_address):
+                pass  # a killed process drops its parked /next: expected
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+
+    def close(self):
+        for _ in range(4):
+            self.events.put(None)
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Instance:
+    """One process of a contender under its own Runtime API."""
+
+    def __init__(self, name, cmd, env, cwd, log_path):
+        self.name = name
+        self.api = RuntimeAPI()
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        self.rusage_cpu_ms = None
+        self.t0 = time.monotonic()
+        self.proc = subprocess.Popen(cmd, env=dict(env, AWS_LAMBDA_RUNTIME_API=self.api.address),
+                                     cwd=cwd, stdin=subprocess.DEVNULL, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+
+    def _fail(self, what):
+        self.log.flush()
+        try:
+            tail = open(self.log_path, errors="replace").read()[-2000:]
+        except OSError:
+            tail = ""
+        return Failure(f"{self.name}: {what}\n--- its output ({self.log_path}), last lines:\n{tail}")
+
+    def wait(self, predicate, what, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        with self.api.cond:
+            while not predicate():
+                if any(kind == "init_error" for _, kind, _ in self.api.done):
+                    raise self._fail(f"reported an init error {what}")
+                if self.proc.poll() is not None:
+                    raise self._fail(f"exited with {self.proc.returncode} {what}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self._fail(f"timed out {what}")
+                self.api.cond.wait(min(left, 0.05))
+
+    def wait_parked(self, n):
+        self.wait(lambda: len(self.api.nexts) >= n, f"waiting for /next #{n}")
+
+    def invoke(self, payload):
+        """Hands one event to the parked process; returns (wall ms, own CPU
+        ms from this /next to the next, answer)."""
+        k, n = len(self.api.done), len(self.api.nexts)
+        cpu0 = self.cpu_ns()
+        self.api.events.put((str(uuid.uuid4()), json.dumps(payload).encode()))
+        self.wait(lambda: len(self.api.done) > k, f"waiting for the answer to {payload}")
+        self.wait(lambda: len(self.api.nexts) > n, "waiting for /next after an answer")
+        cpu1 = self.cpu_ns()
+        t_done, kind, body = self.api.done[k]
+        if kind != "response":
+            raise self._fail(f"answered {payload} with an error: {body[:500]!r}")
+        return (t_done - self.api.sent[-1]) * 1000, (cpu1 - cpu0) / 1e6, json.loads(body)
+
+    def cpu_ns(self):
+        """CPU time of the process's live threads, ns (schedstat's first field)."""
+        total = 0
+        task_dir = f"/proc/{self.proc.pid}/task"
+        for tid in os.listdir(task_dir):
+            try:
+                with open(f"{task_dir}/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (FileNotFoundError, ProcessLookupError):
+                pass  # a thread that ended meanwhile
+        return total
+
+    def hwm_mib(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+
+    def threads(self):
+        return len(os.listdir(f"/proc/{self.proc.pid}/task"))
+
+    def stop(self):
+        """SIGKILL (the process is parked on /next), reap, keep its rusage."""
+        if self.proc.returncode is None:
+            try:
+                self.proc.kill()
+                _, status, ru = os.wait4(self.proc.pid, 0)
+                self.proc.returncode = -signal.SIGKILL if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+                self.rusage_cpu_ms = (ru.ru_utime + ru.ru_stime) * 1000
+            except ChildProcessError:
+                pass
+        self.api.close()
+        self.log.close()
+
+
+# --------------------------------------------------------------- TLS stand-ins
+
+def make_tls(directory):
+    """A test CA and a server certificate for 127.0.0.1 and localhost
+    (RSA 2048, like the public AWS chains), and the bundle the contenders
+    trust: the system bundle + the CA."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    import ipaddress
+
+    os.makedirs(directory, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "p1-key-broker bench test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(hours=1))
+          .not_valid_after(now + datetime.timedelta(days=7))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
+                                       key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, key_cert_sign=True, crl_sign=True,
+                                       encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=7))
+            .add_extension(x509.SubjectAlternativeName([
+                x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+                critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = {name: os.path.join(directory, f"{name}.pem") for name in ("ca", "cert", "key", "bundle")}
+    ca_pem = ca.public_bytes(serialization.Encoding.PEM)
+    open(paths["ca"], "wb").write(ca_pem)
+    open(paths["cert"], "wb").write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(os.open(paths["key"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    system = system_bundle()
+    with open(paths["bundle"], "wb") as f:
+        if system:
+            f.write(open(system, "rb").read().rstrip(b"\n") + b"\n")
+        f.write(ca_pem)
+    return paths
+
+
+def system_bundle():
+    return next((p for p in SYSTEM_BUNDLES if os.path.isfile(p)), None)
+
+
+def wait_url(url, context=None, what="", timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1, context=context)
             return
-        self.state["t_next"] = time.monotonic()
-        self.state["served"] = True
-        body = json.dumps({"credential_type": "train", "force": True}).encode()
-        self.send_response(200)
-        for k, v in {"Lambda-Runtime-Aws-Request-Id": str(uuid.uuid4()),
-                     "Lambda-Runtime-Deadline-Ms": str(int(time.time() * 1000) + 60000),
-                     "Lambda-Runtime-Invoked-Function-Arn": "arn:aws:lambda:us-east-1:123456789012:function:p1",
-                     "Content-Type": "application/json", "Content-Length": str(len(body))}.items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_POST(self):
-        n = int(self.headers.get("Content-Length", 0))
-        self.state["response"] = self.rfile.read(n)
-        self.state["t_resp"] = time.monotonic()
-        self.send_response(202)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
+        except Exception as e:  # not up yet
+            if time.monotonic() > deadline:
+                raise Failure(f"{what} did not come up at {url}: {e}")
+            time.sleep(0.1)
 
 
-class QuietServer(http.server.ThreadingHTTPServer):
-    def handle_error(self, request, client_address):
-        pass  # the killed function drops its parked poll: expected
+class StandIns:
+    """moto and the vendor stand-in for one transport, started and stopped
+    here, on loopback. By default through bench/standins.py (HTTP
+    keep-alive for moto, TCP_NODELAY for both, as the real services behave
+    on the wire); with --stock-stand-ins as the tests run them."""
+
+    def __init__(self, transport, tls, logs, stock):
+        self.procs = []
+        scheme = "https" if transport == "tls" else "http"
+        tls_args = ["-c", tls["cert"], "-k", tls["key"]] if transport == "tls" else []
+        moto_port = free_port()
+        moto_args = ["-H", "127.0.0.1", "-p", str(moto_port), *tls_args]
+        moto_cmd = ([os.path.join(ROOT, ".venv/bin/moto_server")] if stock else
+                    [sys.executable, os.path.join(ROOT, "bench/standins.py"), "moto"])
+        self._start(moto_cmd + moto_args, os.path.join(logs, f"moto-{transport}.log"))
+        port_file = os.path.join(logs, f"standin-{transport}.port")
+        if os.path.exists(port_file):
+            os.remove(port_file)
+        vendor_args = ["--port", "0", "--port-file", port_file]
+        if transport == "tls":
+            vendor_args += ["--tls-cert", tls["cert"], "--tls-key", tls["key"]]
+        vendor_cmd = ([sys.executable, os.path.join(ROOT, "scripts/vendor_standin.py")] if stock else
+                      [sys.executable, os.path.join(ROOT, "bench/standins.py"), "vendor"])
+        self._start(vendor_cmd + vendor_args, os.path.join(logs, f"standin-{transport}.log"))
+        deadline = time.monotonic() + 20
+        while not (os.path.exists(port_file) and open(port_file).read().strip()):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
+                raise Failure(f"the vendor stand-in ({transport}) did not start: see {logs}")
+            time.sleep(0.05)
+        self.aws = f"{scheme}://127.0.0.1:{moto_port}"
+        self.vendor = f"{scheme}://127.0.0.1:{open(port_file).read().strip()}"
+        context = ssl.create_default_context(cafile=tls["ca"]) if transport == "tls" else None
+        wait_url(f"{self.aws}/moto-api/", context, f"moto ({transport})")
+        wait_url(f"{self.vendor}/_standin/health", context, f"the vendor stand-in ({transport})")
+
+    def _start(self, cmd, log_path):
+        with open(log_path, "wb") as out:
+            self.procs.append(subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                                               stderr=subprocess.STDOUT, start_new_session=True))
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 
-def one_round(i):
-    Runtime.state = {}
-    server = QuietServer(("127.0.0.1", 0), Runtime)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    e = dict(env, AWS_LAMBDA_RUNTIME_API=f"127.0.0.1:{server.server_address[1]}",
-             AWS_LAMBDA_FUNCTION_NAME="p1-key-broker", AWS_LAMBDA_FUNCTION_MEMORY_SIZE="256",
-             AWS_LAMBDA_FUNCTION_VERSION="$LATEST", AWS_LAMBDA_LOG_FORMAT="JSON",
-             P1_SECRET_KEY_SECRET_ID=f"bench-{run}/secret-key",
-             P1_TRAIN_SECRET_ID=f"bench-{run}/train-{i}")
-    t0 = time.monotonic()
-    proc = subprocess.Popen([args.binary], env=e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while "t_resp" not in Runtime.state:
-        if proc.poll() is not None:
-            raise SystemExit(f"the function exited with {proc.returncode}")
-        time.sleep(0.001)
-    with open(f"/proc/{proc.pid}/status") as f:
-        hwm = next(int(l.split()[1]) for l in f if l.startswith("VmHWM"))
-    proc.kill(); proc.wait(); server.shutdown()
-    result = json.loads(Runtime.state["response"])
-    assert result.get("status") == "issued", result
-    return ((Runtime.state["t_next"] - t0) * 1000, (Runtime.state["t_resp"] - Runtime.state["t_next"]) * 1000, hwm / 1024)
+# --------------------------------------------------------------- the run
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.run = uuid.uuid4().hex[:8]
+        self.out_dir = os.path.dirname(os.path.abspath(args.out))
+        self.logs = os.path.join(self.out_dir, "logs")
+        os.makedirs(self.logs, exist_ok=True)
+        self.empty_dir = os.path.join(self.out_dir, "empty-cert-dir")
+        os.makedirs(self.empty_dir, exist_ok=True)
+        self.endpoints = {}
+        self.tls = None
+        self.secret_key_id = f"bench-{self.run}/secret-key"
+        self.commands = {
+            "function": ([os.path.abspath(args.function)], ROOT),
+            "floor": ([os.path.abspath(args.floor)], ROOT),
+            "python": ([os.path.abspath(args.python), "-m", "awslambdaric", "handler.handler"],
+                       os.path.join(ROOT, "bench/python")),
+        }
+
+    def store_secret_key(self, transport):
+        import boto3
+        sm = boto3.client("secretsmanager", endpoint_url=self.endpoints[transport]["aws"],
+                          region_name=REGION, aws_access_key_id="testing",
+                          aws_secret_access_key="testing",
+                          verify=self.tls["ca"] if transport == "tls" else None)
+        sm.create_secret(Name=self.secret_key_id, SecretString=f"sk-bench-{self.run}")
+
+    def env(self, contender, transport, layout, target):
+        e = {
+            # Lambda's environment, not the shell's: no RUST_LOG,
+            # RUST_BACKTRACE or HOME leaking in.
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "TZ": ":UTC",
+            "LAMBDA_TASK_ROOT": self.commands[contender][1],
+            "AWS_LAMBDA_FUNCTION_NAME": f"bench-{contender}",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_ENDPOINT_URL": self.endpoints[transport]["aws"],
+            "P1_API_BASE_URL": self.endpoints[transport]["vendor"],
+            "P1_SECRET_KEY_SECRET_ID": self.secret_key_id,
+            "P1_TRAIN_SECRET_ID": target,
+        }
+        if contender == "python":
+            # /var/task is read-only on Lambda: the handler is compiled at
+            # every cold start (the libraries' .pyc files exist).
+            e["PYTHONDONTWRITEBYTECODE"] = "1"
+        if transport == "tls":
+            # The CA on top of the system's roots. rustls-native-certs reads
+            # only SSL_CERT_FILE/SSL_CERT_DIR once either is set; botocore
+            # and requests read their own bundle variables.
+            e["SSL_CERT_FILE"] = self.tls["bundle"]
+            if layout == "host":
+                dirs = [d for d in SYSTEM_DIRS if os.path.isdir(d)]
+                e["SSL_CERT_DIR"] = ":".join(dirs) if dirs else self.empty_dir
+            if contender == "python":
+                e["AWS_CA_BUNDLE"] = e["REQUESTS_CA_BUNDLE"] = self.tls["bundle"]
+        if layout == "bundle":
+            e["SSL_CERT_DIR"] = self.empty_dir
+            if transport == "http":
+                e["SSL_CERT_FILE"] = system_bundle() or os.path.join(self.empty_dir, "none.pem")
+        return e
+
+    def spawn(self, contender, transport, layout, target):
+        cmd, cwd = self.commands[contender]
+        return Instance(contender, cmd, self.env(contender, transport, layout, target), cwd,
+                        os.path.join(self.logs, f"{contender}-{transport}-{layout}.log"))
+
+    def cold_start(self, contender, transport, layout, round_):
+        target = f"bench-{self.run}/{transport}-{layout}/{contender}/cold-{round_}"
+        inst = self.spawn(contender, transport, layout, target)
+        try:
+            inst.wait_parked(1)
+            init_ms = (inst.api.nexts[0] - inst.t0) * 1000
+            cpu_init_ms = inst.cpu_ns() / 1e6
+            first_ms, _, answer = inst.invoke({"credential_type": "train"})
+            if answer.get("status") != "issued":
+                raise inst._fail(f"first invocation answered {answer}")
+            cpu_first_sched_ms = inst.cpu_ns() / 1e6
+            rss = inst.hwm_mib()
+            threads = inst.threads()
+        finally:
+            inst.stop()
+        return {"init_ms": init_ms, "first_ms": first_ms, "cold_ms": init_ms + first_ms,
+                "cpu_init_ms": cpu_init_ms,
+                "cpu_first_ms": cpu_first_sched_ms,
+                # A check on threads that ended before the end of the first
+                # invocation (schedstat sees only live ones): wait4's rusage
+                # after SIGKILL counts them, and also the exit's teardown
+                # (about 1 ms for the Rust processes, 4 ms for Python).
+                "cpu_first_rusage_ms": inst.rusage_cpu_ms,
+                "rss_first_mib": rss, "threads": threads}
+
+    def warm(self, transport):
+        fresh = {"credential_type": "train"}
+        issuing = {"credential_type": "train", "force": True}
+        contenders = self.args.contenders
+        insts = {}
+        out = {c: {"fresh": {"wall_ms": [], "cpu_ms": []}, "issuing": {"wall_ms": [], "cpu_ms": []}}
+               for c in contenders}
+        try:
+            for c in contenders:
+                inst = insts[c] = self.spawn(c, transport, "host", f"bench-{self.run}/{transport}/{c}/warm")
+                inst.wait_parked(1)
+                _, _, answer = inst.invoke(fresh)  # creates the target
+                if answer.get("status") != "issued":
+                    raise inst._fail(f"first invocation answered {answer}")
+            total = self.args.warmup + self.args.warm
+            for i in range(total):
+                if i % 50 == 0:
+                    log(f"warm {TRANSPORTS[transport]}: request {i + 1}/{total} of each kind")
+                order = contenders[i % len(contenders):] + contenders[:i % len(contenders)]
+                for kind, payload, status in (("fresh", fresh, "fresh"), ("issuing", issuing, "issued")):
+                    for c in order:
+                        wall, cpu, answer = insts[c].invoke(payload)
+                        if answer.get("status") != status:
+                            raise insts[c]._fail(f"{kind} request answered {answer}")
+                        if i >= self.args.warmup:
+                            out[c][kind]["wall_ms"].append(wall)
+                            out[c][kind]["cpu_ms"].append(cpu)
+            for c in contenders:
+                out[c]["rss_warm_mib"] = insts[c].hwm_mib()
+                out[c]["threads"] = insts[c].threads()
+        finally:
+            for inst in insts.values():
+                inst.stop()
+        return out
+
+    def run_all(self):
+        a = self.args
+        stand_ins = []
+        started = time.monotonic()
+        try:
+            if "tls" in a.transports:
+                self.tls = make_tls(os.path.join(self.out_dir, "tls"))
+            for t in a.transports:
+                s = StandIns(t, self.tls, self.logs, a.stock_stand_ins)
+                stand_ins.append(s)
+                self.endpoints[t] = {"aws": s.aws, "vendor": s.vendor}
+                self.store_secret_key(t)
+            cold = {}
+            for r in range(a.rounds):
+                log(f"cold starts: round {r + 1}/{a.rounds}")
+                order = a.contenders[r % len(a.contenders):] + a.contenders[:r % len(a.contenders)]
+                for t in a.transports:
+                    for layout in a.layouts:
+                        for c in order:
+                            cold.setdefault(f"{t}/{layout}", {}).setdefault(c, []).append(
+                                self.cold_start(c, t, layout, r))
+            warm = {}
+            if a.warm > 0:
+                for t in a.transports:
+                    warm[t] = self.warm(t)
+        finally:
+            for s in stand_ins:
+                s.stop()
+        return cold, warm, time.monotonic() - started
 
 
-rounds = [one_round(i) for i in range(args.rounds)]
-buf = io.BytesIO()
-with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-    z.write(args.binary, "bootstrap")
-print(json.dumps({
-    "binary": args.binary,
-    "rounds": args.rounds,
-    "init_ms_median": round(statistics.median(r[0] for r in rounds), 1),
-    "init_ms_max": round(max(r[0] for r in rounds), 1),
-    "first_invoke_ms_median": round(statistics.median(r[1] for r in rounds), 1),
-    "peak_rss_mib_median": round(statistics.median(r[2] for r in rounds), 1),
-    "binary_mib": round(os.path.getsize(args.binary) / 2**20, 2),
-    "zip_mib": round(len(buf.getvalue()) / 2**20, 2),
-}, indent=2))
+# --------------------------------------------------------------- the report
+
+def median(xs):
+    return statistics.median(xs) if xs else None
+
+
+def p99(xs):
+    if not xs:
+        return None
+    s = sorted(xs)
+    return s[max(0, math.ceil(0.99 * len(s)) - 1)]
+
+
+def zip_mib(path):
+    """Size of a deflated zip holding the binary as `bootstrap`."""
+    zpath = os.path.join(ROOT, "target/bench", os.path.basename(path) + ".zip")
+    with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED) as z:
+        z.write(path, "bootstrap")
+    return os.path.getsize(zpath) / 2**20
+
+
+def build_table(args, cold, warm, sizes):
+    """Rows of (section, figure, unit, {contender: value})."""
+    rows = []
+    for key, per in cold.items():
+        t, layout = key.split("/")
+        section = f"cold start, {TRANSPORTS[t]}, {LAYOUTS[layout]}"
+
+        def fig(name, unit, field):
+            rows.append((section, name, unit, {c: median([r[field] for r in per[c]]) for c in per}))
+        fig("init: spawn to first /next", "ms", "init_ms")
+        fig("first invocation (issues a key, creates the secret)", "ms", "first_ms")
+        fig("cold start (init + first invocation)", "ms", "cold_ms")
+        fig("CPU by the first /next", "ms", "cpu_init_ms")
+        fig("CPU by the end of the first invocation", "ms", "cpu_first_ms")
+        fig("peak RSS after the first invocation", "MiB", "rss_first_mib")
+    for t, per in warm.items():
+        section = f"warm, {TRANSPORTS[t]}, host trust store"
+        for kind, label in (("fresh", "warm `fresh` request"), ("issuing", "warm issuing request")):
+            rows.append((section, f"{label}, wall p50", "ms",
+                         {c: median(per[c][kind]["wall_ms"]) for c in per}))
+            rows.append((section, f"{label}, wall p99", "ms",
+                         {c: p99(per[c][kind]["wall_ms"]) for c in per}))
+            rows.append((section, f"{label}, own CPU (median)", "ms",
+                         {c: median(per[c][kind]["cpu_ms"]) for c in per}))
+        rows.append((section, "peak RSS, warm", "MiB", {c: per[c]["rss_warm_mib"] for c in per}))
+    rows.append(("size", "binary (x86_64, stripped)", "MiB", sizes["binary_mib"]))
+    rows.append(("size", "zip of the x86_64 binary (deflated)", "MiB", sizes["zip_x86_64_mib"]))
+    if sizes["zip_arm64_mib"]:
+        rows.append(("size", "arm64 zip (cargo lambda build --release --arm64)", "MiB", sizes["zip_arm64_mib"]))
+    return rows
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def fmt(v, unit):
+    if v is None:
+        return "-"
+    if unit == "MiB":
+        return f"{v:.2f}" if v < 10 else f"{v:.1f}"
+    return f"{v:.2f}" if v < 10 else f"{v:.1f}" if v < 100 else f"{v:.0f}"
+
+
+def fmt_ratio(v):
+    if v is None:
+        return "-"
+    return f"{v:.2f}x" if v < 10 else f"{v:.1f}x" if v < 100 else f"{v:.0f}x"
+
+
+def render(rows, contenders, header):
+    cols = [LABELS[c] for c in contenders]
+    ratio_cols = []
+    if "function" in contenders and "floor" in contenders:
+        ratio_cols.append(("function/floor", "function", "floor"))
+    if "function" in contenders and "python" in contenders:
+        ratio_cols.append(("Python/function", "python", "function"))
+    lines = [header, ""]
+    section = None
+    width = max(len(f"{r[1]}, {r[2]}") for r in rows) + 2
+    for sec, name, unit, values in rows:
+        if sec != section:
+            section = sec
+            lines.append("")
+            lines.append(f"{sec}")
+            lines.append("  " + "figure".ljust(width) + "".join(c.rjust(15) for c in cols)
+                         + "".join(rc[0].rjust(17) for rc in ratio_cols))
+        cells = "".join(fmt(values.get(c), unit).rjust(15) for c in contenders)
+        rcells = "".join(fmt_ratio(ratio(values.get(a), values.get(b))).rjust(17) for _, a, b in ratio_cols)
+        lines.append("  " + f"{name}, {unit}".ljust(width) + cells + rcells)
+    return "\n".join(lines)
+
+
+def render_markdown(rows, contenders, header):
+    """The same table in Markdown, for the README's Performance section."""
+    ratio_cols = []
+    if "function" in contenders and "floor" in contenders:
+        ratio_cols.append(("function/floor", "function", "floor"))
+    if "function" in contenders and "python" in contenders:
+        ratio_cols.append(("Python/function", "python", "function"))
+    lines = [header.replace("\n", "; ")]
+    section = None
+    for sec, name, unit, values in rows:
+        if sec != section:
+            section = sec
+            lines += ["", f"**{sec}**", "",
+                      "| figure | " + " | ".join(LABELS[c] for c in contenders)
+                      + "".join(f" | {rc[0]}" for rc in ratio_cols) + " |",
+                      "| --- |" + " ---: |" * (len(contenders) + len(ratio_cols))]
+        cells = " | ".join(fmt(values.get(c), unit) for c in contenders)
+        rcells = "".join(f" | {fmt_ratio(ratio(values.get(a), values.get(b))).replace('x', '×')}"
+                         for _, a, b in ratio_cols)
+        lines.append(f"| {name.replace('/next', '`/next`')}, {unit} | {cells}{rcells} |")
+    return "\n".join(lines)
+
+
+def host_info():
+    model = ""
+    try:
+        model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                      if line.startswith("model name")), "")
+    except OSError:
+        pass
+    osname = ""
+    try:
+        osname = next((line.split("=", 1)[1].strip().strip('"') for line in open("/etc/os-release")
+                       if line.startswith("PRETTY_NAME=")), "")
+    except OSError:
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "kernel": platform.release(), "os": osname,
+            "python": platform.python_version()}
+
+
+def git_head():
+    try:
+        return subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip() + (
+            "" if subprocess.run(["git", "-C", ROOT, "diff", "--quiet", "HEAD", "--", "src", "Cargo.toml",
+                                  "Cargo.lock", "examples", "bench"]).returncode == 0 else "+changes")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def main():
+    args = parse_args()
+    # A TERM (or Ctrl-C) unwinds through the finally blocks that stop the
+    # contenders and the stand-ins.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    os.chdir(ROOT)
+    for c, path in (("function", args.function), ("floor", args.floor), ("python", args.python)):
+        if c in args.contenders and not os.path.exists(path):
+            raise SystemExit(f"bench: {path} is missing (scripts/bench.sh builds and installs it)")
+    bench = Bench(args)
+    cold, warm, seconds = bench.run_all()
+
+    sizes = {"binary_mib": {}, "zip_x86_64_mib": {}, "zip_arm64_mib": {}}
+    for c, path in (("function", args.function), ("floor", args.floor)):
+        if c in args.contenders:
+            sizes["binary_mib"][c] = os.path.getsize(path) / 2**20
+            sizes["zip_x86_64_mib"][c] = zip_mib(path)
+    for item in args.arm64_zip:
+        name, _, path = item.partition("=")
+        if os.path.exists(path):
+            sizes["zip_arm64_mib"][name] = os.path.getsize(path) / 2**20
+
+    rows = build_table(args, cold, warm, sizes)
+    info = host_info()
+    header = (f"p1-key-broker benchmark ({git_head() or 'unknown commit'}), "
+              f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+              f"{info['cores']} x {info['cpu'] or 'CPU'}, {info['os']}\n"
+              f"medians of {args.rounds} cold starts and {args.warm} warm requests of each kind "
+              f"(after {args.warmup} not counted); loopback "
+              f"{'stock stand-ins' if args.stock_stand_ins else 'stand-ins with keep-alive (bench/standins.py)'}; "
+              f"{seconds:.0f} s")
+    table = render(rows, args.contenders, header)
+    if args.arm64_note:
+        table += f"\n\narm64 zip: {args.arm64_note}"
+    print(table)
+
+    result = {
+        "schema": 1,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_head(),
+        "host": info,
+        "settings": {"rounds": args.rounds, "warm": args.warm, "warmup": args.warmup,
+                     "transports": args.transports, "layouts": args.layouts,
+                     "contenders": args.contenders, "seconds": round(seconds, 1)},
+        "table": [{"section": s, "figure": n, "unit": u,
+                   **{c: (round(v[c], 3) if v.get(c) is not None else None) for c in args.contenders},
+                   "function/floor": ratio(v.get("function"), v.get("floor")),
+                   "python/function": ratio(v.get("python"), v.get("function"))}
+                  for s, n, u, v in rows],
+        "arm64_note": args.arm64_note or None,
+        "samples": {"cold": cold, "warm": warm},
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    if os.path.exists(args.out):
+        shutil.copyfile(args.out, os.path.splitext(args.out)[0] + ".prev.json")
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+    stem = os.path.splitext(args.out)[0]
+    with open(stem + ".txt", "w") as f:
+        f.write(table + "\n")
+    with open(stem + ".md", "w") as f:
+        f.write(render_markdown(rows, args.contenders, header)
+                + (f"\n\narm64 zip: {args.arm64_note}" if args.arm64_note else "") + "\n")
+    log(f"wrote {args.out} (the table also as {stem}.txt and {stem}.md)")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Failure as e:
+        raise SystemExit(f"bench: {e}")

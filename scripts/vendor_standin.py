@@ -8,9 +8,12 @@ Usage:
     python3 scripts/vendor_standin.py [--host 127.0.0.1] [--port 0]
         [--port-file PATH] [--validity-seconds 604800]
         [--end-date-format space|rfc3339|rfc3339-offset|slash|date|garbage]
+        [--tls-cert CERT.pem --tls-key KEY.pem]
 
 After binding it prints exactly one line to stdout:
     vendor stand-in listening on http://HOST:PORT
+(https:// with --tls-cert/--tls-key: then it serves TLS only, with that
+certificate chain and key; the cold-start benchmark uses it with a test CA.)
 and, with --port-file, atomically writes the bound port (digits only).
 
 Vendor endpoint:
@@ -53,6 +56,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -181,11 +185,32 @@ class StandinServer(ThreadingHTTPServer):
     block_on_close = False
     allow_reuse_address = True
 
-    def __init__(self, addr, handler, *, validity_seconds: int, end_date_format: str):
+    def __init__(self, addr, handler, *, validity_seconds: int, end_date_format: str,
+                 tls_context: ssl.SSLContext | None = None):
         self.state = StandinState()
         self.validity_seconds = validity_seconds
         self.end_date_format = end_date_format
+        self.tls_context = tls_context
         super().__init__(addr, handler)
+
+    def get_request(self):
+        sock, addr = super().get_request()
+        if self.tls_context is not None:
+            # The handshake happens in the connection's own thread
+            # (finish_request), never in the accepting one.
+            sock = self.tls_context.wrap_socket(sock, server_side=True,
+                                                do_handshake_on_connect=False)
+        return sock, addr
+
+    def finish_request(self, request, client_address):
+        if self.tls_context is not None:
+            try:
+                request.settimeout(10)
+                request.do_handshake()
+                request.settimeout(None)
+            except OSError:
+                return  # a failed handshake (ssl.SSLError is an OSError)
+        super().finish_request(request, client_address)
 
     def handle_error(self, request, client_address):
         exc = sys.exc_info()[1]
@@ -552,6 +577,8 @@ def main(argv=None) -> int:
                         help="end_date = now + this many seconds (default 7 days)")
     parser.add_argument("--end-date-format", choices=END_DATE_FORMATS, default="space",
                         help="format of end_date in successful responses")
+    parser.add_argument("--tls-cert", help="serve https with this PEM certificate chain")
+    parser.add_argument("--tls-key", help="the PEM private key of --tls-cert")
     args = parser.parse_args(argv)
 
     family = loopback_family(args.host)
@@ -569,12 +596,25 @@ def main(argv=None) -> int:
         print("vendor stand-in: --validity-seconds out of range", file=sys.stderr)
         return 2
 
+    tls_context = None
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("vendor stand-in: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    if args.tls_cert:
+        tls_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            tls_context.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as e:
+            print(f"vendor stand-in: cannot load the TLS certificate or key: {e}", file=sys.stderr)
+            return 2
+
     bind_host = args.host.strip("[]")
     server_cls = StandinServer6 if family == socket.AF_INET6 else StandinServer
     try:
         server = server_cls((bind_host, args.port), Handler,
                             validity_seconds=args.validity_seconds,
-                            end_date_format=args.end_date_format)
+                            end_date_format=args.end_date_format,
+                            tls_context=tls_context)
     except OSError as e:
         print(f"vendor stand-in: cannot bind {args.host}:{args.port}: {e.strerror or e}",
               file=sys.stderr)
@@ -598,7 +638,8 @@ def main(argv=None) -> int:
             return 1
 
     url_host = f"[{bind_host}]" if family == socket.AF_INET6 else args.host
-    print(f"vendor stand-in listening on http://{url_host}:{port}", flush=True)
+    scheme = "https" if tls_context is not None else "http"
+    print(f"vendor stand-in listening on {scheme}://{url_host}:{port}", flush=True)
 
     serve_thread = threading.Thread(target=server.serve_forever,
                                     kwargs={"poll_interval": 0.2}, daemon=True)
