@@ -5,7 +5,8 @@ Three contenders under the same minimal Lambda Runtime API on loopback,
 against the same stand-ins (moto, the vendor stand-in), in one run:
 
   function  target/release/p1-key-broker
-  floor     target/release/examples/floor (examples/floor.rs: only the calls)
+  floor     target/floor/release/examples/floor (examples/floor.rs: only the calls,
+            built with aws-lc's defaults by scripts/bench.sh)
   python    bench/python/handler.py, boto3 + requests under awslambdaric
 
 Cold starts: each round spawns every contender once per transport (plain
@@ -90,7 +91,7 @@ def parse_args():
     p.add_argument("--layouts", default="host,bundle", help="trust-store layouts for cold starts: host,bundle")
     p.add_argument("--contenders", default=",".join(CONTENDERS))
     p.add_argument("--function", default="target/release/p1-key-broker")
-    p.add_argument("--floor", default="target/release/examples/floor")
+    p.add_argument("--floor", default="target/floor/release/examples/floor")
     p.add_argument("--python", default=".venv-bench/bin/python", help="the baseline's interpreter")
     p.add_argument("--arm64-zip", action="append", default=[], metavar="NAME=PATH",
                    help="an arm64 bootstrap.zip to report (function=..., floor=...)")

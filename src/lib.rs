@@ -49,6 +49,7 @@
 //!   record.
 //! - [`handoff`]: `Handoff`, its Step Functions and EventBridge adapter.
 //! - [`aws`]: what the AWS adapters share (reading SDK errors).
+//! - [`tls`]: the trust store, read once and shared by both HTTPS clients.
 //!
 //! Clients are built once in [`App::from_config`] and reused by every warm
 //! invocation; nothing touches the network before the first event.
@@ -72,6 +73,7 @@ pub mod secret_id;
 pub mod secret_key;
 pub mod secrets;
 pub mod sensitive;
+pub mod tls;
 pub mod trigger;
 
 #[cfg(test)]

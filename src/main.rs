@@ -8,7 +8,11 @@ use p1_key_broker::{App, Config, Error, handle, logging};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-#[tokio::main]
+/// One thread: an invocation is a few network calls, and a Lambda instance
+/// serves one invocation at a time; worker threads would only cost start-up
+/// time and memory. (SQS batches still run their targets concurrently, as
+/// tasks on this thread.)
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     logging::init();
     let app = match Config::from_env() {

@@ -40,10 +40,17 @@ enum Failure {
 
 impl PredictionOneClient {
     /// A client for the API at `base_url` (scheme, host and port; checked by
-    /// the configuration), with a per-attempt `timeout` and up to
-    /// `max_attempts` attempts per call.
-    pub fn new(base_url: &Url, timeout: Duration, max_attempts: u32) -> Result<Self, String> {
+    /// the configuration), with a per-attempt `timeout`, up to
+    /// `max_attempts` attempts per call, and `tls` (the instance's one trust
+    /// store, `crate::tls`).
+    pub fn new(
+        base_url: &Url,
+        timeout: Duration,
+        max_attempts: u32,
+        tls: rustls::ClientConfig,
+    ) -> Result<Self, String> {
         let client = Client::builder()
+            .tls_backend_preconfigured(tls)
             .timeout(timeout)
             .connect_timeout(timeout)
             // A redirect would carry the x-api-key header to another place:

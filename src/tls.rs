@@ -1,0 +1,101 @@
+//! The trust store: read once per instance and shared by both HTTPS clients,
+//! the AWS SDK's and the Prediction One client's.
+//!
+//! Left to themselves, each client reads the host's roots on its own (the
+//! SDK through `rustls-native-certs`, reqwest through its platform
+//! verifier): the bundle twice and, on hosts with a certificate directory,
+//! some 290 files twice, all inside the cold start. Here the host's roots
+//! are read once (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured, so a
+//! private CA can be added the usual way) and handed to both.
+//!
+//! They still follow the system's updates: nothing is compiled in.
+
+use std::sync::Arc;
+
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+
+pub struct TrustStore {
+    /// The host's roots that parse as trust anchors.
+    roots: Vec<CertificateDer<'static>>,
+}
+
+impl TrustStore {
+    /// The host's roots. A root that does not parse is left out (as the
+    /// clients themselves would); none at all is logged, since every TLS
+    /// connection will then fail.
+    pub fn from_host() -> Self {
+        let found = rustls_native_certs::load_native_certs();
+        if !found.errors.is_empty() {
+            tracing::debug!(
+                errors = found.errors.len(),
+                "some trust-store files could not be read"
+            );
+        }
+        let mut probe = RootCertStore::empty();
+        let roots: Vec<_> = found
+            .certs
+            .into_iter()
+            .filter(|cert| probe.add(cert.clone()).is_ok())
+            .collect();
+        if roots.is_empty() {
+            tracing::warn!(
+                "the host's trust store holds no usable root certificate; TLS connections will fail"
+            );
+        }
+        TrustStore { roots }
+    }
+
+    /// A rustls configuration on these roots, with aws-lc-rs, for reqwest.
+    pub fn client_config(&self) -> Result<rustls::ClientConfig, rustls::Error> {
+        let mut roots = RootCertStore::empty();
+        roots.add_parsable_certificates(self.roots.iter().cloned());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        Ok(rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth())
+    }
+
+    /// The same roots as PEM, the form the AWS SDK's HTTP client takes.
+    pub fn pem(&self) -> Vec<u8> {
+        use base64::Engine;
+        let mut pem = Vec::with_capacity(self.roots.len() * 2048);
+        for root in &self.roots {
+            let text = base64::engine::general_purpose::STANDARD.encode(root.as_ref());
+            pem.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
+            for line in text.as_bytes().chunks(64) {
+                pem.extend_from_slice(line);
+                pem.push(b'\n');
+            }
+            pem.extend_from_slice(b"-----END CERTIFICATE-----\n");
+        }
+        pem
+    }
+
+    pub fn len(&self) -> usize {
+        self.roots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.roots.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls::pki_types::pem::PemObject;
+
+    use super::*;
+
+    #[test]
+    fn the_pem_form_holds_the_same_roots() {
+        let store = TrustStore::from_host();
+        assert!(!store.is_empty(), "this host has a trust store");
+        let back: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&store.pem())
+            .collect::<Result<_, _>>()
+            .expect("valid PEM");
+        assert_eq!(back, store.roots);
+        assert!(store.client_config().is_ok());
+    }
+}
