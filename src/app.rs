@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_smithy_http_client::tls;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
 use crate::broker::{Broker, Ports};
 use crate::config::Config;
@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::handoff::AwsHandoff;
 use crate::prediction_one::PredictionOneClient;
 use crate::secrets::aws::SecretsManager;
-use crate::tls::TrustStore;
+use crate::tls::{LazySdkHttpClient, SharedTrust};
 
 /// Secrets Manager, Step Functions and EventBridge answer in tens of
 /// milliseconds; a connection that takes longer than this is not coming.
@@ -50,26 +50,8 @@ impl Broker<Aws> {
     /// per-attempt timeouts, so that one stuck connection is retried by the
     /// SDK's standard retry (3 attempts) instead of using up the deadline.
     pub fn with_aws(config: Config, aws: &aws_config::SdkConfig) -> Result<App, Error> {
-        let trust = TrustStore::from_host();
-        let tls_failed = |e: &dyn std::fmt::Display| {
-            Error::ConfigError(format!(
-                "cannot set up TLS with the host's trust store: {e}"
-            ))
-        };
-        let sdk_trust = tls::TrustStore::empty()
-            .with_native_roots(false)
-            .with_pem_certificate(trust.pem());
-        let sdk_http = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::AwsLc,
-            ))
-            .tls_context(
-                tls::TlsContext::builder()
-                    .with_trust_store(sdk_trust)
-                    .build()
-                    .map_err(|e| tls_failed(&e))?,
-            )
-            .build_https();
+        let trust = SharedTrust::default();
+        let sdk_http = SharedHttpClient::new(LazySdkHttpClient::new(trust.clone()));
         let aws = aws
             .to_builder()
             .http_client(sdk_http)
@@ -86,7 +68,7 @@ impl Broker<Aws> {
             &config.api_base_url,
             config.http_timeout,
             config.max_attempts,
-            trust.client_config().map_err(|e| tls_failed(&e))?,
+            trust,
         )
         .map_err(|e| Error::ConfigError(format!("P1_API_BASE_URL: {e}")))?;
         let store = SecretsManager::new(aws_sdk_secretsmanager::Client::new(aws));

@@ -9,9 +9,20 @@
 //! private CA can be added the usual way) and handed to both.
 //!
 //! They still follow the system's updates: nothing is compiled in.
+//!
+//! Read on first use ([`SharedTrust`]), not at init: a `fresh` request
+//! needs only Secrets Manager, and work at init is work before the first
+//! `/next`. [`LazySdkHttpClient`] builds the SDK's HTTP client on its first
+//! connection; the Prediction One client builds reqwest on its first call.
 
-use std::sync::Arc;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
 
+use aws_smithy_http_client::tls;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
 
@@ -79,6 +90,77 @@ impl TrustStore {
 
     pub fn is_empty(&self) -> bool {
         self.roots.is_empty()
+    }
+}
+
+/// The instance's trust store, read by whichever client needs it first.
+#[derive(Clone, Default)]
+pub struct SharedTrust(Arc<OnceLock<TrustStore>>);
+
+impl SharedTrust {
+    pub fn get(&self) -> &TrustStore {
+        self.0.get_or_init(TrustStore::from_host)
+    }
+}
+
+impl fmt::Debug for SharedTrust {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let roots = self.0.get().map(TrustStore::len);
+        f.debug_struct("SharedTrust")
+            .field("roots", &roots)
+            .finish()
+    }
+}
+
+/// The AWS SDK's HTTP client (hyper and rustls with aws-lc, as the SDK's
+/// default), built on its first connection with the shared trust store.
+#[derive(Debug)]
+pub struct LazySdkHttpClient {
+    trust: SharedTrust,
+    inner: OnceLock<SharedHttpClient>,
+}
+
+impl LazySdkHttpClient {
+    pub fn new(trust: SharedTrust) -> Self {
+        LazySdkHttpClient {
+            trust,
+            inner: OnceLock::new(),
+        }
+    }
+
+    fn build(&self) -> SharedHttpClient {
+        let store = tls::TrustStore::empty()
+            .with_native_roots(false)
+            .with_pem_certificate(self.trust.get().pem());
+        let context = tls::TlsContext::builder()
+            .with_trust_store(store)
+            .build()
+            .unwrap_or_else(|e| {
+                // Not expected with rustls; the SDK's own default still
+                // reads the host's roots.
+                tracing::warn!(
+                    "TLS set-up with the shared roots failed ({e}); using the SDK's own"
+                );
+                tls::TlsContext::default()
+            });
+        aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::AwsLc,
+            ))
+            .tls_context(context)
+            .build_https()
+    }
+}
+
+impl HttpClient for LazySdkHttpClient {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        self.inner
+            .get_or_init(|| self.build())
+            .http_connector(settings, components)
     }
 }
 

@@ -2,6 +2,7 @@
 //! built once per instance), a per-attempt timeout, retries for transient
 //! failures only, and a hard cap on how much of a body is read.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderValue, RETRY_AFTER};
@@ -13,6 +14,7 @@ use super::{IssuedKey, KeyIssuer, PredictionOneError};
 use crate::credential::Credential;
 use crate::deadline::Deadline;
 use crate::sensitive::SecretKey;
+use crate::tls::SharedTrust;
 
 /// A response body larger than this is refused without being read whole
 /// (SPEC section 8): a real key response is well under 1 KiB.
@@ -21,7 +23,10 @@ pub const MAX_BODY: usize = 64 * 1024;
 const PATH: &str = "/v1/external/api-key";
 
 pub struct PredictionOneClient {
-    client: Client,
+    /// Built on the first call (see `crate::tls`): a `fresh` request never
+    /// needs it.
+    client: OnceLock<Client>,
+    trust: SharedTrust,
     endpoint: Url,
     /// Per attempt (`P1_HTTP_TIMEOUT_MS`), before the deadline shortens it.
     timeout: Duration,
@@ -41,37 +46,56 @@ enum Failure {
 impl PredictionOneClient {
     /// A client for the API at `base_url` (scheme, host and port; checked by
     /// the configuration), with a per-attempt `timeout`, up to
-    /// `max_attempts` attempts per call, and `tls` (the instance's one trust
-    /// store, `crate::tls`).
+    /// `max_attempts` attempts per call, trusting the instance's one trust
+    /// store (`crate::tls`).
     pub fn new(
         base_url: &Url,
         timeout: Duration,
         max_attempts: u32,
-        tls: rustls::ClientConfig,
+        trust: SharedTrust,
     ) -> Result<Self, String> {
-        let client = Client::builder()
-            .tls_backend_preconfigured(tls)
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            // A redirect would carry the x-api-key header to another place:
-            // never follow one (it surfaces as PredictionOne.BadRequest).
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("p1-key-broker/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let endpoint = base_url
             .join(PATH)
             .map_err(|e| format!("{base_url} cannot be joined with {PATH}: {e}"))?;
         Ok(PredictionOneClient {
-            client,
+            client: OnceLock::new(),
+            trust,
             endpoint,
             timeout,
             max_attempts,
         })
     }
 
+    /// The reqwest client, built on first use.
+    fn client(&self) -> Result<&Client, PredictionOneError> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
+        let unavailable = |detail: String| PredictionOneError::Unavailable {
+            attempts: 0,
+            detail,
+        };
+        let tls = self
+            .trust
+            .get()
+            .client_config()
+            .map_err(|e| unavailable(format!("cannot set up TLS: {e}")))?;
+        let client = Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(self.timeout)
+            .connect_timeout(self.timeout)
+            // A redirect would carry the x-api-key header to another place:
+            // never follow one (it surfaces as PredictionOne.BadRequest).
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("p1-key-broker/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| unavailable(format!("cannot build the HTTP client: {e}")))?;
+        Ok(self.client.get_or_init(|| client))
+    }
+
     async fn attempt(
         &self,
+        client: &Client,
         header: &HeaderValue,
         secret_key: &SecretKey,
         credential: &Credential,
@@ -85,8 +109,7 @@ impl PredictionOneClient {
                 query.append_pair("model_id", model_id.as_str());
             }
         }
-        let mut response = self
-            .client
+        let mut response = client
             .get(url)
             .header("x-api-key", header.clone())
             .timeout(timeout)
@@ -131,6 +154,7 @@ impl KeyIssuer for PredictionOneClient {
             .map_err(|_| PredictionOneError::UnsendableSecretKey)?;
         // Keeps the value out of hyper's and reqwest's own debug output.
         header.set_sensitive(true);
+        let client = self.client()?;
 
         let mut last: Option<Failure> = None;
         let mut attempts = 0;
@@ -143,7 +167,9 @@ impl KeyIssuer for PredictionOneClient {
             attempts += 1;
             let timeout = self.timeout.min(left);
             let started = Instant::now();
-            let outcome = self.attempt(&header, secret_key, credential, timeout).await;
+            let outcome = self
+                .attempt(client, &header, secret_key, credential, timeout)
+                .await;
             let elapsed_ms = started.elapsed().as_millis() as u64;
             let retry_after = match outcome {
                 Ok((Outcome::Key(key), _)) => {
