@@ -76,8 +76,10 @@ if [ "$arm64" = 1 ]; then
     # cargo lambda finds zig through `python3 -m ziglang` on PATH.
     PATH="$PWD/.venv-bench/bin:$PWD/.venv/bin:$PATH" nice -n 10 \
       cargo lambda build --release --arm64 --output-format zip --bin p1-key-broker
-    AWS_LC_SYS_NO_JITTER_ENTROPY=0 PATH="$PWD/.venv-bench/bin:$PWD/.venv/bin:$PATH" nice -n 10 \
-      cargo lambda build --release --arm64 --output-format zip --example floor --target-dir target/floor
+    # (cargo lambda takes no --target-dir; it honours CARGO_TARGET_DIR.)
+    AWS_LC_SYS_NO_JITTER_ENTROPY=0 CARGO_TARGET_DIR=target/floor \
+      PATH="$PWD/.venv-bench/bin:$PWD/.venv/bin:$PATH" nice -n 10 \
+      cargo lambda build --release --arm64 --output-format zip --example floor
     arm64_args+=(--arm64-zip "function=target/lambda/p1-key-broker/bootstrap.zip"
                  --arm64-zip "floor=target/floor/lambda/floor/bootstrap.zip")
   fi

@@ -21,6 +21,11 @@ const AWS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// One attempt of one AWS call.
 const AWS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The SDK's HTTP client on the instance's one trust store, built on first use.
+fn lazy_http_client(trust: &SharedTrust) -> SharedHttpClient {
+    SharedHttpClient::new(LazySdkHttpClient::new(trust.clone()))
+}
+
 /// The real adapters.
 pub struct Aws;
 
@@ -38,8 +43,16 @@ impl Broker<Aws> {
     /// chain (`AWS_REGION`, `AWS_ENDPOINT_URL`, credentials). No network call
     /// is made here: credentials and endpoints resolve on first use.
     pub async fn from_config(config: Config) -> Result<App, Error> {
-        let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        Self::with_aws(config, &aws)
+        let trust = SharedTrust::default();
+        // The loader builds the credential providers' clients (STS for web
+        // identity, IMDS, ...), and validating those builds an HTTPS
+        // connector: given the lazy client, none reads the trust store
+        // before the first connection.
+        let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(lazy_http_client(&trust))
+            .load()
+            .await;
+        Self::build(config, &aws, trust)
     }
 
     /// The same with a given AWS configuration (tests point one app at a
@@ -50,11 +63,17 @@ impl Broker<Aws> {
     /// per-attempt timeouts, so that one stuck connection is retried by the
     /// SDK's standard retry (3 attempts) instead of using up the deadline.
     pub fn with_aws(config: Config, aws: &aws_config::SdkConfig) -> Result<App, Error> {
-        let trust = SharedTrust::default();
-        let sdk_http = SharedHttpClient::new(LazySdkHttpClient::new(trust.clone()));
+        Self::build(config, aws, SharedTrust::default())
+    }
+
+    fn build(
+        config: Config,
+        aws: &aws_config::SdkConfig,
+        trust: SharedTrust,
+    ) -> Result<App, Error> {
         let aws = aws
             .to_builder()
-            .http_client(sdk_http)
+            .http_client(lazy_http_client(&trust))
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(AWS_CONNECT_TIMEOUT)
