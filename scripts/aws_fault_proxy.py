@@ -83,15 +83,18 @@ import itertools
 import json
 import os
 import select
-import signal
 import socket
 import sys
 import threading
 import time
-import traceback
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+# The sibling module with the serving code both loopback servers share (on
+# the path also when this file is run through runpy, as bench/standins.py does).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import loopback_serve  # noqa: E402
 
 CONTROL_PREFIX = "/_faults/"
 CHUNK_SIZE = 64 * 1024
@@ -302,13 +305,7 @@ class ProxyServer(ThreadingHTTPServer):
         super().__init__(addr, handler)
 
     def handle_error(self, request, client_address):
-        exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, TimeoutError, socket.timeout, OSError)):
-            return  # the client went away; nothing to do
-        # Traceback frames and exception type only: messages could quote data.
-        tb = "".join(traceback.format_tb(exc.__traceback__)) if exc else ""
-        sys.stderr.write(f"fault proxy: handler error {type(exc).__name__}\n{tb}")
-        sys.stderr.flush()
+        loopback_serve.report_handler_error("fault proxy")
 
 
 class ProxyServer6(ProxyServer):
@@ -673,16 +670,6 @@ def parse_upstream(url: str) -> tuple[str, int] | None:
     return parts.hostname, port
 
 
-def write_port_file(path: str, port: int) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(str(port))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description="Fault-injecting proxy in front of moto's server, for the tests.")
@@ -730,36 +717,9 @@ def main(argv=None) -> int:
         return 1
 
     port = server.server_address[1]
-    stop = threading.Event()
-
-    def on_signal(signum, frame):
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    if args.port_file:
-        try:
-            write_port_file(args.port_file, port)
-        except OSError as e:
-            print(f"fault proxy: cannot write port file: {e}", file=sys.stderr)
-            server.server_close()
-            return 1
-
     url_host = f"[{bind_host}]" if family == socket.AF_INET6 else args.host
-    print(f"aws fault proxy listening on http://{url_host}:{port}", flush=True)
-
-    serve_thread = threading.Thread(target=server.serve_forever,
-                                    kwargs={"poll_interval": 0.2}, daemon=True)
-    serve_thread.start()
-    try:
-        while not stop.is_set():
-            stop.wait(0.5)
-    finally:
-        server.stopping.set()
-        server.shutdown()
-        server.server_close()
-    return 0
+    return loopback_serve.serve(server, "aws fault proxy", f"http://{url_host}:{port}",
+                                args.port_file, on_stop=server.stopping.set)
 
 
 if __name__ == "__main__":

@@ -54,15 +54,18 @@ import ipaddress
 import json
 import os
 import secrets
-import signal
 import socket
 import ssl
 import sys
 import threading
 import time
-import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+# The sibling module with the serving code both loopback servers share (on
+# the path also when this file is run through runpy, as bench/standins.py does).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import loopback_serve  # noqa: E402
 
 VENDOR_PATH = "/v1/external/api-key"
 ERROR_CODE = 4001000204
@@ -213,14 +216,7 @@ class StandinServer(ThreadingHTTPServer):
         super().finish_request(request, client_address)
 
     def handle_error(self, request, client_address):
-        exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, TimeoutError, socket.timeout, OSError)):
-            return  # client went away (e.g. during a slow response); not our problem
-        # Print the traceback frames and exception type only: exception
-        # messages could conceivably contain request data.
-        tb = "".join(traceback.format_tb(exc.__traceback__)) if exc else ""
-        sys.stderr.write(f"vendor stand-in: handler error {type(exc).__name__}\n{tb}")
-        sys.stderr.flush()
+        loopback_serve.report_handler_error("vendor stand-in")
 
 
 class StandinServer6(StandinServer):
@@ -556,16 +552,6 @@ def loopback_family(host: str):
     return None
 
 
-def write_port_file(path: str, port: int) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(str(port))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description="Local stand-in for Prediction One's Get API Key endpoint.")
@@ -621,36 +607,10 @@ def main(argv=None) -> int:
         return 1
 
     port = server.server_address[1]
-    stop = threading.Event()
-
-    def on_signal(signum, frame):
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    if args.port_file:
-        try:
-            write_port_file(args.port_file, port)
-        except OSError as e:
-            print(f"vendor stand-in: cannot write port file: {e}", file=sys.stderr)
-            server.server_close()
-            return 1
-
     url_host = f"[{bind_host}]" if family == socket.AF_INET6 else args.host
     scheme = "https" if tls_context is not None else "http"
-    print(f"vendor stand-in listening on {scheme}://{url_host}:{port}", flush=True)
-
-    serve_thread = threading.Thread(target=server.serve_forever,
-                                    kwargs={"poll_interval": 0.2}, daemon=True)
-    serve_thread.start()
-    try:
-        while not stop.is_set():
-            stop.wait(0.5)
-    finally:
-        server.shutdown()
-        server.server_close()
-    return 0
+    return loopback_serve.serve(server, "vendor stand-in", f"{scheme}://{url_host}:{port}",
+                                args.port_file)
 
 
 if __name__ == "__main__":
