@@ -21,7 +21,7 @@ use crate::credential::Credential;
 use crate::deadline::Deadline;
 use crate::error::{Context, Error};
 use crate::handoff::Handoff;
-use crate::prediction_one::{IssuedKey, KeyIssuer};
+use crate::prediction_one::{IssuedKey, KeyIssuer, PredictionOneError};
 use crate::request::{KeyRequest, KeyResult, Served, Status};
 use crate::secret_id;
 use crate::secret_key::SecretKeySource;
@@ -72,6 +72,11 @@ impl<P: Ports> Broker<P> {
     /// announced. Ends by the deadline: its reads and the vendor call by the
     /// work point, storing and announcing a fetched key by the finish point.
     pub async fn serve(&self, request: &KeyRequest, deadline: &Deadline) -> Result<Served, Error> {
+        // Out of time before it has a key: the contract's answer, and no
+        // call that could only be cut short (SPEC section 10).
+        if !deadline.can_start() {
+            return Err(PredictionOneError::Timeout { attempts: 0 }.into());
+        }
         let target = &request.target_secret_id;
         let current = self.read_target(target, deadline).await?;
         if !request.force
@@ -385,6 +390,21 @@ mod tests {
                 "the vendor was called"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_request_without_time_to_start_answers_timeout_and_calls_nothing() {
+        let b = broker(
+            FakeStore::with_secret_key("sk-1"),
+            FakeIssuer::default(),
+            &[],
+        );
+        // A margin larger than the time left: no work time at all.
+        let d = Deadline::after(Duration::from_millis(500), Duration::from_secs(2));
+        let err = b.serve(&request(&b), &d).await.unwrap_err();
+        assert_eq!(err.error_type(), "PredictionOne.Timeout");
+        assert!(b.store.calls.lock().unwrap().is_empty());
+        assert!(b.issuer.used.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
