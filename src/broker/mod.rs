@@ -407,28 +407,37 @@ mod tests {
         assert!(b.issuer.used.lock().unwrap().is_empty());
     }
 
-    #[tokio::test]
-    async fn a_hanging_store_ends_with_the_deadline() {
+    /// Serves a train request while the store's `op` never answers, with
+    /// `total_ms` left and `margin_ms` kept back; the error and how long the
+    /// answer took.
+    async fn serve_with_store_hanging_on(
+        op: &'static str,
+        total_ms: u64,
+        margin_ms: u64,
+    ) -> (Error, Duration) {
         let store = FakeStore::with_secret_key("sk-1");
-        store.hang_on("get");
+        store.hang_on(op);
         let b = broker(store, FakeIssuer::default(), &[]);
-        let d = Deadline::after(Duration::from_millis(300), Duration::from_millis(100));
+        let d = Deadline::after(
+            Duration::from_millis(total_ms),
+            Duration::from_millis(margin_ms),
+        );
         let started = std::time::Instant::now();
         let err = b.serve(&request(&b), &d).await.unwrap_err();
-        assert!(started.elapsed() < Duration::from_millis(300));
+        (err, started.elapsed())
+    }
+
+    #[tokio::test]
+    async fn a_hanging_store_ends_with_the_deadline() {
+        let (err, took) = serve_with_store_hanging_on("get", 300, 100).await;
+        assert!(took < Duration::from_millis(300), "{took:?}");
         assert_eq!(err.error_type(), "StoreFailed");
         assert!(err.report().contains("timed out"), "{}", err.report());
     }
 
     #[tokio::test]
     async fn a_fetched_key_is_stored_in_the_margin_or_reported_as_discarded() {
-        let store = FakeStore::with_secret_key("sk-1");
-        store.hang_on("create");
-        let b = broker(store, FakeIssuer::default(), &[]);
-        let d = Deadline::after(Duration::from_millis(600), Duration::from_millis(400));
-        let started = std::time::Instant::now();
-        let err = b.serve(&request(&b), &d).await.unwrap_err();
-        let took = started.elapsed();
+        let (err, took) = serve_with_store_hanging_on("create", 600, 400).await;
         // The create waited past the work point, into the margin, and the
         // answer still came before the deadline.
         assert!(
