@@ -44,15 +44,16 @@ impl Broker<Aws> {
     /// is made here: credentials and endpoints resolve on first use.
     pub async fn from_config(config: Config) -> Result<App, Error> {
         let trust = SharedTrust::default();
+        let http = lazy_http_client(&trust);
         // The loader builds the credential providers' clients (STS for web
         // identity, IMDS, ...), and validating those builds an HTTPS
         // connector: given the lazy client, none reads the trust store
-        // before the first connection.
+        // before the first connection. The service clients share it.
         let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(lazy_http_client(&trust))
+            .http_client(http.clone())
             .load()
             .await;
-        Self::build(config, &aws, trust)
+        Self::build(config, &aws, trust, http)
     }
 
     /// The same with a given AWS configuration (tests point one app at a
@@ -63,17 +64,20 @@ impl Broker<Aws> {
     /// per-attempt timeouts, so that one stuck connection is retried by the
     /// SDK's standard retry (3 attempts) instead of using up the deadline.
     pub fn with_aws(config: Config, aws: &aws_config::SdkConfig) -> Result<App, Error> {
-        Self::build(config, aws, SharedTrust::default())
+        let trust = SharedTrust::default();
+        let http = lazy_http_client(&trust);
+        Self::build(config, aws, trust, http)
     }
 
     fn build(
         config: Config,
         aws: &aws_config::SdkConfig,
         trust: SharedTrust,
+        http: SharedHttpClient,
     ) -> Result<App, Error> {
         let aws = aws
             .to_builder()
-            .http_client(lazy_http_client(&trust))
+            .http_client(http)
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(AWS_CONNECT_TIMEOUT)

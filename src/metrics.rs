@@ -64,16 +64,17 @@ fn emf_document(
     doc.to_string()
 }
 
-/// Prints one EMF line to stdout, where Lambda picks it up.
+/// Prints one EMF line with the `CredentialType` dimension to stdout,
+/// where Lambda picks it up.
 pub fn emit(credential_type: &str, values: &[(&str, f64, Unit)]) {
+    emit_with(&[("CredentialType", credential_type)], values);
+}
+
+fn emit_with(dimensions: &[(&str, &str)], values: &[(&str, f64, Unit)]) {
     if values.is_empty() {
         return;
     }
-    let line = emf_line(
-        credential_type,
-        values,
-        chrono::Utc::now().timestamp_millis(),
-    );
+    let line = emf_document(dimensions, values, chrono::Utc::now().timestamp_millis());
     let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
@@ -109,7 +110,7 @@ pub fn task_gone(credential_type: Option<CredentialType>, code: &str) {
         code,
         "Step Functions no longer waits for this task; its report is dropped"
     );
-    let line = emf_document(
+    emit_with(
         &[
             (
                 "CredentialType",
@@ -118,9 +119,7 @@ pub fn task_gone(credential_type: Option<CredentialType>, code: &str) {
             ("Reason", "TaskGone"),
         ],
         &[("Failures", 1.0, Unit::Count)],
-        chrono::Utc::now().timestamp_millis(),
     );
-    let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
 /// Logs a failure at WARN and counts it (`Failures`). Error texts never

@@ -77,16 +77,19 @@ impl KeyRequest {
     }
 
     fn validate(value: &Value, config: &Config) -> Result<Self, Error> {
-        let listed = FIELDS.join(", ");
+        // Only an error message needs the list in words.
+        let listed = || FIELDS.join(", ");
         let Value::Object(fields) = value else {
             return Err(Error::invalid(format!(
-                "a request must be a JSON object with {listed}; got {}",
+                "a request must be a JSON object with {}; got {}",
+                listed(),
                 json_kind(value)
             )));
         };
         if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
             return Err(Error::invalid(format!(
-                "unknown field `{unknown}`; a request has only {listed}"
+                "unknown field `{unknown}`; a request has only {}",
+                listed()
             )));
         }
         let credential_type = match present(fields, "credential_type") {

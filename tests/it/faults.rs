@@ -35,48 +35,35 @@ pub async fn add_rule(h: &Harness, rule: Value) -> u64 {
     body["id"].as_u64().unwrap()
 }
 
-/// The rules whose `match` is `m`, with `remaining`, `hits` and `holding`.
-pub async fn rules(h: &Harness, m: &str) -> Vec<Value> {
-    let v: Value = h
-        .http
-        .get(format!("{}/_faults/rules", proxy_url()))
+/// One control call for the requests whose body contains `m`.
+async fn control(h: &Harness, method: reqwest::Method, path: &str, m: &str) -> Value {
+    h.http
+        .request(method, format!("{}/_faults/{path}", proxy_url()))
         .query(&[("match", m)])
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The rules whose `match` is `m`, with `remaining`, `hits` and `holding`.
+pub async fn rules(h: &Harness, m: &str) -> Vec<Value> {
+    let v = control(h, reqwest::Method::GET, "rules", m).await;
     v["rules"].as_array().cloned().unwrap()
 }
 
 /// Removes the rules whose `match` is `m`; returns how many.
 pub async fn clear_rules(h: &Harness, m: &str) -> u64 {
-    let v: Value = h
-        .http
-        .delete(format!("{}/_faults/rules", proxy_url()))
-        .query(&[("match", m)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = control(h, reqwest::Method::DELETE, "rules", m).await;
     v["deleted"].as_u64().unwrap()
 }
 
 /// The requests seen whose body contains `m`: `operations` and `faulted`
 /// (counts per operation name), `total`, `connections`, `complete`.
 pub async fn calls(h: &Harness, m: &str) -> Value {
-    h.http
-        .get(format!("{}/_faults/calls", proxy_url()))
-        .query(&[("match", m)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    control(h, reqwest::Method::GET, "calls", m).await
 }
 
 /// An AWS configuration on the proxy: `attempts` in all (fast backoff), and
