@@ -1,5 +1,6 @@
-//! The function as deployed: the use case on its real adapters, the
-//! Prediction One HTTP client and the AWS SDK clients.
+//! The functions as deployed: the use cases on their real adapters, the
+//! Prediction One HTTP client and the AWS SDK clients. [`App`] is the key
+//! broker; [`RetrainApp`] the retrain runner, the same broker plus S3.
 
 use std::time::Duration;
 
@@ -11,7 +12,9 @@ use crate::broker::{Broker, Ports};
 use crate::config::Config;
 use crate::error::Error;
 use crate::handoff::AwsHandoff;
+use crate::objects::S3Objects;
 use crate::prediction_one::PredictionOneClient;
+use crate::retrain::{Runner, RunnerPorts};
 use crate::secrets::aws::SecretsManager;
 use crate::tls::{LazySdkHttpClient, SharedTrust};
 
@@ -26,6 +29,22 @@ fn lazy_http_client(trust: &SharedTrust) -> SharedHttpClient {
     SharedHttpClient::new(LazySdkHttpClient::new(trust.clone()))
 }
 
+/// The SDK configuration for the small calls (Secrets Manager, Step
+/// Functions, EventBridge): connect and per-attempt timeouts, standard
+/// retries.
+fn bounded(aws: &aws_config::SdkConfig, http: SharedHttpClient) -> aws_config::SdkConfig {
+    aws.to_builder()
+        .http_client(http)
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(AWS_CONNECT_TIMEOUT)
+                .operation_attempt_timeout(AWS_ATTEMPT_TIMEOUT)
+                .build(),
+        )
+        .retry_config(RetryConfig::standard().with_max_attempts(3))
+        .build()
+}
+
 /// The real adapters.
 pub struct Aws;
 
@@ -37,6 +56,58 @@ impl Ports for Aws {
 
 /// The broker on the real adapters.
 pub type App = Broker<Aws>;
+
+impl RunnerPorts for Aws {
+    type Objects = S3Objects;
+}
+
+/// The retrain runner on the real adapters.
+pub type RetrainApp = Runner<Aws>;
+
+impl Runner<Aws> {
+    /// The broker's clients (one vendor client serves both its key calls
+    /// and the retraining calls) and an S3 client, all on the SDK's one HTTP
+    /// client. No network call is made here.
+    pub async fn from_config(config: Config) -> Result<RetrainApp, Error> {
+        let trust = SharedTrust::default();
+        let http = lazy_http_client(&trust);
+        let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(http.clone())
+            .load()
+            .await;
+        Self::with_aws_parts(config, &aws, trust, http)
+    }
+
+    /// The same with a given AWS configuration (tests).
+    pub fn with_aws(config: Config, aws: &aws_config::SdkConfig) -> Result<RetrainApp, Error> {
+        let trust = SharedTrust::default();
+        let http = lazy_http_client(&trust);
+        Self::with_aws_parts(config, aws, trust, http)
+    }
+
+    fn with_aws_parts(
+        config: Config,
+        aws: &aws_config::SdkConfig,
+        trust: SharedTrust,
+        http: SharedHttpClient,
+    ) -> Result<RetrainApp, Error> {
+        let sdk = bounded(aws, http.clone());
+        // Transfers stream for minutes: no per-attempt timeout on S3 (the
+        // deadline bounds each call instead), the same connect timeout.
+        let s3 = aws
+            .to_builder()
+            .http_client(http.clone())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(AWS_CONNECT_TIMEOUT)
+                    .build(),
+            )
+            .retry_config(RetryConfig::standard().with_max_attempts(3))
+            .build();
+        let broker = Broker::build(config, &sdk, trust, http)?;
+        Ok(Runner::new(broker, S3Objects::new(&s3)))
+    }
+}
 
 impl Broker<Aws> {
     /// Builds the SDK and HTTP clients from the standard AWS configuration
@@ -75,18 +146,7 @@ impl Broker<Aws> {
         trust: SharedTrust,
         http: SharedHttpClient,
     ) -> Result<App, Error> {
-        let aws = aws
-            .to_builder()
-            .http_client(http)
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(AWS_CONNECT_TIMEOUT)
-                    .operation_attempt_timeout(AWS_ATTEMPT_TIMEOUT)
-                    .build(),
-            )
-            .retry_config(RetryConfig::standard().with_max_attempts(3))
-            .build();
-        let aws = &aws;
+        let aws = &bounded(aws, http);
         let issuer = PredictionOneClient::new(
             &config.api_base_url,
             config.http_timeout,

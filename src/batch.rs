@@ -149,7 +149,7 @@ async fn serve_group<P: Ports>(
 /// The partial-batch response. Built as a JSON value directly: it cannot
 /// fail to encode, so there is no fallback that SQS could read as "all
 /// succeeded".
-fn response(failed: &[String]) -> Value {
+pub fn response(failed: &[String]) -> Value {
     let failures: Vec<Value> = failed
         .iter()
         .map(|id| json!({"itemIdentifier": id}))

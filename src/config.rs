@@ -6,7 +6,6 @@
 //! for an optional parameter. AWS settings (region, endpoint, credentials)
 //! are left to the SDK's own configuration chain.
 
-use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
@@ -39,6 +38,9 @@ pub struct Config {
     /// Kept back from each invocation's deadline for storing a fetched key,
     /// handing it off and answering (SPEC section 10).
     pub deadline_margin: Duration,
+    /// Retrain runner only: S3 keys under this prefix name their model in
+    /// the next segment (`retrain/42/new.csv` is model 42).
+    pub retrain_data_prefix: String,
 }
 
 impl Config {
@@ -162,6 +164,7 @@ impl Config {
                 2_000,
                 0..=60_000,
             )?),
+            retrain_data_prefix: data_prefix(&or_default("P1_RETRAIN_DATA_PREFIX", "retrain/")?)?,
         })
     }
 
@@ -234,6 +237,25 @@ fn parse_int(
     Ok(parsed)
 }
 
+/// An S3 key prefix that ends a path segment, so that the model is the
+/// whole next segment.
+fn data_prefix(value: &str) -> Result<String, Error> {
+    const NAME: &str = "P1_RETRAIN_DATA_PREFIX";
+    if !value.ends_with('/') || value.starts_with('/') {
+        return Err(config_error(
+            NAME,
+            "must be an S3 key prefix ending in '/' and not starting with one (such as \"retrain/\")",
+        ));
+    }
+    if value.len() > 512 || value.chars().any(char::is_control) {
+        return Err(config_error(
+            NAME,
+            "must be at most 512 bytes without control characters",
+        ));
+    }
+    Ok(value.to_string())
+}
+
 /// `https://host[:port]`, or `http://` for a loopback host only: the secret
 /// key travels in a header, so it must never cross a network in clear text.
 fn parse_base_url(value: &str) -> Result<Url, Error> {
@@ -249,12 +271,10 @@ fn parse_base_url(value: &str) -> Result<Url, Error> {
             "must be scheme, host and optional port only (no path, query or fragment)",
         ));
     }
-    let loopback = match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => return Err(config_error(NAME, "has no host")),
-    };
+    if url.host().is_none() {
+        return Err(config_error(NAME, "has no host"));
+    }
+    let loopback = crate::net::is_loopback(&url);
     match url.scheme() {
         "https" => Ok(url),
         "http" if loopback => Ok(url),
@@ -309,6 +329,7 @@ mod tests {
         assert!(!c.allow_key_in_output);
         assert_eq!(c.batch_concurrency, 8);
         assert_eq!(c.deadline_margin, Duration::from_millis(2_000));
+        assert_eq!(c.retrain_data_prefix, "retrain/");
     }
 
     #[test]
@@ -357,6 +378,15 @@ mod tests {
                 "P1_DEADLINE_MARGIN_MS",
             ),
             (&[("P1_DEADLINE_MARGIN_MS", "-1")], "P1_DEADLINE_MARGIN_MS"),
+            // A data prefix ends a path segment.
+            (
+                &[("P1_RETRAIN_DATA_PREFIX", "retrain")],
+                "P1_RETRAIN_DATA_PREFIX",
+            ),
+            (
+                &[("P1_RETRAIN_DATA_PREFIX", "/retrain/")],
+                "P1_RETRAIN_DATA_PREFIX",
+            ),
         ];
         for (vars, name) in cases {
             let mut all = vec![base];
@@ -377,8 +407,10 @@ mod tests {
             ("P1_BATCH_CONCURRENCY", "64"),
             ("P1_DEADLINE_MARGIN_MS", "0"),
             ("P1_RETRAIN_SECRET_PREFIX", "k/"),
+            ("P1_RETRAIN_DATA_PREFIX", "data/new/"),
         ])
         .unwrap();
+        assert_eq!(ok.retrain_data_prefix, "data/new/");
         assert_eq!(ok.batch_concurrency, 64);
         assert_eq!(ok.deadline_margin, Duration::ZERO);
     }

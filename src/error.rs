@@ -9,11 +9,12 @@
 //! [`crate::sensitive`] and print redacted, and vendor text is scrubbed of
 //! the secret key before it gets here (`prediction_one::response`).
 //! Mapping AWS SDK errors is the adapters' job (`secrets::aws`,
-//! `handoff::aws`), so nothing here knows the SDK.
+//! `handoff::aws`, `objects::s3`), so nothing here knows the SDK.
 
 use lambda_runtime::Diagnostic;
 
 use crate::handoff::HandoffError;
+use crate::objects::ObjectError;
 use crate::prediction_one::PredictionOneError;
 use crate::secrets::StoreError;
 
@@ -40,6 +41,13 @@ pub enum Error {
     /// The key is stored, but telling Step Functions or EventBridge failed.
     #[error(transparent)]
     HandOffFailed(Context<HandoffError>),
+    /// Retrain runner: the training data in S3 is missing, unreadable,
+    /// empty, or not a `.csv` / `.zip` file.
+    #[error(transparent)]
+    DataUnavailable(Context<ObjectError>),
+    /// Retrain runner: a finished job's results could not be fetched.
+    #[error("{0}")]
+    ResultsUnavailable(String),
 }
 
 /// What failed, in the function's terms, and the port error that caused
@@ -91,9 +99,17 @@ pub const ERROR_TYPES: &[&str] = &[
     "PredictionOne.Unavailable",
     "PredictionOne.Timeout",
     "PredictionOne.MalformedResponse",
+    "PredictionOne.RetrainJobNotFound",
+    "PredictionOne.JobDeleted",
+    "PredictionOne.ConfigurationFileMissing",
+    "PredictionOne.ClassifierNotFound",
+    "PredictionOne.RetrainNotFinished",
+    "PredictionOne.UploadFailed",
     "StoreFailed",
     "RotationError",
     "HandOffFailed",
+    "DataUnavailable",
+    "ResultsUnavailable",
 ];
 
 impl Error {
@@ -106,6 +122,8 @@ impl Error {
             Error::StoreFailed(_) => "StoreFailed",
             Error::RotationError(_) => "RotationError",
             Error::HandOffFailed(_) => "HandOffFailed",
+            Error::DataUnavailable(_) => "DataUnavailable",
+            Error::ResultsUnavailable(_) => "ResultsUnavailable",
         }
     }
 
@@ -182,6 +200,18 @@ mod tests {
             .into(),
             P::Timeout { attempts: 3 }.into(),
             P::MalformedResponse("x".into()).into(),
+            P::RetrainJobNotFound.into(),
+            P::JobDeleted.into(),
+            P::ConfigurationFileMissing.into(),
+            P::ClassifierNotFound.into(),
+            P::RetrainNotFinished.into(),
+            P::UploadFailed {
+                attempts: 1,
+                detail: "x".into(),
+            }
+            .into(),
+            Error::DataUnavailable(Context::new("x", None)),
+            Error::ResultsUnavailable("x".into()),
         ];
         let mut seen: Vec<&str> = errors.iter().map(Error::error_type).collect();
         seen.sort();

@@ -57,6 +57,7 @@
 pub mod app;
 pub mod aws;
 pub mod batch;
+pub mod bootstrap;
 pub mod broker;
 pub mod config;
 pub mod credential;
@@ -67,19 +68,24 @@ pub mod handler;
 pub mod handoff;
 pub mod logging;
 pub mod metrics;
+pub mod net;
+pub mod objects;
 pub mod prediction_one;
+pub mod report;
 pub mod request;
+pub mod retrain;
 pub mod secret_id;
 pub mod secret_key;
 pub mod secrets;
 pub mod sensitive;
 pub mod tls;
+pub mod transfer;
 pub mod trigger;
 
 #[cfg(test)]
 mod fakes;
 
-pub use app::App;
+pub use app::{App, RetrainApp};
 pub use broker::Broker;
 pub use config::Config;
 pub use error::Error;

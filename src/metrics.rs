@@ -17,6 +17,7 @@ pub enum Unit {
     Count,
     Seconds,
     Milliseconds,
+    Bytes,
 }
 
 impl Unit {
@@ -25,6 +26,7 @@ impl Unit {
             Unit::Count => "Count",
             Unit::Seconds => "Seconds",
             Unit::Milliseconds => "Milliseconds",
+            Unit::Bytes => "Bytes",
         }
     }
 }
@@ -118,6 +120,27 @@ pub fn task_gone(credential_type: Option<CredentialType>, code: &str) {
             ),
             ("Reason", "TaskGone"),
         ],
+        &[("Failures", 1.0, Unit::Count)],
+    );
+}
+
+/// A step of a retraining (SPEC section 11): `RetrainJobsStarted`,
+/// `RetrainJobsFinished`, `RetrainJobsFailed`, `ModelsSwitched`,
+/// `UploadBytes`, with the `ModelId` dimension.
+pub fn retrain(model_id: &str, values: &[(&str, f64, Unit)]) {
+    emit_with(&[("ModelId", model_id)], values);
+}
+
+/// A failed retrain runner request, logged at WARN and counted
+/// (`Failures`, with `ModelId` when known).
+pub fn retrain_failed(model_id: Option<&str>, error: &Error) {
+    tracing::warn!(
+        error_type = error.error_type(),
+        "retrain request failed: {}",
+        error.report()
+    );
+    emit_with(
+        &[("ModelId", model_id.unwrap_or("unknown"))],
         &[("Failures", 1.0, Unit::Count)],
     );
 }

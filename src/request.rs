@@ -147,17 +147,7 @@ impl KeyRequest {
             ));
         }
 
-        let task_token = match present(fields, "task_token") {
-            None => None,
-            Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_TASK_TOKEN_LEN => {
-                Some(TaskToken::new(s.clone()))
-            }
-            Some(_) => {
-                return Err(Error::invalid(format!(
-                    "task_token must be a Step Functions task token (a string of 1 to {MAX_TASK_TOKEN_LEN} characters)"
-                )));
-            }
-        };
+        let task_token = parse_task_token(fields)?;
 
         let force = json_flag(fields, "force")?;
         let include_key = json_flag(fields, "include_key")?;
@@ -177,15 +167,28 @@ impl KeyRequest {
     }
 }
 
+/// The optional `task_token` field.
+pub(crate) fn parse_task_token(fields: &Map<String, Value>) -> Result<Option<TaskToken>, Error> {
+    match present(fields, "task_token") {
+        None => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_TASK_TOKEN_LEN => {
+            Ok(Some(TaskToken::new(s.clone())))
+        }
+        Some(_) => Err(Error::invalid(format!(
+            "task_token must be a Step Functions task token (a string of 1 to {MAX_TASK_TOKEN_LEN} characters)"
+        ))),
+    }
+}
+
 /// A field that is present and not `null` (Step Functions templates often
 /// pass `null` for an unused field).
-fn present<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+pub(crate) fn present<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     fields.get(name).filter(|v| !v.is_null())
 }
 
 /// A JSON boolean field (boolean environment variables are read in
 /// `config`).
-fn json_flag(fields: &Map<String, Value>, name: &str) -> Result<bool, Error> {
+pub(crate) fn json_flag(fields: &Map<String, Value>, name: &str) -> Result<bool, Error> {
     match present(fields, name) {
         None => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
@@ -199,7 +202,7 @@ fn json_flag(fields: &Map<String, Value>, name: &str) -> Result<bool, Error> {
 /// Integers above this lose precision as JSON floats.
 const MAX_EXACT_FLOAT: f64 = 9_007_199_254_740_992.0;
 
-fn parse_model_id(value: &Value) -> Result<ModelId, Error> {
+pub(crate) fn parse_model_id(value: &Value) -> Result<ModelId, Error> {
     let text = match value {
         Value::String(s) => s.clone(),
         // The vendor's model ids are non-negative integers; a template

@@ -1,6 +1,6 @@
 //! Values that must never be printed: the Prediction One secret key, the API
-//! keys it issues, Step Functions task tokens and Secrets Manager rotation
-//! tokens.
+//! keys it issues, the vendor's pre-signed URLs, Step Functions task tokens
+//! and Secrets Manager rotation tokens.
 //!
 //! Each is a newtype whose `Debug` and `Display` print a fixed placeholder, so
 //! a stray `{:?}` in a log line, an error or a panic cannot leak it. The raw
@@ -68,6 +68,11 @@ sensitive!(
 sensitive!(
     /// The `RotationToken` Secrets Manager passes to a rotation function.
     RotationToken
+);
+sensitive!(
+    /// A pre-signed URL the vendor hands out for the training data (upload)
+    /// or the results (download): the URL itself is the credential.
+    PresignedUrl
 );
 sensitive!(
     /// A SecretString as read from or written to Secrets Manager: it holds

@@ -52,7 +52,7 @@ impl Trigger {
             )));
         };
         if let Some(records) = fields.get("Records") {
-            return sqs_batch(records);
+            return sqs_records(records, request_of_body).map(Trigger::Sqs);
         }
         let has_request_field = fields.keys().any(|k| request::FIELDS.contains(&k.as_str()));
         // A request with a stray `Step` is a request with an unknown field.
@@ -100,10 +100,15 @@ fn request_from_envelope(fields: &Map<String, Value>) -> Result<Value, Error> {
     }
 }
 
+/// An SQS batch's records, each body read by `read_body`.
+///
 /// Records are read one by one rather than as `aws_lambda_events`'
 /// `SqsEvent`: one malformed record must fail alone, not the whole batch
 /// (and with it every good record that SQS would then deliver again).
-fn sqs_batch(records: &Value) -> Result<Trigger, Error> {
+pub fn sqs_records(
+    records: &Value,
+    read_body: fn(&str) -> Result<Value, Rejected>,
+) -> Result<Vec<SqsMessage>, Error> {
     let Value::Array(list) = records else {
         return Err(Error::invalid("Records must be an array of SQS messages"));
     };
@@ -130,7 +135,7 @@ fn sqs_batch(records: &Value) -> Result<Trigger, Error> {
                 .unwrap_or_default()
                 .to_string(),
             request: match (source(r).as_deref(), r.get("body")) {
-                (Some("aws:sqs"), Some(Value::String(body))) => request_of_body(body),
+                (Some("aws:sqs"), Some(Value::String(body))) => read_body(body),
                 (Some("aws:sqs"), _) => Err(Rejected::bare(Error::invalid(
                     "the SQS record has no string body",
                 ))),
@@ -140,7 +145,7 @@ fn sqs_batch(records: &Value) -> Result<Trigger, Error> {
             },
         })
         .collect();
-    Ok(Trigger::Sqs(records))
+    Ok(records)
 }
 
 /// A message body: a request object, or an EventBridge envelope whose

@@ -1,18 +1,14 @@
 //! Finishing a request: count it, report it to Step Functions when a task
-//! token came with it, and shape the answer; announce new keys on
-//! EventBridge (SPEC section 5).
-//!
-//! Once Step Functions has the outcome it owns it (its Retry and Catch
-//! decide), so the invocation succeeds; only a failed report is an error
-//! (`HandOffFailed`), so that Lambda or SQS retries it.
+//! token came with it (`crate::report`), and shape the answer; announce new
+//! keys on EventBridge (SPEC section 5).
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{Broker, Ports};
 use crate::credential::CredentialType;
 use crate::deadline::Deadline;
 use crate::error::{Context, Error};
-use crate::handoff::{Handoff, HandoffError};
+use crate::handoff::Handoff;
 use crate::metrics;
 use crate::request::{KeyRequest, KeyResult, Rejected, Served};
 use crate::secrets::{P1ANNOUNCED, SecretStore};
@@ -76,9 +72,8 @@ impl<P: Ports> Broker<P> {
         self.report(report, Err(rejected.error), deadline).await
     }
 
-    /// Reports to Step Functions within the finish budget. A report it
-    /// refuses because the task is gone ends the hand-off: the workflow no
-    /// longer waits and no retry could deliver it (SPEC section 10).
+    /// Reports to Step Functions when the request came with a task token
+    /// (`crate::report`).
     async fn report(
         &self,
         report: Report<'_>,
@@ -88,52 +83,21 @@ impl<P: Ports> Broker<P> {
         let Some(token) = report.token else {
             return outcome.map(|served| served.output(report.include_key));
         };
-        let gone = |e: &HandoffError| match e {
-            HandoffError::TaskGone { code, .. } => {
-                metrics::task_gone(report.credential_type, code);
-                true
-            }
-            HandoffError::Failed { .. } => false,
-        };
-        match outcome {
-            Ok(served) => {
-                let output = served.output(report.include_key);
-                let sent = deadline
-                    .finish(self.handoff.task_success(token, &output.to_string()))
-                    .await;
-                match sent {
-                    Ok(()) => Ok(output),
-                    Err(e) if gone(&e) => Ok(output),
-                    Err(e) => Err(Error::HandOffFailed(Context::new(
-                        format!(
-                            "the key is stored as version {} of {}, but reporting success to Step Functions failed (the same request retried will report it)",
-                            served.result.version_id, served.result.secret_arn
-                        ),
-                        e,
-                    ))),
-                }
-            }
-            Err(error) => {
-                let (error_type, message) = (error.error_type(), error.report());
-                let sent = deadline
-                    .finish(self.handoff.task_failure(token, error_type, &message))
-                    .await;
-                match sent {
-                    Ok(()) => Ok(
-                        json!({"status": "failed", "errorType": error_type, "errorMessage": message}),
-                    ),
-                    Err(e) if gone(&e) => Ok(
-                        json!({"status": "failed", "errorType": error_type, "errorMessage": message}),
-                    ),
-                    Err(e) => Err(Error::HandOffFailed(Context::new(
-                        format!(
-                            "the request failed with {error_type} ({message}), and reporting that to Step Functions failed too"
-                        ),
-                        e,
-                    ))),
-                }
-            }
-        }
+        let stored = outcome.as_ref().ok().map(|served| {
+            format!(
+                "the key is stored as version {} of {} (the same request retried will report it)",
+                served.result.version_id, served.result.secret_arn
+            )
+        });
+        crate::report::to_step_functions(
+            &self.handoff,
+            token,
+            outcome.map(|served| served.output(report.include_key)),
+            || stored.unwrap_or_default(),
+            |code| metrics::task_gone(report.credential_type, code),
+            deadline,
+        )
+        .await
     }
 
     /// Announces a version on the configured bus, once: success moves the

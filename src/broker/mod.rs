@@ -67,6 +67,17 @@ impl<P: Ports> Broker<P> {
         &self.config
     }
 
+    /// The vendor client (the retrain runner makes its retraining calls
+    /// with the same one).
+    pub(crate) fn issuer(&self) -> &P::Issuer {
+        &self.issuer
+    }
+
+    /// The Step Functions adapter (the retrain runner reports with it).
+    pub(crate) fn handoff(&self) -> &P::Handoff {
+        &self.handoff
+    }
+
     /// One request: `fresh` when the target's current key outlives the
     /// renewal margin (and `force` is off), else a new key, stored and
     /// announced. Ends by the deadline: its reads and the vendor call by the

@@ -1,12 +1,17 @@
-//! The HTTP adapter for the Get API Key call: one reqwest client (rustls,
-//! built once per instance), a per-attempt timeout, retries for transient
-//! failures only, and a hard cap on how much of a body is read.
+//! The HTTP adapter for the vendor's API: one reqwest client (rustls, built
+//! once per instance), a per-attempt timeout, retries for transient failures
+//! only, and a hard cap on how much of a body is read. [`call`] is that loop
+//! for any JSON call; Get API Key is here, the retraining calls and the
+//! pre-signed transfers in `retrain.rs`.
+//!
+//! [`call`]: PredictionOneClient::call
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderValue, RETRY_AFTER};
-use reqwest::{Client, Url};
+use reqwest::{Client, RequestBuilder, Url};
+use serde_json::Value;
 
 use super::backoff::{self, MAX_RETRY_AFTER};
 use super::response::{self, Outcome, Transient};
@@ -28,6 +33,8 @@ pub struct PredictionOneClient {
     client: OnceLock<Client>,
     trust: SharedTrust,
     endpoint: Url,
+    /// The API's base URL (scheme, host, port).
+    pub(super) base: Url,
     /// Per attempt (`P1_HTTP_TIMEOUT_MS`), before the deadline shortens it.
     timeout: Duration,
     max_attempts: u32,
@@ -38,7 +45,7 @@ const MIN_ATTEMPT: Duration = Duration::from_millis(20);
 
 /// Why one attempt did not produce an outcome from a response.
 #[derive(Debug, Clone, Copy)]
-enum Failure {
+pub(super) enum Failure {
     Transient(Transient),
     Connection,
 }
@@ -61,13 +68,14 @@ impl PredictionOneClient {
             client: OnceLock::new(),
             trust,
             endpoint,
+            base: base_url.clone(),
             timeout,
             max_attempts,
         })
     }
 
     /// The reqwest client, built on first use.
-    fn client(&self) -> Result<&Client, PredictionOneError> {
+    pub(super) fn client(&self) -> Result<&Client, PredictionOneError> {
         if let Some(client) = self.client.get() {
             return Ok(client);
         }
@@ -95,23 +103,11 @@ impl PredictionOneClient {
 
     async fn attempt(
         &self,
-        client: &Client,
-        header: &HeaderValue,
-        secret_key: &SecretKey,
-        credential: &Credential,
+        request: RequestBuilder,
+        credential: &str,
         timeout: Duration,
-    ) -> Result<(Outcome, Option<Duration>), Failure> {
-        let mut url = self.endpoint.clone();
-        {
-            let mut query = url.query_pairs_mut();
-            query.append_pair("credential_type", credential.credential_type.as_str());
-            if let Some(model_id) = &credential.model_id {
-                query.append_pair("model_id", model_id.as_str());
-            }
-        }
-        let mut response = client
-            .get(url)
-            .header("x-api-key", header.clone())
+    ) -> Result<(Outcome<Value>, Option<Duration>), Failure> {
+        let mut response = request
             .timeout(timeout)
             .send()
             .await
@@ -135,49 +131,57 @@ impl PredictionOneClient {
                 None,
             ));
         };
-        Ok((response::classify(status, &body, secret_key), retry_after))
+        Ok((
+            response::classify_json(status, &body, credential),
+            retry_after,
+        ))
     }
-}
 
-impl KeyIssuer for PredictionOneClient {
+    /// One vendor call (`what` names it in logs) made with `credential` in
+    /// its `x-api-key` header; the JSON body of its 2xx answer.
+    ///
     /// Tries up to `max_attempts` times, but starts no attempt, backoff sleep
     /// or `Retry-After` wait that could not end before the deadline's work
     /// point, and gives each attempt the smaller of its timeout and the time
     /// left (SPEC section 10).
-    async fn get_api_key(
+    pub(super) async fn call(
         &self,
-        secret_key: &SecretKey,
-        credential: &Credential,
+        what: &'static str,
+        request: impl Fn(&Client) -> RequestBuilder,
+        credential: &str,
         deadline: &Deadline,
-    ) -> Result<IssuedKey, PredictionOneError> {
-        let mut header = HeaderValue::from_str(secret_key.expose())
-            .map_err(|_| PredictionOneError::UnsendableSecretKey)?;
-        // Keeps the value out of hyper's and reqwest's own debug output.
-        header.set_sensitive(true);
+    ) -> Result<Value, PredictionOneError> {
         let client = self.client()?;
-
         let mut last: Option<Failure> = None;
         let mut attempts = 0;
         while attempts < self.max_attempts {
             let left = deadline.work_left();
             if left < MIN_ATTEMPT {
-                tracing::warn!(attempts, "no time left for another vendor attempt");
+                tracing::warn!(
+                    call = what,
+                    attempts,
+                    "no time left for another vendor attempt"
+                );
                 break;
             }
             attempts += 1;
             let timeout = self.timeout.min(left);
             let started = Instant::now();
-            let outcome = self
-                .attempt(client, &header, secret_key, credential, timeout)
-                .await;
+            let outcome = self.attempt(request(client), credential, timeout).await;
             let elapsed_ms = started.elapsed().as_millis() as u64;
             let retry_after = match outcome {
-                Ok((Outcome::Key(key), _)) => {
-                    tracing::debug!(attempt = attempts, elapsed_ms, "vendor issued a key");
-                    return Ok(key);
+                Ok((Outcome::Done(body), _)) => {
+                    tracing::debug!(
+                        call = what,
+                        attempt = attempts,
+                        elapsed_ms,
+                        "vendor call succeeded"
+                    );
+                    return Ok(body);
                 }
                 Ok((Outcome::Fail(error), _)) => {
                     tracing::debug!(
+                        call = what,
                         attempt = attempts,
                         elapsed_ms,
                         error_type = error.error_type(),
@@ -194,7 +198,7 @@ impl KeyIssuer for PredictionOneClient {
                     None
                 }
             };
-            tracing::warn!(attempt = attempts, elapsed_ms, failure = ?last, "vendor call failed transiently");
+            tracing::warn!(call = what, attempt = attempts, elapsed_ms, failure = ?last, "vendor call failed transiently");
             if attempts == self.max_attempts {
                 break;
             }
@@ -223,6 +227,43 @@ impl KeyIssuer for PredictionOneClient {
     }
 }
 
+/// `credential` as an `x-api-key` header value, marked sensitive so that it
+/// stays out of hyper's and reqwest's own debug output.
+pub(super) fn api_key_header(credential: &str) -> Option<HeaderValue> {
+    let mut header = HeaderValue::from_str(credential).ok()?;
+    header.set_sensitive(true);
+    Some(header)
+}
+
+impl KeyIssuer for PredictionOneClient {
+    async fn get_api_key(
+        &self,
+        secret_key: &SecretKey,
+        credential: &Credential,
+        deadline: &Deadline,
+    ) -> Result<IssuedKey, PredictionOneError> {
+        let header =
+            api_key_header(secret_key.expose()).ok_or(PredictionOneError::UnsendableSecretKey)?;
+        let mut url = self.endpoint.clone();
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("credential_type", credential.credential_type.as_str());
+            if let Some(model_id) = &credential.model_id {
+                query.append_pair("model_id", model_id.as_str());
+            }
+        }
+        let body = self
+            .call(
+                "get_api_key",
+                |client| client.get(url.clone()).header("x-api-key", header.clone()),
+                secret_key.expose(),
+                deadline,
+            )
+            .await?;
+        response::parse_key(&body).map_err(PredictionOneError::MalformedResponse)
+    }
+}
+
 /// The error of the last attempt; `Timeout` when no attempt could start.
 fn final_error(last: Option<Failure>, attempts: u32) -> PredictionOneError {
     let Some(last) = last else {
@@ -243,7 +284,7 @@ fn final_error(last: Option<Failure>, attempts: u32) -> PredictionOneError {
 }
 
 /// reqwest's errors print the URL and more; keep only the class.
-fn transport_failure(error: reqwest::Error) -> Failure {
+pub(super) fn transport_failure(error: reqwest::Error) -> Failure {
     if error.is_timeout() {
         Failure::Transient(Transient::Timeout)
     } else {

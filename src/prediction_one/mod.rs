@@ -14,6 +14,7 @@
 pub mod backoff;
 pub mod client;
 pub mod response;
+pub mod retrain;
 
 use std::future::Future;
 
@@ -22,6 +23,7 @@ use crate::deadline::Deadline;
 use crate::sensitive::{ApiKey, SecretKey};
 
 pub use client::PredictionOneClient;
+pub use retrain::{JobStatus, RetrainApi, UploadTicket};
 
 /// A key as the vendor issued it. `end_date` is the raw string.
 #[derive(Debug, Clone)]
@@ -57,6 +59,23 @@ pub enum PredictionOneError {
     ModelDeleted,
     #[error("Prediction One requires a model_id for a retrain key")]
     ModelIdRequired,
+    #[error("Prediction One has no such retrain job (Not found retrain job)")]
+    RetrainJobNotFound,
+    #[error("Prediction One says the retrain job may have been deleted")]
+    JobDeleted,
+    #[error(
+        "Prediction One cannot find the model's configuration file (Not found configuration_file); it may have been deleted"
+    )]
+    ConfigurationFileMissing,
+    #[error(
+        "Prediction One cannot find the model API to switch (Not found classifier); it may have been deleted"
+    )]
+    ClassifierNotFound,
+    #[error("Prediction One says the retrain job is not finished")]
+    RetrainNotFinished,
+    /// The PUT of the training data to the pre-signed upload URL failed.
+    #[error("uploading the data to Prediction One failed after {attempts} attempt(s): {detail}")]
+    UploadFailed { attempts: u32, detail: String },
     #[error("Prediction One refused the request (HTTP {status}): {message}")]
     BadRequest { status: u16, message: String },
     #[error("Prediction One throttled the request ({attempts} attempt(s))")]
@@ -82,6 +101,14 @@ impl PredictionOneError {
             PredictionOneError::UserDeleted => "PredictionOne.UserDeleted",
             PredictionOneError::ModelDeleted => "PredictionOne.ModelDeleted",
             PredictionOneError::ModelIdRequired => "PredictionOne.ModelIdRequired",
+            PredictionOneError::RetrainJobNotFound => "PredictionOne.RetrainJobNotFound",
+            PredictionOneError::JobDeleted => "PredictionOne.JobDeleted",
+            PredictionOneError::ConfigurationFileMissing => {
+                "PredictionOne.ConfigurationFileMissing"
+            }
+            PredictionOneError::ClassifierNotFound => "PredictionOne.ClassifierNotFound",
+            PredictionOneError::RetrainNotFinished => "PredictionOne.RetrainNotFinished",
+            PredictionOneError::UploadFailed { .. } => "PredictionOne.UploadFailed",
             PredictionOneError::BadRequest { .. } => "PredictionOne.BadRequest",
             PredictionOneError::Throttled { .. } => "PredictionOne.Throttled",
             PredictionOneError::Unavailable { .. } => "PredictionOne.Unavailable",
@@ -99,11 +126,14 @@ impl PredictionOneError {
             PredictionOneError::Throttled { .. }
                 | PredictionOneError::Unavailable { .. }
                 | PredictionOneError::Timeout { .. }
+                | PredictionOneError::UploadFailed { .. }
         )
     }
 
-    /// The secret key itself was refused: worth re-reading it once, in case
-    /// it was rotated since this instance cached it.
+    /// The credential was refused: for Get API Key the secret key (worth
+    /// re-reading it once, in case it was rotated since this instance
+    /// cached it); for a retraining call the model's retrain key (worth
+    /// issuing a new one once).
     pub fn is_credential_error(&self) -> bool {
         matches!(
             self,

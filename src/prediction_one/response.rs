@@ -13,8 +13,8 @@ use crate::sensitive::{ApiKey, SecretKey};
 
 /// What to do with a response.
 #[derive(Debug)]
-pub enum Outcome {
-    Key(IssuedKey),
+pub enum Outcome<T> {
+    Done(T),
     /// Worth another attempt: 429, 408 or 5xx.
     Retry(Transient),
     Fail(PredictionOneError),
@@ -30,18 +30,34 @@ pub enum Transient {
 /// Longest vendor message kept in an error text.
 const MAX_MESSAGE: usize = 200;
 
-pub fn classify(status: u16, body: &[u8], secret_key: &SecretKey) -> Outcome {
+/// A Get API Key response.
+pub fn classify(status: u16, body: &[u8], secret_key: &SecretKey) -> Outcome<IssuedKey> {
+    match classify_json(status, body, secret_key.expose()) {
+        Outcome::Done(json) => match parse_key(&json) {
+            Ok(key) => Outcome::Done(key),
+            Err(problem) => Outcome::Fail(PredictionOneError::MalformedResponse(problem)),
+        },
+        Outcome::Retry(t) => Outcome::Retry(t),
+        Outcome::Fail(e) => Outcome::Fail(e),
+    }
+}
+
+/// Any call's response: its JSON body on success, else a retry or a
+/// contract error. `credential` (the key the call was made with) is
+/// scrubbed from any vendor text kept in an error.
+pub fn classify_json(status: u16, body: &[u8], credential: &str) -> Outcome<Value> {
     let json: Option<Value> = serde_json::from_slice(body).ok();
     let message = json.as_ref().and_then(error_message);
 
-    // A documented message wins whatever the status, even a 200.
+    // A documented message wins whatever the status, even a 200 or a 500
+    // (`Not found configuration_file.` comes as a 500 and is not worth
+    // retrying).
     if let Some(known) = message.as_deref().and_then(documented) {
         return Outcome::Fail(known);
     }
     match status {
-        200..=299 => match json.as_ref().map(parse_key) {
-            Some(Ok(key)) => Outcome::Key(key),
-            Some(Err(problem)) => Outcome::Fail(PredictionOneError::MalformedResponse(problem)),
+        200..=299 => match json {
+            Some(json) => Outcome::Done(json),
             None => Outcome::Fail(PredictionOneError::MalformedResponse(format!(
                 "HTTP {status} with a body that is not JSON"
             ))),
@@ -52,13 +68,13 @@ pub fn classify(status: u16, body: &[u8], secret_key: &SecretKey) -> Outcome {
         _ => Outcome::Fail(PredictionOneError::BadRequest {
             status,
             message: message
-                .map(|m| scrub(&m, secret_key))
+                .map(|m| scrub(&m, credential))
                 .unwrap_or_else(|| "no error message in the response".to_string()),
         }),
     }
 }
 
-fn parse_key(body: &Value) -> Result<IssuedKey, String> {
+pub fn parse_key(body: &Value) -> Result<IssuedKey, String> {
     let api_key = match body.get("api_key") {
         Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
         Some(_) => return Err("api_key is empty or not a string".into()),
@@ -99,16 +115,21 @@ fn documented(message: &str) -> Option<PredictionOneError> {
         "this user may be deleted" => PredictionOneError::UserDeleted,
         "this model may be deleted" => PredictionOneError::ModelDeleted,
         "model id is required" => PredictionOneError::ModelIdRequired,
+        "not found retrain job" => PredictionOneError::RetrainJobNotFound,
+        "this job may be deleted" => PredictionOneError::JobDeleted,
+        "not found configuration_file" => PredictionOneError::ConfigurationFileMissing,
+        "not found classifier" => PredictionOneError::ClassifierNotFound,
+        "retrain job is not finished" => PredictionOneError::RetrainNotFinished,
         _ => return None,
     })
 }
 
 /// Vendor text goes into our error messages; make sure it cannot carry the
-/// secret key back out, and keep it short.
-fn scrub(message: &str, secret_key: &SecretKey) -> String {
+/// secret key or API key back out, and keep it short.
+pub fn scrub(message: &str, credential: &str) -> String {
     let mut text = message.trim().to_string();
-    if !secret_key.expose().is_empty() {
-        text = text.replace(secret_key.expose(), "<redacted>");
+    if !credential.is_empty() {
+        text = text.replace(credential, "<redacted>");
     }
     if text.chars().count() > MAX_MESSAGE {
         text = text.chars().take(MAX_MESSAGE).collect::<String>() + "…";
@@ -145,6 +166,17 @@ mod tests {
             ("This user may be deleted.", "PredictionOne.UserDeleted"),
             ("This model may be deleted.", "PredictionOne.ModelDeleted"),
             ("Model id is required.", "PredictionOne.ModelIdRequired"),
+            ("Not found retrain job.", "PredictionOne.RetrainJobNotFound"),
+            ("This job may be deleted.", "PredictionOne.JobDeleted"),
+            (
+                "Not found configuration_file.",
+                "PredictionOne.ConfigurationFileMissing",
+            ),
+            ("Not found classifier.", "PredictionOne.ClassifierNotFound"),
+            (
+                "Retrain job is not finished.",
+                "PredictionOne.RetrainNotFinished",
+            ),
         ];
         for (message, error_type) in table {
             for variant in [
@@ -169,6 +201,15 @@ mod tests {
         assert_eq!(
             fail(200, &vendor_error("Model id is required.", json!(1))).error_type(),
             "PredictionOne.ModelIdRequired"
+        );
+        // The vendor sends this one as an internal server error: not retried.
+        assert_eq!(
+            fail(
+                500,
+                &vendor_error("Not found configuration_file.", json!(5001000201u64))
+            )
+            .error_type(),
+            "PredictionOne.ConfigurationFileMissing"
         );
     }
 
@@ -221,7 +262,7 @@ mod tests {
             br#"{"api_key": "AK", "end_date": "2030-01-01 00:00:00"}"#,
             &sk(),
         ) {
-            Outcome::Key(k) => {
+            Outcome::Done(k) => {
                 assert_eq!(k.api_key.expose(), "AK");
                 assert_eq!(k.end_date, "2030-01-01 00:00:00");
             }
@@ -282,7 +323,7 @@ mod tests {
             #[test]
             fn any_response_is_read_safely(status in 100u16..600, body in body()) {
                 match classify(status, &body, &sk()) {
-                    Outcome::Key(key) => prop_assert!(!key.api_key.expose().trim().is_empty()),
+                    Outcome::Done(key) => prop_assert!(!key.api_key.expose().trim().is_empty()),
                     Outcome::Retry(_) => prop_assert!(status == 408 || status == 429 || status >= 500),
                     Outcome::Fail(e) => {
                         prop_assert!(e.error_type().starts_with("PredictionOne."));

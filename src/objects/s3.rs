@@ -1,0 +1,263 @@
+//! The S3 adapter behind [`ObjectStore`].
+//!
+//! Bodies are streamed both ways: `open` hands out the SDK's body as it
+//! arrives, and `save` gives S3 the caller's stream. A stream of known
+//! length is one PutObject (up to S3's 5 GiB limit for it); one of unknown
+//! length (a chunked download) or over that limit goes up as a multipart
+//! upload in [`PART_SIZE`] parts, so memory holds one part at most.
+//!
+//! Checksums are computed only when an operation requires one: the SDK's
+//! default would wrap a streamed PutObject in `aws-chunked` encoding with a
+//! trailing checksum, which S3-compatible stand-ins do not all accept, and
+//! HTTPS already protects the bytes in transit. Endpoints on loopback are
+//! addressed path-style (SPEC section 11).
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::RequestChecksumCalculation;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+
+use super::{ObjectError, ObjectStore};
+use crate::aws::{describe_sdk_error, error_code};
+use crate::transfer::{BoxError, Payload};
+
+/// One multipart part: S3's minimum is 5 MiB (but for the last part).
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+/// The largest object one PutObject may write.
+const MAX_SINGLE_PUT: u64 = 5 * 1024 * 1024 * 1024;
+
+pub struct S3Objects {
+    client: Client,
+}
+
+impl S3Objects {
+    /// The S3 client for `aws`, path-style when the S3 endpoint
+    /// (`AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL`) is a loopback host.
+    pub fn new(aws: &aws_config::SdkConfig) -> Self {
+        let endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
+            .ok()
+            .or_else(|| aws.endpoint_url().map(str::to_string))
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+        let path_style = endpoint
+            .and_then(|e| url::Url::parse(&e).ok())
+            .is_some_and(|u| crate::net::is_loopback(&u));
+        let config = aws_sdk_s3::config::Builder::from(aws)
+            .force_path_style(path_style)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .build();
+        S3Objects {
+            client: Client::from_conf(config),
+        }
+    }
+
+    async fn put_whole(
+        &self,
+        bucket: &str,
+        key: &str,
+        payload: Payload,
+        length: u64,
+    ) -> Result<u64, ObjectError> {
+        let mut put = self
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_length(length as i64)
+            .body(ByteStream::from_body_1_x(payload.body));
+        if let Some(content_type) = payload.content_type {
+            put = put.content_type(content_type);
+        }
+        put.send().await.map_err(object_error)?;
+        Ok(length)
+    }
+
+    async fn put_in_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        payload: Payload,
+    ) -> Result<u64, ObjectError> {
+        let mut body = payload.body;
+        // A short stream is one PutObject: no multipart upload to manage.
+        let first = read_part(&mut body).await?;
+        if first.len() < PART_SIZE {
+            let length = first.len() as u64;
+            let mut put = self
+                .client
+                .put_object()
+                .bucket(bucket)
+                .key(key)
+                .body(ByteStream::from(first));
+            if let Some(content_type) = payload.content_type {
+                put = put.content_type(content_type);
+            }
+            put.send().await.map_err(object_error)?;
+            return Ok(length);
+        }
+        let mut create = self
+            .client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key);
+        if let Some(content_type) = payload.content_type {
+            create = create.content_type(content_type);
+        }
+        let upload_id = create
+            .send()
+            .await
+            .map_err(object_error)?
+            .upload_id
+            .ok_or_else(|| ObjectError::Other("S3 returned no multipart upload id".into()))?;
+        let uploaded = self
+            .upload_parts(bucket, key, &upload_id, first, &mut body)
+            .await;
+        if uploaded.is_err() {
+            // Parts of an unfinished upload are billed until aborted.
+            let abort = self
+                .client
+                .abort_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+            if let Err(e) = abort {
+                tracing::warn!(error = %describe_sdk_error(&e), "could not abort the multipart upload");
+            }
+        }
+        uploaded
+    }
+
+    async fn upload_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        first: Bytes,
+        body: &mut crate::transfer::Body,
+    ) -> Result<u64, ObjectError> {
+        let mut parts = Vec::new();
+        let mut total = 0u64;
+        let mut part = first;
+        loop {
+            let number = parts.len() as i32 + 1;
+            total += part.len() as u64;
+            let done = self
+                .client
+                .upload_part()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .content_length(part.len() as i64)
+                .body(ByteStream::from(part))
+                .send()
+                .await
+                .map_err(object_error)?;
+            parts.push(
+                CompletedPart::builder()
+                    .set_e_tag(done.e_tag)
+                    .part_number(number)
+                    .build(),
+            );
+            part = read_part(body).await?;
+            if part.is_empty() {
+                break;
+            }
+        }
+        self.client
+            .complete_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(object_error)?;
+        Ok(total)
+    }
+}
+
+/// Up to [`PART_SIZE`] bytes from the stream (fewer only at its end).
+async fn read_part(body: &mut crate::transfer::Body) -> Result<Bytes, ObjectError> {
+    let mut part = BytesMut::new();
+    while part.len() < PART_SIZE {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        let frame = frame.map_err(|e| ObjectError::Source(source_error(&e)))?;
+        if let Ok(data) = frame.into_data() {
+            part.extend_from_slice(&data);
+        }
+    }
+    Ok(part.freeze())
+}
+
+/// A source stream's error, without anything that could name a URL.
+fn source_error(e: &BoxError) -> String {
+    if let Some(re) = e.downcast_ref::<reqwest::Error>() {
+        return if re.is_timeout() {
+            "the download timed out".into()
+        } else {
+            "the download failed or was cut short".into()
+        };
+    }
+    "the stream failed".into()
+}
+
+fn object_error<E, R>(err: SdkError<E, R>) -> ObjectError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let text = describe_sdk_error(&err);
+    match &err {
+        SdkError::TimeoutError(_) => return ObjectError::TimedOut,
+        // The body being streamed failed while the request was sent.
+        SdkError::DispatchFailure(d) if !d.is_io() && !d.is_timeout() => {
+            return ObjectError::Source(text);
+        }
+        _ => {}
+    }
+    match error_code(&err) {
+        Some("NoSuchKey" | "NoSuchBucket" | "NotFound") => ObjectError::NotFound(text),
+        Some("AccessDenied" | "AllAccessDisabled" | "InvalidObjectState") => {
+            ObjectError::AccessDenied(text)
+        }
+        _ => ObjectError::Other(text),
+    }
+}
+
+impl ObjectStore for S3Objects {
+    async fn open(&self, bucket: &str, key: &str) -> Result<Payload, ObjectError> {
+        let object = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(object_error)?;
+        Ok(Payload {
+            length: object.content_length.map(|n| n.max(0) as u64),
+            content_type: object.content_type,
+            body: object.body.into_inner().map_err(BoxError::from).boxed(),
+        })
+    }
+
+    async fn save(&self, bucket: &str, key: &str, payload: Payload) -> Result<u64, ObjectError> {
+        match payload.length {
+            Some(length) if length <= MAX_SINGLE_PUT => {
+                self.put_whole(bucket, key, payload, length).await
+            }
+            _ => self.put_in_parts(bucket, key, payload).await,
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! The vendor's retraining API (`vendor-retrain-api.md`): the port the
+//! retrain runner calls ([`RetrainApi`]) and its HTTP adapter on the same
+//! client as Get API Key.
+//!
+//! Three JSON calls, each with the model's retrain key in `x-api-key`, go
+//! through the client's retry loop. The two transfers go to pre-signed URLs
+//! on other hosts: no `x-api-key` (the URL is the credential), no redirects,
+//! https only (but loopback), and the URL is never printed, so transport
+//! errors are reduced to their class before they are reported. A transfer
+//! streams its body; its timeout is the time the invocation has left, not
+//! the per-call `P1_HTTP_TIMEOUT_MS`.
+
+use std::future::Future;
+
+use reqwest::Url;
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use serde_json::Value;
+
+use super::client::api_key_header;
+use super::{PredictionOneClient, PredictionOneError};
+use crate::deadline::Deadline;
+use crate::sensitive::{ApiKey, PresignedUrl};
+use crate::transfer::{BoxError, Payload};
+
+/// A new retrain job and where its data goes.
+#[derive(Debug)]
+pub struct UploadTicket {
+    pub retrain_job_id: String,
+    pub upload_url: PresignedUrl,
+}
+
+/// A job status as the vendor reports it.
+#[derive(Debug)]
+pub struct JobStatus {
+    /// Raw: only `job_finished` is documented.
+    pub status: String,
+    pub message: Option<String>,
+    pub download_url: Option<PresignedUrl>,
+}
+
+/// How a transfer to or from a pre-signed URL failed. The text never holds
+/// the URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferError {
+    /// 408, 429, 5xx or a broken connection: another attempt may succeed.
+    Retryable(String),
+    /// Anything else, including running out of time.
+    Permanent(String),
+}
+
+impl TransferError {
+    pub fn detail(&self) -> &str {
+        match self {
+            TransferError::Retryable(d) | TransferError::Permanent(d) => d,
+        }
+    }
+}
+
+/// The port.
+pub trait RetrainApi: Send + Sync {
+    /// Creates a retrain job for the key's model: its id and upload URL.
+    fn upload_url(
+        &self,
+        api_key: &ApiKey,
+        filename: &str,
+        deadline: &Deadline,
+    ) -> impl Future<Output = Result<UploadTicket, PredictionOneError>> + Send;
+
+    fn job_status(
+        &self,
+        api_key: &ApiKey,
+        retrain_job_id: &str,
+        deadline: &Deadline,
+    ) -> impl Future<Output = Result<JobStatus, PredictionOneError>> + Send;
+
+    /// Switches the model API to the job's retrained model.
+    fn update_model(
+        &self,
+        api_key: &ApiKey,
+        retrain_job_id: &str,
+        deadline: &Deadline,
+    ) -> impl Future<Output = Result<(), PredictionOneError>> + Send;
+
+    /// One PUT of `payload` (of known length) to the upload URL, by the
+    /// deadline's work point.
+    fn upload(
+        &self,
+        url: &PresignedUrl,
+        payload: Payload,
+        deadline: &Deadline,
+    ) -> impl Future<Output = Result<(), TransferError>> + Send;
+
+    /// One GET of the results: the body as it arrives.
+    fn download(
+        &self,
+        url: &PresignedUrl,
+        deadline: &Deadline,
+    ) -> impl Future<Output = Result<Payload, TransferError>> + Send;
+}
+
+const JOBS_PATH: &str = "/v1/external/retrain_jobs";
+
+impl PredictionOneClient {
+    /// `{base}/v1/external/retrain_jobs/{id}[/{tail}]`, the id
+    /// percent-encoded as one path segment.
+    fn job_url(&self, retrain_job_id: &str, tail: Option<&str>) -> Url {
+        let mut url = self.base.clone();
+        url.set_path(JOBS_PATH);
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.push(retrain_job_id);
+            if let Some(tail) = tail {
+                segments.push(tail);
+            }
+        }
+        url
+    }
+}
+
+/// A pre-signed URL that may be used: https, or http on loopback.
+fn usable(url: &PresignedUrl, what: &str) -> Result<Url, TransferError> {
+    let parsed = Url::parse(url.expose())
+        .map_err(|_| TransferError::Permanent(format!("the {what} URL is not a URL")))?;
+    if !crate::net::is_secure_or_loopback(&parsed) {
+        return Err(TransferError::Permanent(format!(
+            "the {what} URL is not https (plain http is accepted only on loopback)"
+        )));
+    }
+    Ok(parsed)
+}
+
+/// A transport error's class, without the URL reqwest would print.
+fn transport(error: &reqwest::Error, what: &str) -> TransferError {
+    if error.is_timeout() {
+        TransferError::Permanent(format!(
+            "the {what} did not complete within the time the invocation had left"
+        ))
+    } else if error.is_connect() {
+        TransferError::Retryable(format!("could not connect for the {what}"))
+    } else {
+        TransferError::Retryable(format!("the connection failed during the {what}"))
+    }
+}
+
+fn status_error(status: u16, what: &str) -> TransferError {
+    let detail = format!("the {what} was answered with HTTP {status}");
+    if status == 408 || status == 429 || status >= 500 {
+        TransferError::Retryable(detail)
+    } else {
+        TransferError::Permanent(detail)
+    }
+}
+
+/// A string field, or a number written as one (ids may be either).
+fn text_field(body: &Value, name: &str) -> Option<String> {
+    match body.get(name)? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+impl RetrainApi for PredictionOneClient {
+    async fn upload_url(
+        &self,
+        api_key: &ApiKey,
+        filename: &str,
+        deadline: &Deadline,
+    ) -> Result<UploadTicket, PredictionOneError> {
+        let header = api_key_header(api_key.expose()).ok_or_else(unsendable_key)?;
+        let mut url = self.base.clone();
+        url.set_path(&format!("{JOBS_PATH}/upload_url"));
+        url.query_pairs_mut().append_pair("filename", filename);
+        let body = self
+            .call(
+                "upload_url",
+                |client| client.get(url.clone()).header("x-api-key", header.clone()),
+                api_key.expose(),
+                deadline,
+            )
+            .await?;
+        let retrain_job_id = text_field(&body, "retrain_job_id").ok_or_else(|| {
+            PredictionOneError::MalformedResponse(
+                "no retrain_job_id in the upload URL answer".into(),
+            )
+        })?;
+        let upload_url = match body.get("upload_url") {
+            Some(Value::String(u)) if !u.trim().is_empty() => PresignedUrl::new(u.trim()),
+            _ => {
+                return Err(PredictionOneError::MalformedResponse(
+                    "no upload_url in the upload URL answer".into(),
+                ));
+            }
+        };
+        Ok(UploadTicket {
+            retrain_job_id,
+            upload_url,
+        })
+    }
+
+    async fn job_status(
+        &self,
+        api_key: &ApiKey,
+        retrain_job_id: &str,
+        deadline: &Deadline,
+    ) -> Result<JobStatus, PredictionOneError> {
+        let header = api_key_header(api_key.expose()).ok_or_else(unsendable_key)?;
+        let url = self.job_url(retrain_job_id, None);
+        let body = self
+            .call(
+                "job_status",
+                |client| client.get(url.clone()).header("x-api-key", header.clone()),
+                api_key.expose(),
+                deadline,
+            )
+            .await?;
+        let status = match body.get("status") {
+            Some(Value::String(s)) => s.clone(),
+            _ => {
+                return Err(PredictionOneError::MalformedResponse(
+                    "no status in the retrain job answer".into(),
+                ));
+            }
+        };
+        let message = match body.get("message") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(super::response::scrub(s, api_key.expose())),
+            Some(other) => Some(super::response::scrub(&other.to_string(), api_key.expose())),
+        };
+        let download_url = match body.get("download_url") {
+            Some(Value::String(u)) if !u.trim().is_empty() => Some(PresignedUrl::new(u.trim())),
+            _ => None,
+        };
+        Ok(JobStatus {
+            status,
+            message,
+            download_url,
+        })
+    }
+
+    async fn update_model(
+        &self,
+        api_key: &ApiKey,
+        retrain_job_id: &str,
+        deadline: &Deadline,
+    ) -> Result<(), PredictionOneError> {
+        let header = api_key_header(api_key.expose()).ok_or_else(unsendable_key)?;
+        let url = self.job_url(retrain_job_id, Some("update_model"));
+        self.call(
+            "update_model",
+            |client| {
+                client
+                    .put(url.clone())
+                    .header("x-api-key", header.clone())
+                    .header(CONTENT_LENGTH, 0)
+            },
+            api_key.expose(),
+            deadline,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn upload(
+        &self,
+        url: &PresignedUrl,
+        payload: Payload,
+        deadline: &Deadline,
+    ) -> Result<(), TransferError> {
+        let url = usable(url, "upload")?;
+        let length = payload.length.ok_or_else(|| {
+            TransferError::Permanent(
+                "the data's length is unknown; a pre-signed PUT needs it".into(),
+            )
+        })?;
+        let client = self
+            .client()
+            .map_err(|e| TransferError::Permanent(e.to_string()))?;
+        // No x-api-key and no Content-Type: the manual's examples send
+        // neither, and a header the URL was not signed with can void it.
+        let response = client
+            .put(url)
+            .header(CONTENT_LENGTH, length)
+            .body(reqwest::Body::wrap(payload.body))
+            .timeout(deadline.work_left())
+            .send()
+            .await
+            .map_err(|e| transport(&e, "upload"))?;
+        let status = response.status().as_u16();
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err(status_error(status, "upload"))
+        }
+    }
+
+    async fn download(
+        &self,
+        url: &PresignedUrl,
+        deadline: &Deadline,
+    ) -> Result<Payload, TransferError> {
+        use http_body_util::BodyExt;
+        let url = usable(url, "download")?;
+        let client = self
+            .client()
+            .map_err(|e| TransferError::Permanent(e.to_string()))?;
+        // The timeout covers reading the body too: it ends with the work time.
+        let response = client
+            .get(url)
+            .timeout(deadline.work_left())
+            .send()
+            .await
+            .map_err(|e| transport(&e, "download"))?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            return Err(status_error(status, "download"));
+        }
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Ok(Payload {
+            length: response.content_length(),
+            content_type,
+            body: reqwest::Body::from(response)
+                .map_err(BoxError::from)
+                .boxed(),
+        })
+    }
+}
+
+fn unsendable_key() -> PredictionOneError {
+    PredictionOneError::MalformedResponse(
+        "the stored API key holds characters that cannot be sent in an HTTP header".into(),
+    )
+}

@@ -1,0 +1,451 @@
+//! The retrain runner (SPEC section 11): the four steps of a Prediction One
+//! retraining, each one invocation, driven by the Step Functions workflow in
+//! `infra/`.
+//!
+//! - [`request`]: the runner's requests and their validation.
+//! - [`handler`]: any payload (a request, an S3 `Object Created` event, an
+//!   SQS batch of requests) to actions and an answer.
+//!
+//! [`Runner`] holds the key broker ([`Broker`]) and uses it the way a
+//! `retrain` request does: a model's retrain key is the stored one when
+//! fresh, else a new one, stored first. So the key lives only in Secrets
+//! Manager and in this process, never in the workflow's state, results or
+//! logs. When a retraining call refuses a stored key, a new one is issued
+//! once (`force`) and that call is tried once more.
+//!
+//! The data and the results are streamed (`crate::transfer`) between S3
+//! and the vendor's pre-signed URLs, whatever their size.
+
+pub mod handler;
+pub mod request;
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::broker::{Broker, Ports};
+use crate::config::Config;
+use crate::credential::{Credential, CredentialType, ModelId};
+use crate::deadline::Deadline;
+use crate::error::{Context, Error};
+use crate::metrics::{self, Unit};
+use crate::objects::{ObjectError, ObjectStore};
+use crate::prediction_one::backoff;
+use crate::prediction_one::retrain::TransferError;
+use crate::prediction_one::{PredictionOneError, RetrainApi, UploadTicket};
+use crate::request::{KeyRequest, Rejected, Served, Status};
+use crate::secrets::StoreError;
+use crate::sensitive::ApiKey;
+use crate::transfer::Payload;
+
+pub use request::{Action, RetrainRequest};
+
+/// The broker's adapters, a vendor client that also speaks the retraining
+/// API, and an object store.
+pub trait RunnerPorts: Ports<Issuer: RetrainApi> {
+    type Objects: ObjectStore;
+}
+
+pub struct Runner<P: RunnerPorts> {
+    broker: Broker<P>,
+    objects: P::Objects,
+}
+
+/// A retry of the upload needs at least this long to be worth starting.
+const MIN_UPLOAD: Duration = Duration::from_millis(100);
+
+/// What a job's raw status means (SPEC section 11): only `job_finished` is
+/// documented; a status that mentions failure or error is taken as final.
+pub fn state_of(status: &str) -> &'static str {
+    let lower = status.trim().to_ascii_lowercase();
+    if lower == "job_finished" {
+        "finished"
+    } else if lower.contains("fail") || lower.contains("error") {
+        "failed"
+    } else {
+        "running"
+    }
+}
+
+impl<P: RunnerPorts> Runner<P> {
+    pub fn new(broker: Broker<P>, objects: P::Objects) -> Self {
+        Runner { broker, objects }
+    }
+
+    pub fn config(&self) -> &Config {
+        self.broker.config()
+    }
+
+    fn api(&self) -> &P::Issuer {
+        self.broker.issuer()
+    }
+
+    /// Runs one action: its result object, or why it failed.
+    pub async fn run(&self, action: &Action, deadline: &Deadline) -> Result<Value, Error> {
+        if !deadline.can_start() {
+            return Err(PredictionOneError::Timeout { attempts: 0 }.into());
+        }
+        match action {
+            Action::Start {
+                bucket,
+                key,
+                filename,
+                model_id,
+            } => self.start(bucket, key, filename, model_id, deadline).await,
+            Action::Status {
+                model_id,
+                retrain_job_id,
+            } => self.status(model_id, retrain_job_id, deadline).await,
+            Action::SaveResults {
+                model_id,
+                retrain_job_id,
+                bucket,
+                key,
+            } => {
+                self.save_results(model_id, retrain_job_id, bucket, key, deadline)
+                    .await
+            }
+            Action::SwitchModel {
+                model_id,
+                retrain_job_id,
+            } => self.switch_model(model_id, retrain_job_id, deadline).await,
+        }
+    }
+
+    /// Runs a request and answers it: counted, and reported to Step
+    /// Functions when it came with a task token.
+    pub async fn answer(
+        &self,
+        request: &RetrainRequest,
+        deadline: &Deadline,
+    ) -> Result<Value, Error> {
+        let model_id = request.action.model_id().as_str();
+        let outcome = self
+            .run(&request.action, deadline)
+            .await
+            .inspect_err(|e| metrics::retrain_failed(Some(model_id), e));
+        let Some(token) = &request.task_token else {
+            return outcome;
+        };
+        let action = request.action.name();
+        crate::report::to_step_functions(
+            self.broker.handoff(),
+            token,
+            outcome,
+            || format!("the {action} action for model {model_id} succeeded"),
+            |code| metrics::task_gone(Some(CredentialType::Retrain), code),
+            deadline,
+        )
+        .await
+    }
+
+    /// The answer to a request that failed validation: reported to Step
+    /// Functions when its task token could be read.
+    pub async fn answer_rejected(
+        &self,
+        rejected: Rejected,
+        deadline: &Deadline,
+    ) -> Result<Value, Error> {
+        metrics::retrain_failed(None, &rejected.error);
+        let Some(token) = &rejected.task_token else {
+            return Err(rejected.error);
+        };
+        crate::report::to_step_functions(
+            self.broker.handoff(),
+            token,
+            Err(rejected.error),
+            String::new,
+            |code| metrics::task_gone(Some(CredentialType::Retrain), code),
+            deadline,
+        )
+        .await
+    }
+
+    async fn start(
+        &self,
+        bucket: &str,
+        key: &str,
+        filename: &str,
+        model_id: &ModelId,
+        deadline: &Deadline,
+    ) -> Result<Value, Error> {
+        // Know before you create: the data must be readable and non-empty
+        // before a job exists for it.
+        let data = self.open_data(bucket, key, deadline).await?;
+        let ticket: UploadTicket = self
+            .with_key(model_id, deadline, |api_key| async move {
+                self.api().upload_url(&api_key, filename, deadline).await
+            })
+            .await?;
+        let retrain_job_id = ticket.retrain_job_id.clone();
+        tracing::info!(model_id = model_id.as_str(), retrain_job_id = %retrain_job_id, "retrain job created; uploading the data");
+        let bytes = self.upload(bucket, key, data, &ticket, deadline).await?;
+        tracing::info!(model_id = model_id.as_str(), retrain_job_id = %retrain_job_id, bytes, "data uploaded; retraining starts");
+        metrics::retrain(
+            model_id.as_str(),
+            &[
+                ("RetrainJobsStarted", 1.0, Unit::Count),
+                ("UploadBytes", bytes as f64, Unit::Bytes),
+            ],
+        );
+        Ok(json!({
+            "action": "start",
+            "model_id": model_id.as_str(),
+            "retrain_job_id": retrain_job_id,
+            "bytes": bytes,
+        }))
+    }
+
+    /// The data object, opened: found, readable, of known length, not empty.
+    async fn open_data(
+        &self,
+        bucket: &str,
+        key: &str,
+        deadline: &Deadline,
+    ) -> Result<Payload, Error> {
+        let unavailable = |problem: &str, e: Option<ObjectError>| {
+            Error::DataUnavailable(Context::new(format!("s3://{bucket}/{key} {problem}"), e))
+        };
+        let data = deadline
+            .work(self.objects.open(bucket, key))
+            .await
+            .map_err(|e| unavailable("cannot be read", Some(e)))?;
+        match data.length {
+            Some(0) => Err(unavailable("is empty", None)),
+            None => Err(unavailable("has no known length", None)),
+            Some(_) => Ok(data),
+        }
+    }
+
+    /// PUTs the data to the job's upload URL. 5xx and broken connections are
+    /// retried (the object is read again from S3 for each attempt) while
+    /// attempts and time are left.
+    async fn upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        first: Payload,
+        ticket: &UploadTicket,
+        deadline: &Deadline,
+    ) -> Result<u64, Error> {
+        let max_attempts = self.config().max_attempts;
+        let mut next = Some(first);
+        let mut attempts = 0;
+        loop {
+            let data = match next.take() {
+                Some(data) => data,
+                None => self.open_data(bucket, key, deadline).await?,
+            };
+            let length = data.length.unwrap_or_default();
+            attempts += 1;
+            let failure = match self.api().upload(&ticket.upload_url, data, deadline).await {
+                Ok(()) => return Ok(length),
+                Err(failure) => failure,
+            };
+            let failed = |detail: &str| {
+                Error::from(PredictionOneError::UploadFailed {
+                    attempts,
+                    detail: detail.to_string(),
+                })
+            };
+            let TransferError::Retryable(detail) = &failure else {
+                return Err(failed(failure.detail()));
+            };
+            tracing::warn!(attempt = attempts, retrain_job_id = %ticket.retrain_job_id, "upload failed transiently: {detail}");
+            let wait = backoff::jittered(attempts + 1);
+            if attempts >= max_attempts || wait + MIN_UPLOAD > deadline.work_left() {
+                return Err(failed(detail));
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn status(
+        &self,
+        model_id: &ModelId,
+        job: &str,
+        deadline: &Deadline,
+    ) -> Result<Value, Error> {
+        let status = self
+            .with_key(model_id, deadline, |api_key| async move {
+                self.api().job_status(&api_key, job, deadline).await
+            })
+            .await?;
+        let state = state_of(&status.status);
+        match state {
+            "finished" => metrics::retrain(
+                model_id.as_str(),
+                &[("RetrainJobsFinished", 1.0, Unit::Count)],
+            ),
+            "failed" => metrics::retrain(
+                model_id.as_str(),
+                &[("RetrainJobsFailed", 1.0, Unit::Count)],
+            ),
+            _ => {}
+        }
+        tracing::info!(model_id = model_id.as_str(), retrain_job_id = job, state, status = %status.status, "retrain job status");
+        Ok(json!({
+            "action": "status",
+            "model_id": model_id.as_str(),
+            "retrain_job_id": job,
+            "state": state,
+            "status": status.status,
+            "message": status.message,
+        }))
+    }
+
+    async fn save_results(
+        &self,
+        model_id: &ModelId,
+        job: &str,
+        bucket: &str,
+        key: &str,
+        deadline: &Deadline,
+    ) -> Result<Value, Error> {
+        let status = self
+            .with_key(model_id, deadline, |api_key| async move {
+                self.api().job_status(&api_key, job, deadline).await
+            })
+            .await?;
+        if state_of(&status.status) != "finished" {
+            tracing::info!(status = %status.status, "the job is not finished; no results yet");
+            return Err(PredictionOneError::RetrainNotFinished.into());
+        }
+        let Some(url) = &status.download_url else {
+            return Err(Error::ResultsUnavailable(format!(
+                "retrain job {job} is finished but Prediction One gave no download_url"
+            )));
+        };
+        let results = self.api().download(url, deadline).await.map_err(|e| {
+            Error::ResultsUnavailable(format!(
+                "fetching the results of retrain job {job} failed: {}",
+                e.detail()
+            ))
+        })?;
+        let bytes = deadline
+            .work(self.objects.save(bucket, key, results))
+            .await
+            .map_err(|e| match e {
+                ObjectError::Source(_) | ObjectError::TimedOut => Error::ResultsUnavailable(format!(
+                    "fetching the results of retrain job {job} into s3://{bucket}/{key} failed: {e}"
+                )),
+                ObjectError::AccessDenied(d) => Error::StoreFailed(Context::new(
+                    format!("cannot write the results to s3://{bucket}/{key}"),
+                    StoreError::AccessDenied(d),
+                )),
+                other => Error::StoreFailed(Context::new(
+                    format!("cannot write the results to s3://{bucket}/{key}"),
+                    StoreError::Other(other.to_string()),
+                )),
+            })?;
+        tracing::info!(
+            model_id = model_id.as_str(),
+            retrain_job_id = job,
+            bytes,
+            "results saved"
+        );
+        Ok(json!({"action": "save_results", "bucket": bucket, "key": key, "bytes": bytes}))
+    }
+
+    async fn switch_model(
+        &self,
+        model_id: &ModelId,
+        job: &str,
+        deadline: &Deadline,
+    ) -> Result<Value, Error> {
+        self.with_key(model_id, deadline, |api_key| async move {
+            self.api().update_model(&api_key, job, deadline).await
+        })
+        .await?;
+        tracing::info!(
+            model_id = model_id.as_str(),
+            retrain_job_id = job,
+            "model API switched to the retrained model"
+        );
+        metrics::retrain(model_id.as_str(), &[("ModelsSwitched", 1.0, Unit::Count)]);
+        Ok(json!({
+            "action": "switch_model",
+            "model_id": model_id.as_str(),
+            "retrain_job_id": job,
+            "switched": true,
+        }))
+    }
+
+    /// Makes a retraining `call` with the model's retrain key. A stored
+    /// key that the call refuses as a credential is replaced once (a new
+    /// key, stored first) and the call tried once more with it; a key just
+    /// issued is not replaced again.
+    async fn with_key<T, F, Fut>(
+        &self,
+        model_id: &ModelId,
+        deadline: &Deadline,
+        call: F,
+    ) -> Result<T, Error>
+    where
+        F: Fn(ApiKey) -> Fut,
+        Fut: Future<Output = Result<T, PredictionOneError>>,
+    {
+        let served = self.retrain_key(model_id, false, deadline).await?;
+        match call(served.api_key.clone()).await {
+            Err(e) if e.is_credential_error() && served.result.status == Status::Fresh => {
+                tracing::info!(
+                    model_id = model_id.as_str(),
+                    error_type = e.error_type(),
+                    "the stored retrain key was refused; issuing a new one and retrying once"
+                );
+                let renewed = self.retrain_key(model_id, true, deadline).await?;
+                call(renewed.api_key.clone()).await.map_err(Error::from)
+            }
+            other => other.map_err(Error::from),
+        }
+    }
+
+    /// The model's retrain key through the broker's use case, as a
+    /// `retrain` request for the model's default target would get it.
+    async fn retrain_key(
+        &self,
+        model_id: &ModelId,
+        force: bool,
+        deadline: &Deadline,
+    ) -> Result<Served, Error> {
+        let request = KeyRequest {
+            credential: Credential::new(CredentialType::Retrain, Some(model_id.clone())),
+            target_secret_id: self
+                .config()
+                .default_target(CredentialType::Retrain, Some(model_id)),
+            force,
+            task_token: None,
+            include_key: false,
+        };
+        let served = self.broker.serve(&request, deadline).await?;
+        metrics::key_served(
+            CredentialType::Retrain,
+            served.result.status,
+            served.result.expires_at.as_deref(),
+            served.vendor_latency_ms,
+        );
+        Ok(served)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_states_follow_the_contract() {
+        for (status, state) in [
+            ("job_finished", "finished"),
+            ("JOB_FINISHED", "finished"),
+            ("job_failed", "failed"),
+            ("Error occurred", "failed"),
+            ("FAILURE", "failed"),
+            ("running", "running"),
+            ("waiting_upload", "running"),
+            ("", "running"),
+        ] {
+            assert_eq!(state_of(status), state, "{status}");
+        }
+    }
+}
