@@ -36,7 +36,8 @@ Vendor endpoint:
     missing/empty x-api-key          -> 403 {"message": "Forbidden"}
 
     Every api_key issued (a normal 200, not a scripted one) is remembered:
-    api_key -> {credential_type, model_id (string, or None), revoked: False}.
+    api_key -> {credential_type, model_id (string, or None), revoked: False}
+    (the newest 100000; an older one then counts as never issued).
 
 Retraining endpoints (all need header x-api-key = an issued retrain key; the
 key's model_id is the model the call acts on). Errors have the key
@@ -52,6 +53,8 @@ error PREDA_EXTERNAL_BAD_REQUEST unless said otherwise.
 
     GET /v1/external/retrain_jobs/upload_url?filename=NAME     endpoint "upload_url"
         model id starting "deleted"  -> "This model may be deleted."
+            (the key endpoint issues no retrain key for a "deleted..."
+            model, so in practice this answer comes only from a script)
         model id starting "noconfig" -> HTTP 500, code 5001000201,
             error PREDA_EXTERNAL_INTERNAL_SERVER_ERROR,
             "Not found configuration_file."
@@ -112,9 +115,10 @@ error PREDA_EXTERNAL_BAD_REQUEST unless said otherwise.
         with Content-Length, or Transfer-Encoding: chunked (no length) when
         results_chunked. The content is deterministic and made 64 KiB at a
         time: block i (from 0) = SHAKE-256(b"p1-standin-results\0" + job id
-        + b"\0" + decimal i).digest(65536), the last one cut short. When a
-        whole body has been sent, the job records results_sha256 (hex) and
-        results_size (bytes sent).
+        + b"\0" + decimal i).digest(65536), the last one cut short. Just before
+        the last bytes of a body go out, the job records results_sha256
+        (hex) and results_size (bytes) of the whole file (null until a
+        download got that far).
 
 Control endpoints (tests only; JSON bodies; a model id may be given as a
 string or an integer):
@@ -241,6 +245,7 @@ DEFAULT_RETRAIN_SETTINGS = {
     "results_chunked": False,
 }
 SINK_CHUNK = 64 * 1024
+MAX_REMEMBERED_KEYS = 100_000
 SINK_IDLE_TIMEOUT = 60.0
 RESULTS_SEED = b"p1-standin-results\0"
 
@@ -725,11 +730,14 @@ class Handler(BaseHTTPRequestHandler):
         end_date = format_end_date(now, self.server.validity_seconds,
                                    self.server.end_date_format)
         # Called with the state lock held: remember the key for the retraining API.
-        self.server.state.keys[api_key] = {
+        keys = self.server.state.keys
+        keys[api_key] = {
             "credential_type": credential_type,
             "model_id": model_id or None,
             "revoked": False,
         }
+        if len(keys) > MAX_REMEMBERED_KEYS:
+            del keys[next(iter(keys))]  # the oldest
         return 200, {"api_key": api_key, "end_date": end_date}
 
     def _serve_scripted(self, r: dict) -> None:
@@ -1139,28 +1147,36 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         else:
             self.send_header("Content-Length", str(size))
-        self.end_headers()
         sha = hashlib.sha256()
-        sent = 0
+        hashed = 0
+
+        def record_when_whole():
+            # Recorded just before the last bytes go out, so that a client
+            # that has read the whole body finds it recorded.
+            if hashed == size:
+                with state.lock:
+                    job["results_sha256"] = sha.hexdigest()
+                    job["results_size"] = size
+
         try:
+            if size == 0:
+                record_when_whole()
+            self.end_headers()
             for block in results_blocks(job_id, size):
+                sha.update(block)
+                hashed += len(block)
+                record_when_whole()
                 if chunked and not http10:
                     self.wfile.write(b"%x\r\n" % len(block))
                     self.wfile.write(block)
                     self.wfile.write(b"\r\n")
                 else:
                     self.wfile.write(block)
-                sha.update(block)
-                sent += len(block)
             if chunked and not http10:
                 self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
         except OSError:
             self.close_connection = True
-            return
-        with state.lock:
-            job["results_sha256"] = sha.hexdigest()
-            job["results_size"] = sent
 
     # ------------------------------------------------------------------ control
 
