@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use p1_key_broker::deadline::{Deadline, MAX_INVOCATION};
-use p1_key_broker::{App, Config};
+use p1_key_broker::{App, Config, RetrainApp};
 use serde_json::{Value, json};
 
 pub struct Harness {
@@ -17,6 +17,8 @@ pub struct Harness {
     pub sfn: aws_sdk_sfn::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub events: aws_sdk_eventbridge::Client,
+    /// Path-style, as the runner addresses moto.
+    pub s3: aws_sdk_s3::Client,
     pub standin: String,
     pub http: reqwest::Client,
     /// Unique per test: prefixes every name it creates.
@@ -42,6 +44,11 @@ impl Harness {
             sfn: aws_sdk_sfn::Client::new(&aws),
             sqs: aws_sdk_sqs::Client::new(&aws),
             events: aws_sdk_eventbridge::Client::new(&aws),
+            s3: aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(&aws)
+                    .force_path_style(true)
+                    .build(),
+            ),
             standin,
             http: reqwest::Client::new(),
             id: unique(),
@@ -138,6 +145,120 @@ impl Harness {
             .load()
             .await;
         App::with_aws(self.config(secret_key, extra).await, &aws).expect("app")
+    }
+
+    /// The retrain runner with this test's configuration.
+    pub async fn runner(&self, secret_key: &str, extra: &[(&str, &str)]) -> RetrainApp {
+        RetrainApp::from_config(self.config(secret_key, extra).await)
+            .await
+            .expect("runner")
+    }
+
+    /// A bucket unique to this test.
+    pub async fn create_bucket(&self) -> String {
+        let bucket = format!("p1-{}", self.id);
+        self.s3
+            .create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("create_bucket");
+        bucket
+    }
+
+    pub async fn put_object(&self, bucket: &str, key: &str, body: Vec<u8>) {
+        self.s3
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(body.into())
+            .send()
+            .await
+            .expect("put_object");
+    }
+
+    /// An object's bytes and content type.
+    pub async fn get_object(&self, bucket: &str, key: &str) -> (Vec<u8>, Option<String>) {
+        let out = self
+            .s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("get s3://{bucket}/{key}: {e:?}"));
+        let content_type = out.content_type().map(str::to_string);
+        (
+            out.body.collect().await.unwrap().into_bytes().to_vec(),
+            content_type,
+        )
+    }
+
+    /// A model id unique to this test (the stand-in keeps jobs per model);
+    /// `prefix` selects stand-in behaviours (`noconfig-`, `noclassifier-`).
+    pub fn model(&self, prefix: &str) -> String {
+        format!("{prefix}m{}", &self.id[..12])
+    }
+
+    /// POSTs a control call to the stand-in and returns its answer.
+    pub async fn control(&self, path: &str, body: Value) -> Value {
+        let r = self
+            .http
+            .post(format!("{}/_standin/{path}", self.standin))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let ok = r.status().is_success();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert!(ok, "stand-in refused {path}: {v}");
+        v
+    }
+
+    /// A model's retrain jobs at the stand-in, oldest first.
+    pub async fn jobs(&self, model: &str) -> Vec<Value> {
+        let v: Value = self
+            .http
+            .get(format!("{}/_standin/jobs", self.standin))
+            .query(&[("model_id", model)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    /// A model's retraining calls at the stand-in: (endpoint, status code).
+    pub async fn retrain_calls(&self, model: &str) -> Vec<(String, u64)> {
+        let v: Value = self
+            .http
+            .get(format!("{}/_standin/calls", self.standin))
+            .query(&[("model_id", model)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["calls"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|c| {
+                assert_eq!(
+                    c["had_api_key"],
+                    c["endpoint"] != "upload" && c["endpoint"] != "download",
+                    "x-api-key only on API calls: {c}"
+                );
+                (
+                    c["endpoint"].as_str().unwrap_or_default().to_string(),
+                    c["status_code"].as_u64().unwrap_or_default(),
+                )
+            })
+            .collect()
     }
 
     /// Queues scripted responses for a secret key at the stand-in.
@@ -247,6 +368,33 @@ pub async fn invoke_by(
     p1_key_broker::handle(app, payload, &deadline)
         .await
         .map_err(|e| (e.error_type().to_string(), e.report()))
+}
+
+/// Runs the retrain runner's handler with Lambda's longest deadline.
+pub async fn run(app: &RetrainApp, payload: Value) -> Result<Value, (String, String)> {
+    let deadline = Deadline::after(MAX_INVOCATION, Duration::from_secs(2));
+    // Boxed: the handler's future is large, and a debug build's test
+    // thread has a small stack.
+    Box::pin(p1_key_broker::retrain::handler::handle(
+        app, payload, &deadline,
+    ))
+    .await
+    .map_err(|e| (e.error_type().to_string(), e.report()))
+}
+
+/// SHA-256 as lowercase hex (the stand-in's form).
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Deterministic test data of `len` bytes, different per `seed`.
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..len).map(|_| rng.u8(..)).collect()
 }
 
 /// Loads a fixture from `events/`.

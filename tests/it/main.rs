@@ -10,6 +10,7 @@ mod infra;
 mod lambda_runtime;
 mod no_leak;
 mod reliability;
+mod retrain;
 mod rotation;
 mod runtime_deadline;
 mod stepfunctions;
