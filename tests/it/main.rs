@@ -11,6 +11,7 @@ mod lambda_runtime;
 mod no_leak;
 mod reliability;
 mod retrain;
+mod retrain_workflow;
 mod rotation;
 mod runtime_deadline;
 mod stepfunctions;
