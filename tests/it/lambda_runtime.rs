@@ -1,7 +1,8 @@
 //! The real Lambda runtime path: `cargo lambda watch` runs the function
-//! binary under its Runtime API emulator, and `cargo lambda invoke
-//! --data-file events/...` sends the fixtures, against moto and the vendor
-//! stand-in. Logs run at TRACE and are searched for the sentinel secret key.
+//! binaries under its Runtime API emulator, and `cargo lambda invoke
+//! <function> --data-file events/...` sends the fixtures, against moto and
+//! the vendor stand-in. Logs run at TRACE and are searched for the sentinel
+//! secret key.
 
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -17,10 +18,21 @@ struct Watch {
     child: Child,
     port: u16,
     log: PathBuf,
+    /// The binary invoked: the crate has two, so invokes name one.
+    function: &'static str,
 }
 
 impl Watch {
     fn start(name: &str, env: &[(&str, &str)], remove: &[&str]) -> Watch {
+        Self::start_function("p1-key-broker", name, env, remove)
+    }
+
+    fn start_function(
+        function: &'static str,
+        name: &str,
+        env: &[(&str, &str)],
+        remove: &[&str],
+    ) -> Watch {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -67,7 +79,12 @@ impl Watch {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
-        Watch { child, port, log }
+        Watch {
+            child,
+            port,
+            log,
+            function,
+        }
     }
 
     /// `cargo lambda invoke --data-file events/<file>`: the parsed stdout.
@@ -80,6 +97,7 @@ impl Watch {
             .args([
                 "lambda",
                 "invoke",
+                self.function,
                 "-A",
                 "127.0.0.1",
                 "-P",
@@ -105,8 +123,8 @@ impl Watch {
     async fn invoke_raw(&self, payload: Value) -> (u16, Value) {
         let r = reqwest::Client::new()
             .post(format!(
-                "http://127.0.0.1:{}/2015-03-31/functions/_/invocations",
-                self.port
+                "http://127.0.0.1:{}/2015-03-31/functions/{}/invocations",
+                self.port, self.function
             ))
             .json(&payload)
             .send()
@@ -324,6 +342,88 @@ async fn warning_lines_carry_the_request_id_at_warn_level() {
         assert!(
             line["span"]["requestId"].is_string(),
             "a line without requestId: {line}"
+        );
+    }
+}
+
+/// The retrain runner through `cargo lambda watch` and `cargo lambda invoke
+/// p1-retrain`: its fixtures (the S3 event and `start`) against moto's S3
+/// and the stand-in, then the other actions on the job it created.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_retrain_runner_through_cargo_lambda() {
+    let h = Harness::new().await;
+    let sk = format!("SENTINELSK-rt-{}", h.id);
+    let config = h.config(&sk, &[]).await;
+    // The fixtures' bucket and data, shared by every run against this moto.
+    let _ = h.s3.create_bucket().bucket("p1-retrain-data").send().await;
+    h.put_object(
+        "p1-retrain-data",
+        "retrain/42/new-data.csv",
+        b"x,y\n1,2\n".to_vec(),
+    )
+    .await;
+    h.control("retrain", json!({"model_id": "42", "running_polls": 0}))
+        .await;
+    let watch = Watch::start_function(
+        "p1-retrain",
+        "retrain",
+        &[
+            ("P1_SECRET_KEY_SECRET_ID", &config.secret_key_secret_id),
+            ("P1_RETRAIN_SECRET_PREFIX", &config.retrain_secret_prefix),
+            ("P1_API_BASE_URL", &h.standin),
+        ],
+        &[],
+    );
+    let started = watch.invoke("retrain-start.json");
+    assert_eq!(
+        (
+            started["action"].as_str(),
+            started["model_id"].as_str(),
+            started["bytes"].as_u64()
+        ),
+        (Some("start"), Some("42"), Some(8)),
+        "{started}"
+    );
+    let from_event = watch.invoke("s3-object-created.json");
+    assert_eq!(from_event["action"], "start", "{from_event}");
+    let job = from_event["retrain_job_id"].as_str().unwrap();
+    let request = |action: &str| json!({"action": action, "model_id": "42", "retrain_job_id": job});
+    let (_, status) = watch.invoke_raw(request("status")).await;
+    assert_eq!(status["state"], "finished", "{status}");
+    let mut save = request("save_results");
+    save["bucket"] = json!("p1-retrain-data");
+    save["key"] = json!(format!("retrain-results/42/{job}/results"));
+    let (_, saved) = watch.invoke_raw(save).await;
+    assert_eq!(saved["bytes"], 2048, "{saved}");
+    let (_, switched) = watch.invoke_raw(request("switch_model")).await;
+    assert_eq!(switched["switched"], true, "{switched}");
+    // The action fixtures name a job that does not exist here.
+    let (status, body) = watch
+        .invoke_raw(crate::common::fixture("retrain-status.json"))
+        .await;
+    assert_eq!(
+        (status, body["errorType"].as_str()),
+        (500, Some("PredictionOne.RetrainJobNotFound")),
+        "{body}"
+    );
+    let (_, body) = watch
+        .invoke_raw(
+            json!({"action": "start", "bucket": "p1-retrain-data", "key": "retrain/42/x.txt"}),
+        )
+        .await;
+    assert_eq!(body["errorType"], "DataUnavailable", "{body}");
+
+    let logs = watch.stop();
+    let ours = function_log_lines(&logs);
+    assert!(
+        ours.len() >= 5,
+        "too few JSON log lines from the runner:\n{logs}"
+    );
+    assert!(!logs.contains("SENTINELSK"), "the secret key in the logs");
+    for marker in ["/_upload/", "/_download/", "X-Amz-Signature"] {
+        assert!(
+            !logs.contains(marker),
+            "a pre-signed URL in the logs: {marker}"
         );
     }
 }
