@@ -28,8 +28,9 @@ use crate::common::{Harness, fixture};
 use serde_json::{Value, json};
 
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
-/// The function under test: the debug binary cargo built for this test run.
+/// The functions under test: the debug binaries cargo built for this test run.
 const FUNCTION: &str = env!("CARGO_BIN_EXE_p1-key-broker");
+const RETRAIN_FUNCTION: &str = env!("CARGO_BIN_EXE_p1-retrain");
 /// However a test ends, the emulator and the function are stopped after
 /// this long (by coreutils `timeout`), even if the test process was killed
 /// before its guard could run.
@@ -99,6 +100,10 @@ impl Rie {
     /// function's environment on top of this process's (which points the
     /// SDK at moto).
     fn start(name: &str, timeout: Duration, env: &[(&str, &str)]) -> Rie {
+        Self::start_binary(FUNCTION, name, timeout, env)
+    }
+
+    fn start_binary(binary: &str, name: &str, timeout: Duration, env: &[(&str, &str)]) -> Rie {
         let (port, runtime_api_port) = free_ports();
         // Outside the crate, so the log never looks like a source change.
         let log = std::env::temp_dir().join(format!("p1-key-broker-rie-{name}-{port}.log"));
@@ -112,7 +117,7 @@ impl Rie {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--runtime-api-address")
             .arg(format!("127.0.0.1:{runtime_api_port}"))
-            .arg(FUNCTION)
+            .arg(binary)
             .current_dir(std::env::temp_dir())
             .env("AWS_LAMBDA_FUNCTION_TIMEOUT", timeout.as_secs().to_string())
             .stdin(Stdio::null())
@@ -423,4 +428,77 @@ async fn slow_vendor_sqs_batch_lists_records_without_a_key_before_the_deadline()
         deploy_version,
         "the fresh deploy key stays"
     );
+}
+
+/// The retrain runner under the emulator, its vendor (`what`) slower than
+/// the function's timeout: it answers `error_type` before the timeout, as
+/// its own error.
+async fn retrain_runner_answers_before_the_deadline(
+    endpoint: &str,
+    request: impl Fn(&str, &str, &str) -> Value,
+    error_type: &str,
+) {
+    let h = Harness::new().await;
+    let sk = h.secret_key("");
+    let env = function_env(&h, &sk).await;
+    let bucket = h.create_bucket().await;
+    let model = h.model("");
+    h.control("retrain", json!({"model_id": model, "running_polls": 0}))
+        .await;
+    h.put_object(
+        &bucket,
+        &format!("retrain/{model}/d.csv"),
+        vec![b'1'; 100_000],
+    )
+    .await;
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let rie = Rie::start_binary(RETRAIN_FUNCTION, "retrain", FUNCTION_TIMEOUT, &env);
+    // A job to ask about, made before the vendor turns slow.
+    let call = rie
+        .invoke(
+            &json!({"action": "start", "bucket": bucket, "key": format!("retrain/{model}/d.csv")}),
+        )
+        .await;
+    let Answer::Result(started) = &call.answer else {
+        panic!("{:?}\n{}", call.answer, rie.logs());
+    };
+    let job = started["retrain_job_id"].as_str().unwrap().to_string();
+    let slow = json!({"delay_ms": SLOW_VENDOR_MS, "status": 200, "json": {"status": "running"}});
+    h.control(
+        "script",
+        json!({"model_id": model, "endpoint": endpoint, "responses": [slow, slow, slow]}),
+    )
+    .await;
+    let call = rie.invoke(&request(&bucket, &model, &job)).await;
+    match &call.answer {
+        Answer::Error(t, m) => assert_eq!(t, error_type, "{m}\n{}", rie.logs()),
+        other => panic!(
+            "expected {error_type} before the {FUNCTION_TIMEOUT:?} timeout, after {:?}: {other:?}\n{}",
+            call.elapsed,
+            rie.logs()
+        ),
+    }
+    assert!(call.elapsed < FUNCTION_TIMEOUT, "{:?}", call.elapsed);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retrain_runner_slow_upload_fails_before_the_deadline() {
+    retrain_runner_answers_before_the_deadline(
+        "upload",
+        |bucket, model, _| {
+            json!({"action": "start", "bucket": bucket, "key": format!("retrain/{model}/d.csv")})
+        },
+        "PredictionOne.UploadFailed",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retrain_runner_slow_status_answers_timeout_before_the_deadline() {
+    retrain_runner_answers_before_the_deadline(
+        "status",
+        |_, model, job| json!({"action": "status", "model_id": model, "retrain_job_id": job}),
+        "PredictionOne.Timeout",
+    )
+    .await;
 }
