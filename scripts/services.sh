@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # Starts or stops the local stand-ins on loopback:
 #   - moto's server (Secrets Manager, Step Functions, SQS, EventBridge),
-#   - the Prediction One vendor stand-in (scripts/vendor_standin.py),
+#   - the Prediction One vendor stand-in (scripts/vendor_standin.py), once
+#     over plain HTTP and once over TLS under a test CA made here
+#     (scripts/test_ca.py, in .local/tls/),
 #   - the fault-injecting proxy in front of moto (scripts/aws_fault_proxy.py).
 # `start` writes .local/env, a file of `export` lines that point the AWS SDK
 # (AWS_ENDPOINT_URL, moto itself) and the function (P1_API_BASE_URL) at them,
-# and name the proxy (P1_FAULT_PROXY_URL) for the tests that want faults.
-# Logs: .local/moto.log, .local/standin.log, .local/faults.log.
+# name the proxy (P1_FAULT_PROXY_URL) for the tests that want faults and the
+# TLS stand-in (P1_STANDIN_TLS_URL, its CA in P1_TEST_CA), and make clients
+# trust the system's roots plus the test CA (SSL_CERT_FILE).
+# Logs: .local/moto.log, .local/standin.log, .local/standin-tls.log,
+# .local/faults.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .local
 
 stop() {
-  for name in faults moto standin; do
+  for name in faults moto standin standin-tls; do
     if [ -f ".local/$name.pid" ]; then
       kill "$(cat ".local/$name.pid")" 2>/dev/null || true
       rm -f ".local/$name.pid"
@@ -48,6 +53,15 @@ start() {
   echo $! >.local/standin.pid
   for _ in $(seq 1 100); do [ -s .local/standin.port ] && break; sleep 0.1; done
   standin_port=$(cat .local/standin.port)
+  local tls_port
+  .venv/bin/python scripts/test_ca.py .local/tls
+  rm -f .local/standin-tls.port
+  .venv/bin/python scripts/vendor_standin.py --port 0 --port-file .local/standin-tls.port \
+    --tls-cert .local/tls/cert.pem --tls-key .local/tls/key.pem \
+    >.local/standin-tls.log 2>&1 &
+  echo $! >.local/standin-tls.pid
+  for _ in $(seq 1 100); do [ -s .local/standin-tls.port ] && break; sleep 0.1; done
+  tls_port=$(cat .local/standin-tls.port)
   wait_for "http://127.0.0.1:$moto_port/moto-api/"
   wait_for "http://127.0.0.1:$standin_port/_standin/health"
   rm -f .local/faults.port
@@ -76,9 +90,12 @@ unset AWS_SESSION_TOKEN AWS_PROFILE
 export P1_API_BASE_URL=http://127.0.0.1:$standin_port
 export P1_STANDIN_URL=http://127.0.0.1:$standin_port
 export P1_FAULT_PROXY_URL=http://127.0.0.1:$faults_port
+export P1_STANDIN_TLS_URL=https://127.0.0.1:$tls_port
+export P1_TEST_CA=$PWD/.local/tls/ca.pem
+export SSL_CERT_FILE=$PWD/.local/tls/bundle.pem
 ENV
-  echo "services: moto on 127.0.0.1:$moto_port, vendor stand-in on 127.0.0.1:$standin_port," \
-    "fault proxy on 127.0.0.1:$faults_port" >&2
+  echo "services: moto on 127.0.0.1:$moto_port, vendor stand-in on 127.0.0.1:$standin_port" \
+    "(TLS: $tls_port), fault proxy on 127.0.0.1:$faults_port" >&2
 }
 
 case "${1:-}" in

@@ -12,5 +12,7 @@ scripts/services.sh start
 source .local/env
 export PATH="$PWD/.venv/bin:$PATH"
 cargo test --all-targets "$@"
+# The vendor stand-in's own contract (what the tests above rely on).
+.venv/bin/python scripts/test_vendor_standin.py
 # The deployable template, offline: SAM expansion, cfn-lint, checkov, pytest.
 scripts/check_infra.sh

@@ -55,6 +55,20 @@ impl Harness {
         }
     }
 
+    /// The same, with the TLS stand-in (`P1_STANDIN_TLS_URL`, under the
+    /// test CA that `scripts/services.sh` made) as the vendor.
+    pub async fn over_tls() -> Harness {
+        let mut h = Harness::new().await;
+        h.standin =
+            std::env::var("P1_STANDIN_TLS_URL").expect("P1_STANDIN_TLS_URL: run scripts/test.sh");
+        let ca = std::fs::read(std::env::var("P1_TEST_CA").expect("P1_TEST_CA")).unwrap();
+        h.http = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .build()
+            .unwrap();
+        h
+    }
+
     /// A name unique to this test.
     pub fn name(&self, what: &str) -> String {
         format!("t-{}/{what}", self.id)

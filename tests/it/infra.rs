@@ -1,7 +1,9 @@
-//! The example retraining workflow (`infra/retrain-workflow.asl.json`) against
-//! the code: its Retry and Catch name only errorTypes the function can return
-//! (`p1_key_broker::error::ERROR_TYPES`), retry exactly the retryable ones,
-//! catch the permanent ones, and hand the key on by reference. No services.
+//! The workflows in `infra/` against the code: the example key workflow
+//! (`retrain-workflow.asl.json`) and the retraining workflow
+//! (`retrain-runner.asl.json`). Their Retry and Catch name only errorTypes
+//! the functions can return (`p1_key_broker::error::ERROR_TYPES`), retry
+//! exactly the retryable ones, catch the permanent ones by name, and hand
+//! keys on by reference only. No services.
 
 use std::collections::BTreeSet;
 
@@ -38,10 +40,30 @@ fn is_service_name(name: &str) -> bool {
     name.starts_with("States.") || name.starts_with("Lambda.")
 }
 
-fn permanent() -> BTreeSet<&'static str> {
+/// errorTypes only the retrain runner returns (SPEC section 11).
+const RUNNER_ONLY: &[&str] = &[
+    "PredictionOne.RetrainJobNotFound",
+    "PredictionOne.JobDeleted",
+    "PredictionOne.ConfigurationFileMissing",
+    "PredictionOne.ClassifierNotFound",
+    "PredictionOne.RetrainNotFinished",
+    "PredictionOne.UploadFailed",
+    "DataUnavailable",
+    "ResultsUnavailable",
+];
+
+/// What the key broker can return.
+fn broker_error_types() -> Vec<&'static str> {
     ERROR_TYPES
         .iter()
         .copied()
+        .filter(|t| !RUNNER_ONLY.contains(t))
+        .collect()
+}
+
+fn permanent() -> BTreeSet<&'static str> {
+    broker_error_types()
+        .into_iter()
         .filter(|t| !RETRYABLE.contains(t))
         .collect()
 }
@@ -134,7 +156,7 @@ fn every_error_name_is_an_error_type_of_the_function() {
         }
     }
     assert!(
-        compared >= ERROR_TYPES.len(),
+        compared >= broker_error_types().len(),
         "the workflow names the errorTypes"
     );
 }
@@ -252,5 +274,109 @@ fn the_next_state_gets_the_key_by_reference_never_the_key() {
             "{next_name} receives the version id"
         );
         assert!(params.keys().all(|k| !k.contains("api_key")));
+    }
+}
+
+const RUNNER_DEFINITION: &str = include_str!("../../infra/retrain-runner.asl.json");
+
+/// Retryable for the runner: the broker's, and a failed upload (5xx or
+/// network after the runner's own attempts; a new job gets the data).
+const RUNNER_RETRYABLE: &[&str] = &[
+    "PredictionOne.Throttled",
+    "PredictionOne.Unavailable",
+    "PredictionOne.Timeout",
+    "PredictionOne.UploadFailed",
+    "HandOffFailed",
+];
+
+/// The retraining workflow's tasks: each sends a runner request over SQS
+/// with its task token.
+fn runner_tasks() -> Vec<(String, Value)> {
+    let def: Value = serde_json::from_str(RUNNER_DEFINITION)
+        .expect("infra/retrain-runner.asl.json is valid JSON");
+    let tasks: Vec<(String, Value)> = all_states(&def["States"])
+        .into_iter()
+        .filter(|(_, s)| s["Type"] == "Task")
+        .collect();
+    assert_eq!(tasks.len(), 4, "start, status, save_results, switch_model");
+    tasks
+}
+
+#[test]
+fn the_retraining_workflow_sends_each_runner_action_with_its_token() {
+    let mut actions = BTreeSet::new();
+    for (state, task) in runner_tasks() {
+        assert_eq!(
+            task["Resource"], "arn:${Partition}:states:::sqs:sendMessage.waitForTaskToken",
+            "{state}"
+        );
+        let body = &task["Parameters"]["MessageBody"];
+        assert_eq!(body["task_token.$"], "$$.Task.Token", "{state}");
+        actions.insert(body["action"].as_str().expect("an action").to_string());
+        assert!(
+            task["TimeoutSeconds"].as_u64().is_some(),
+            "{state}: no task waits forever"
+        );
+    }
+    assert_eq!(
+        actions,
+        BTreeSet::from(["start", "status", "save_results", "switch_model"].map(String::from))
+    );
+    assert!(
+        !RUNNER_DEFINITION.contains("api_key") && !RUNNER_DEFINITION.contains("upload_url"),
+        "no key or URL is ever asked for"
+    );
+}
+
+#[test]
+fn the_retraining_workflow_retries_the_retryable_and_names_every_permanent_error() {
+    let runner_types: Vec<&str> = ERROR_TYPES
+        .iter()
+        .copied()
+        .filter(|t| *t != "RotationError")
+        .collect();
+    for (state, task) in runner_tasks() {
+        let mut retried = BTreeSet::new();
+        for rule in task["Retry"].as_array().expect("the task retries") {
+            for name in error_equals(rule) {
+                if name == "States.Timeout" {
+                    continue;
+                }
+                assert!(
+                    ERROR_TYPES.contains(&name.as_str()),
+                    "{state} retries {name}"
+                );
+                retried.insert(name);
+            }
+        }
+        for name in RUNNER_RETRYABLE {
+            assert!(retried.contains(*name), "{state} does not retry {name}");
+        }
+        for name in &retried {
+            assert!(
+                RUNNER_RETRYABLE.contains(&name.as_str())
+                    || (state == "SaveResults" && name == "ResultsUnavailable"),
+                "{state} retries {name}, which a retry cannot help"
+            );
+        }
+        let catchers = task["Catch"].as_array().expect("the task catches");
+        let last = catchers.last().expect("a catcher");
+        assert_eq!(
+            error_equals(last),
+            ["States.ALL"],
+            "{state}: a catch-all comes last"
+        );
+        let named: BTreeSet<String> = catchers.iter().flat_map(error_equals).collect();
+        for t in &runner_types {
+            if !RUNNER_RETRYABLE.contains(t) {
+                assert!(named.contains(*t), "{state}: {t} is not caught by name");
+            }
+        }
+        for name in &named {
+            assert!(
+                name.starts_with("States.") || ERROR_TYPES.contains(&name.as_str()),
+                "{state} catches {name}, which the function never returns"
+            );
+        }
     }
 }

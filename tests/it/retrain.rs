@@ -18,7 +18,10 @@ struct Setup {
 }
 
 async fn setup(model_prefix: &str, settings: Value) -> Setup {
-    let h = Harness::new().await;
+    setup_with(Harness::new().await, model_prefix, settings).await
+}
+
+async fn setup_with(h: Harness, model_prefix: &str, settings: Value) -> Setup {
     let sk = h.secret_key("");
     let app = h.runner(&sk, &[]).await;
     let bucket = h.create_bucket().await;
@@ -384,4 +387,49 @@ async fn the_s3_event_fixture_starts_a_retraining() {
         let (t, _) = run(&s.app, fixture(name)).await.unwrap_err();
         assert!(t.starts_with("PredictionOne."), "{name}: {t}");
     }
+}
+
+#[tokio::test]
+async fn every_action_works_over_tls() {
+    // The vendor API and its pre-signed URLs over https, under a test CA
+    // the function trusts through SSL_CERT_FILE (as a deployment would
+    // trust a private CA).
+    let h = Harness::over_tls().await;
+    assert!(h.standin.starts_with("https://"));
+    let s = setup_with(h, "", json!({"running_polls": 0, "results_size": 100_000})).await;
+    let (body, job) = s.start(250_000).await;
+    assert_eq!(s.job().await["upload"]["sha256"], sha256_hex(&body));
+    assert_eq!(s.action("status", &job).await.unwrap()["state"], "finished");
+    let saved = s.save(&job).await.unwrap();
+    let (bytes, _) =
+        s.h.get_object(&s.bucket, saved["key"].as_str().unwrap())
+            .await;
+    assert_eq!(sha256_hex(&bytes), s.job().await["results_sha256"]);
+    assert_eq!(
+        s.action("switch_model", &job).await.unwrap()["switched"],
+        true
+    );
+}
+
+#[tokio::test]
+async fn a_plain_http_upload_url_off_loopback_is_refused_unsent() {
+    let s = setup("", json!({})).await;
+    s.h.control(
+        "script",
+        json!({"model_id": s.model, "endpoint": "upload_url", "responses": [
+            {"json": {"retrain_job_id": "rj-plain", "upload_url": "http://192.0.2.1/_upload/abc?X-Amz-Signature=0f"}}
+        ]}),
+    )
+    .await;
+    s.h.put_object(&s.bucket, &s.data_key("a.csv"), b"a\n1\n".to_vec())
+        .await;
+    let (t, m) = run(
+        &s.app,
+        json!({"action": "start", "bucket": s.bucket, "key": s.data_key("a.csv")}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(t, "PredictionOne.UploadFailed", "{m}");
+    assert!(m.contains("not https"), "{m}");
+    assert!(!m.contains("192.0.2.1") && !m.contains("_upload"), "{m}");
 }
