@@ -187,7 +187,7 @@ impl S3Objects {
 
 /// Up to [`PART_SIZE`] bytes from the stream (fewer only at its end).
 async fn read_part(body: &mut crate::transfer::Body) -> Result<Bytes, ObjectError> {
-    let mut part = BytesMut::new();
+    let mut part = BytesMut::with_capacity(PART_SIZE);
     while part.len() < PART_SIZE {
         let Some(frame) = body.frame().await else {
             break;

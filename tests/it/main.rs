@@ -8,6 +8,7 @@ mod common;
 mod faults;
 mod infra;
 mod lambda_runtime;
+mod large_transfer;
 mod no_leak;
 mod reliability;
 mod retrain;

@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 /// The functions under test: the debug binaries cargo built for this test run.
 const FUNCTION: &str = env!("CARGO_BIN_EXE_p1-key-broker");
-const RETRAIN_FUNCTION: &str = env!("CARGO_BIN_EXE_p1-retrain");
+pub const RETRAIN_FUNCTION: &str = env!("CARGO_BIN_EXE_p1-retrain");
 /// However a test ends, the emulator and the function are stopped after
 /// this long (by coreutils `timeout`), even if the test process was killed
 /// before its guard could run.
@@ -70,7 +70,7 @@ fn emulator() -> PathBuf {
 
 /// The function's binary under the emulator. Dropping it stops both, also
 /// when a test panics.
-struct Rie {
+pub struct Rie {
     child: Child,
     port: u16,
     timeout: Duration,
@@ -79,7 +79,7 @@ struct Rie {
 
 /// What an invoke through the emulator answered.
 #[derive(Debug)]
-enum Answer {
+pub enum Answer {
     /// The function's result.
     Result(Value),
     /// The function's error: (errorType, errorMessage).
@@ -89,10 +89,10 @@ enum Answer {
     TimedOut(String),
 }
 
-struct Invocation {
-    answer: Answer,
+pub struct Invocation {
+    pub answer: Answer,
     /// From sending the invoke to having the whole answer.
-    elapsed: Duration,
+    pub elapsed: Duration,
 }
 
 impl Rie {
@@ -103,7 +103,7 @@ impl Rie {
         Self::start_binary(FUNCTION, name, timeout, env)
     }
 
-    fn start_binary(binary: &str, name: &str, timeout: Duration, env: &[(&str, &str)]) -> Rie {
+    pub fn start_binary(binary: &str, name: &str, timeout: Duration, env: &[(&str, &str)]) -> Rie {
         let (port, runtime_api_port) = free_ports();
         // Outside the crate, so the log never looks like a source change.
         let log = std::env::temp_dir().join(format!("p1-key-broker-rie-{name}-{port}.log"));
@@ -154,7 +154,7 @@ impl Rie {
     }
 
     /// One invoke, the way `curl -d` would send it to the emulator.
-    async fn invoke(&self, payload: &Value) -> Invocation {
+    pub async fn invoke(&self, payload: &Value) -> Invocation {
         let client = reqwest::Client::builder()
             .timeout(self.timeout + Duration::from_secs(30))
             .build()
@@ -193,7 +193,7 @@ impl Rie {
     }
 
     /// The emulator's and the function's output so far.
-    fn logs(&self) -> String {
+    pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
