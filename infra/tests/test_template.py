@@ -20,6 +20,13 @@ Run by scripts/check_infra.sh with the infra venv (infra/requirements.txt):
 - which schedules each parameter set deploys, and that their inputs are
   requests the function accepts; the expiry alarms' composite logic;
 - the workflow's partition substitution;
+- the retraining workflow (SPEC section 11): the retrain runner's role
+  against the runner's calls in src/ (S3 only on the data and results
+  prefixes, secrets only under the retrain prefix), the new-data rule's
+  pattern evaluated on S3 events, the state machine definition
+  (infra/retrain-runner.asl.json: SQS waitForTaskToken tasks, placeholders,
+  requests the runner accepts, Retry/Catch names against src/error.rs), and
+  that results are never saved where they would start it again;
 - deliberately broken copies of the template (runtime, timeout, schedule
   expression) are rejected by cfn-lint on the expanded form.
 """
@@ -173,6 +180,13 @@ def resolve(value, params: dict):
         target = value["Fn::GetAtt"]
         target = target if isinstance(target, list) else target.split(".", 1)
         return f"GetAtt:{target[0]}.{target[1]}"
+    if list(value) == ["Fn::If"]:
+        # Only where the test says how the condition is: params["Condition:<name>"].
+        condition, when_true, when_false = value["Fn::If"]
+        key = f"Condition:{condition}"
+        if key not in params:
+            raise AssertionError(f"Fn::If on {condition}, which this resolution does not set: {value}")
+        return resolve(when_true if params[key] else when_false, params)
     if list(value) == ["Fn::Sub"]:
         sub = value["Fn::Sub"]
         text, local = (sub, {}) if isinstance(sub, str) else (sub[0], sub[1])
@@ -397,8 +411,35 @@ def test_key_secrets_are_written_only_under_the_configured_names(function_statem
 # What the code calls, evaluated against the role
 # --------------------------------------------------------------------------
 
-# The SDK crates the function uses, by the IAM service prefix of their actions.
-SDK_CRATES = {"aws_sdk_secretsmanager": "secretsmanager", "aws_sdk_sfn": "states", "aws_sdk_eventbridge": "events"}
+# The SDK crates the functions use, by the IAM service prefix of their actions.
+SDK_CRATES = {
+    "aws_sdk_secretsmanager": "secretsmanager",
+    "aws_sdk_sfn": "states",
+    "aws_sdk_eventbridge": "events",
+    "aws_sdk_s3": "s3",
+}
+
+# SDK operations that IAM authorises under another action's name (the
+# Service Authorization Reference lists S3's multipart calls under
+# s3:PutObject, a HEAD under s3:GetObject, listing under s3:ListBucket).
+OPERATION_ACTIONS = {
+    "s3:CreateMultipartUpload": "s3:PutObject",
+    "s3:UploadPart": "s3:PutObject",
+    "s3:CompleteMultipartUpload": "s3:PutObject",
+    "s3:HeadObject": "s3:GetObject",
+    "s3:HeadBucket": "s3:ListBucket",
+    "s3:ListObjects": "s3:ListBucket",
+    "s3:ListObjectsV2": "s3:ListBucket",
+}
+
+# Which function makes which calls. One crate, two binaries: the library's
+# calls are attributed to both, except
+# - everything in these directories, the retrain runner's alone (its S3
+#   adapter, src/objects/s3.rs);
+RUNNER_ONLY_DIRS = ("src/objects/",)
+# - these actions, the broker's alone (the runner announces nothing: it has
+#   no P1_EVENT_BUS_NAME, so src/handoff/aws.rs's PutEvents never runs in it).
+BROKER_ONLY_ACTIONS = {"events:PutEvents"}
 
 # Actions IAM also checks for a call, beyond the call's own: CreateSecret
 # with Tags needs TagResource too (the function always tags what it creates).
@@ -408,22 +449,37 @@ IMPLIED_ACTIONS = {"secretsmanager:CreateSecret": {"secretsmanager:TagResource"}
 CREATED_TAGS = {"managed-by": "p1-key-broker", "p1:credential_type": "retrain", "p1:model_id": "42"}
 
 
-def sdk_calls() -> set[str]:
-    """Every AWS SDK operation the function's code calls, as IAM actions:
-    each `.snake_case()` call in a file under src/ that uses an SDK crate,
-    kept when its CamelCase name is an action of that crate's service in the
-    Service Authorization Reference. Found wherever the code lives."""
+def sdk_calls_by_file() -> dict[str, set[str]]:
+    """Every AWS SDK operation the code calls, as IAM actions, by file
+    (relative to the clone): each `.snake_case()` call in a file under src/
+    that uses an SDK crate, kept when its CamelCase name (or the action IAM
+    authorises it as, OPERATION_ACTIONS) is an action of that crate's
+    service in the Service Authorization Reference."""
     reference = _service_authorization_reference()
-    found = set()
+    found: dict[str, set[str]] = {}
     for path in sorted((ROOT / "src").rglob("*.rs")):
         text = path.read_text(encoding="utf-8")
         services = {prefix for crate, prefix in SDK_CRATES.items() if crate in text}
         for call in set(re.findall(r"\.\s*([a-z][a-z0-9_]*)\(\)", text)):
             name = "".join(part.capitalize() for part in call.split("_"))
             for service in services:
-                if any(key.lower() == name.lower() for key in reference[service]["privileges"]):
-                    found.add(f"{service}:{name}")
+                action = OPERATION_ACTIONS.get(f"{service}:{name}", f"{service}:{name}")
+                if any(key.lower() == action.split(":")[1].lower() for key in reference[service]["privileges"]):
+                    found.setdefault(path.relative_to(ROOT).as_posix(), set()).add(action)
     return found
+
+
+def sdk_calls(function: str = "broker") -> set[str]:
+    """The calls of one function ("broker" or "runner"), attributed as
+    RUNNER_ONLY_DIRS and BROKER_ONLY_ACTIONS say."""
+    assert function in ("broker", "runner"), function
+    out = set()
+    for path, actions in sdk_calls_by_file().items():
+        runner_only = path.startswith(RUNNER_ONLY_DIRS)
+        if function == "broker" and runner_only:
+            continue
+        out |= {a for a in actions if function == "broker" or a not in BROKER_ONLY_ACTIONS}
+    return out
 
 
 def condition_holds(condition: dict | None, context: dict) -> bool:
@@ -447,8 +503,8 @@ def condition_holds(condition: dict | None, context: dict) -> bool:
 
 
 def allowed(function_statements: dict, action: str, arn: str, context: dict) -> list[str]:
-    """The Sids of the statements that allow `action` on `arn` in `context`
-    (every optional statement on)."""
+    """The Sids of the statements (of one role, by Sid) that allow `action`
+    on `arn` in `context` (every optional statement on)."""
     return [
         sid
         for sid, (_, st) in function_statements.items()
@@ -650,10 +706,10 @@ def test_template_shape(expanded):
         assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["AsyncFailureQueue", "Arn"]}}, name
         assert target["RetryPolicy"]["MaximumEventAgeInSeconds"] <= 3600, name
 
-    (mapping,) = by_type["AWS::Lambda::EventSourceMapping"]
-    mp = r[mapping]["Properties"]
+    mp = broker_mapping(expanded)["Properties"]
     assert mp["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mp["EventSourceArn"] == {"Fn::GetAtt": ["RetrainQueue", "Arn"]}
+    assert len(by_type["AWS::Lambda::EventSourceMapping"]) == 2  # the broker's and the runner's
     queue = r["RetrainQueue"]["Properties"]
     assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["RetrainDeadLetterQueue", "Arn"]}
     assert queue["VisibilityTimeout"] >= 6 * p["Timeout"]
@@ -673,6 +729,7 @@ def test_template_shape(expanded):
     alarms = {
         (a["Properties"]["Namespace"], a["Properties"]["MetricName"])
         for a in (r[n] for n in by_type["AWS::CloudWatch::Alarm"])
+        if "MetricName" in a["Properties"]  # the metric-math alarm: test_retrain_workflow_alarms
     }
     assert sorted(by_type["AWS::CloudWatch::CompositeAlarm"]) == [
         "DeployKeyExpiry",
@@ -688,9 +745,14 @@ def test_template_shape(expanded):
     dlq_alarms = [
         r[n]["Properties"]["Dimensions"][0]["Value"]
         for n in by_type["AWS::CloudWatch::Alarm"]
-        if r[n]["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"
+        if r[n]["Properties"].get("MetricName") == "ApproximateNumberOfMessagesVisible"
     ]
-    assert sorted(d["Fn::GetAtt"][0] for d in dlq_alarms) == ["AsyncFailureQueue", "RetrainDeadLetterQueue"]
+    assert sorted(d["Fn::GetAtt"][0] for d in dlq_alarms) == [
+        "AsyncFailureQueue",
+        "RetrainDataRuleDeadLetterQueue",
+        "RetrainDeadLetterQueue",
+        "RetrainRunnerDeadLetterQueue",
+    ]
 
 
 def test_workflow_definition_names_no_partition_and_every_placeholder_is_substituted(raw, tmp_path):
@@ -830,8 +892,18 @@ def test_only_secrets_manager_rotating_that_secret_may_invoke(expanded, params):
     assert schedule["SecretId"] == {"Ref": "RotationSecretName"}
 
 
+def broker_mapping(expanded: dict) -> dict:
+    (mapping,) = [
+        r
+        for r in expanded["Resources"].values()
+        if r["Type"] == "AWS::Lambda::EventSourceMapping"
+        and r["Properties"]["FunctionName"] == {"Ref": "KeyBrokerFunction"}
+    ]
+    return mapping
+
+
 def test_reserved_concurrency_is_none_or_covers_the_queue(raw, expanded):
-    (mapping,) = [r for r in expanded["Resources"].values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    mapping = broker_mapping(expanded)
     maximum = mapping["Properties"]["ScalingConfig"]["MaximumConcurrency"]
     accepted = [n for n in range(0, 101) if template_accepts(raw, {"ReservedConcurrency": str(n)})]
     assert 0 in accepted and maximum in accepted
@@ -1114,6 +1186,7 @@ def _expand_and_lint(tmp_path: Path, template_text: str) -> subprocess.Completed
     infra = tmp_path / "infra"
     infra.mkdir()
     shutil.copy(INFRA / "retrain-workflow.asl.json", infra)
+    shutil.copy(INFRA / "retrain-runner.asl.json", infra)
     (infra / "template.yaml").write_text(template_text, encoding="utf-8")
     out = tmp_path / "expanded.json"
     subprocess.run(
@@ -1134,8 +1207,21 @@ def _replace_once(text: str, old: str, new: str) -> str:
     return text.replace(old, new)
 
 
+# The broker's and the runner's properties start alike: each anchor begins at
+# its function's Description.
+BROKER_HEAD = "(p1-key-broker)\n      CodeUri: ..\n      Handler: bootstrap\n"
+RUNNER_HEAD = "(p1-retrain)\n      CodeUri: ..\n      Handler: bootstrap\n"
 BROKEN = {
-    "bogus runtime": ("Runtime: provided.al2023", "Runtime: provided.al2099", r"^E3030 .*provided\.al2099"),
+    "bogus runtime": (
+        BROKER_HEAD + "      Runtime: provided.al2023",
+        BROKER_HEAD + "      Runtime: provided.al2099",
+        r"^E3030 .*provided\.al2099",
+    ),
+    "bogus runner runtime": (
+        RUNNER_HEAD + "      Runtime: provided.al2023",
+        RUNNER_HEAD + "      Runtime: provided.al2099",
+        r"^E3030 .*provided\.al2099",
+    ),
     "timeout over 900": ("Timeout: 120", "Timeout: 1000", r"^E3717 1000 is greater than the maximum of 900"),
     "bad schedule expression": (
         "train key when it is about to expire (p1-key-broker)\n      ScheduleExpression: rate(1 hour)",
