@@ -1406,7 +1406,7 @@ def s3_object(bucket: str, key: str) -> str:
     return f"arn:{PARTITION}:s3:::{bucket}/{key}"
 
 
-def test_runner_role_grants_exactly_the_documented_actions(runner):
+def test_runner_role_grants_exactly_the_documented_actions(runner, expanded):
     sts, _ = runner
     assert set(sts) == set(RUNNER_STATEMENTS)
     for sid, (condition, actions) in RUNNER_STATEMENTS.items():
@@ -1416,16 +1416,7 @@ def test_runner_role_grants_exactly_the_documented_actions(runner):
     granted = {a for _, st in sts.values() for a in as_list(st["Action"])}
     assert not {a for a in granted if a.startswith("events:")}, "the runner announces nothing"
     assert not {a for a in granted if a.startswith(("s3:Delete", "s3:PutBucket", "s3:PutObjectAcl"))}
-    assert "ManagedPolicyArns" not in expanded_resources_cache()["RetrainRunnerRole"]["Properties"]
-
-
-_EXPANDED_CACHE: dict = {}
-
-
-def expanded_resources_cache() -> dict:
-    if "r" not in _EXPANDED_CACHE:
-        _EXPANDED_CACHE["r"] = expand(TEMPLATE)["Resources"]
-    return _EXPANDED_CACHE["r"]
+    assert "ManagedPolicyArns" not in expanded["Resources"]["RetrainRunnerRole"]["Properties"]
 
 
 def test_the_runner_code_calls_the_sdk_operations_this_test_knows():
