@@ -7,8 +7,10 @@
 #      rules in infra/cfn-lint-custom-rules.txt);
 #   3. checkov on the SAM template, the expanded one and the all-options one
 #      (--skip-download: no platform calls); any failed check fails;
-#   4. pytest infra/tests: the IAM statements, and broken copies of the
-#      template that cfn-lint must reject.
+#   4. pytest infra/tests: the IAM statements (the key broker's and the
+#      retrain runner's, against the SDK calls in src/), the retraining
+#      workflow (infra/retrain-runner.asl.json, its rule and placeholders),
+#      and broken copies of the template that cfn-lint must reject.
 #
 #   scripts/check_infra.sh [VENV]     (default: .venv-infra in the clone)
 #

@@ -20,6 +20,13 @@ Run by scripts/check_infra.sh with the infra venv (infra/requirements.txt):
 - which schedules each parameter set deploys, and that their inputs are
   requests the function accepts; the expiry alarms' composite logic;
 - the workflow's partition substitution;
+- the retraining workflow (SPEC section 11): the retrain runner's role
+  against the runner's calls in src/ (S3 only on the data and results
+  prefixes, secrets only under the retrain prefix), the new-data rule's
+  pattern evaluated on S3 events, the state machine definition
+  (infra/retrain-runner.asl.json: SQS waitForTaskToken tasks, placeholders,
+  requests the runner accepts, Retry/Catch names against src/error.rs), and
+  that results are never saved where they would start it again;
 - deliberately broken copies of the template (runtime, timeout, schedule
   expression) are rejected by cfn-lint on the expanded form.
 """
@@ -173,6 +180,13 @@ def resolve(value, params: dict):
         target = value["Fn::GetAtt"]
         target = target if isinstance(target, list) else target.split(".", 1)
         return f"GetAtt:{target[0]}.{target[1]}"
+    if list(value) == ["Fn::If"]:
+        # Only where the test says how the condition is: params["Condition:<name>"].
+        condition, when_true, when_false = value["Fn::If"]
+        key = f"Condition:{condition}"
+        if key not in params:
+            raise AssertionError(f"Fn::If on {condition}, which this resolution does not set: {value}")
+        return resolve(when_true if params[key] else when_false, params)
     if list(value) == ["Fn::Sub"]:
         sub = value["Fn::Sub"]
         text, local = (sub, {}) if isinstance(sub, str) else (sub[0], sub[1])
@@ -397,8 +411,35 @@ def test_key_secrets_are_written_only_under_the_configured_names(function_statem
 # What the code calls, evaluated against the role
 # --------------------------------------------------------------------------
 
-# The SDK crates the function uses, by the IAM service prefix of their actions.
-SDK_CRATES = {"aws_sdk_secretsmanager": "secretsmanager", "aws_sdk_sfn": "states", "aws_sdk_eventbridge": "events"}
+# The SDK crates the functions use, by the IAM service prefix of their actions.
+SDK_CRATES = {
+    "aws_sdk_secretsmanager": "secretsmanager",
+    "aws_sdk_sfn": "states",
+    "aws_sdk_eventbridge": "events",
+    "aws_sdk_s3": "s3",
+}
+
+# SDK operations that IAM authorises under another action's name (the
+# Service Authorization Reference lists S3's multipart calls under
+# s3:PutObject, a HEAD under s3:GetObject, listing under s3:ListBucket).
+OPERATION_ACTIONS = {
+    "s3:CreateMultipartUpload": "s3:PutObject",
+    "s3:UploadPart": "s3:PutObject",
+    "s3:CompleteMultipartUpload": "s3:PutObject",
+    "s3:HeadObject": "s3:GetObject",
+    "s3:HeadBucket": "s3:ListBucket",
+    "s3:ListObjects": "s3:ListBucket",
+    "s3:ListObjectsV2": "s3:ListBucket",
+}
+
+# Which function makes which calls. One crate, two binaries: the library's
+# calls are attributed to both, except
+# - everything in these directories, the retrain runner's alone (its S3
+#   adapter, src/objects/s3.rs);
+RUNNER_ONLY_DIRS = ("src/objects/",)
+# - these actions, the broker's alone (the runner announces nothing: it has
+#   no P1_EVENT_BUS_NAME, so src/handoff/aws.rs's PutEvents never runs in it).
+BROKER_ONLY_ACTIONS = {"events:PutEvents"}
 
 # Actions IAM also checks for a call, beyond the call's own: CreateSecret
 # with Tags needs TagResource too (the function always tags what it creates).
@@ -408,22 +449,37 @@ IMPLIED_ACTIONS = {"secretsmanager:CreateSecret": {"secretsmanager:TagResource"}
 CREATED_TAGS = {"managed-by": "p1-key-broker", "p1:credential_type": "retrain", "p1:model_id": "42"}
 
 
-def sdk_calls() -> set[str]:
-    """Every AWS SDK operation the function's code calls, as IAM actions:
-    each `.snake_case()` call in a file under src/ that uses an SDK crate,
-    kept when its CamelCase name is an action of that crate's service in the
-    Service Authorization Reference. Found wherever the code lives."""
+def sdk_calls_by_file() -> dict[str, set[str]]:
+    """Every AWS SDK operation the code calls, as IAM actions, by file
+    (relative to the clone): each `.snake_case()` call in a file under src/
+    that uses an SDK crate, kept when its CamelCase name (or the action IAM
+    authorises it as, OPERATION_ACTIONS) is an action of that crate's
+    service in the Service Authorization Reference."""
     reference = _service_authorization_reference()
-    found = set()
+    found: dict[str, set[str]] = {}
     for path in sorted((ROOT / "src").rglob("*.rs")):
         text = path.read_text(encoding="utf-8")
         services = {prefix for crate, prefix in SDK_CRATES.items() if crate in text}
         for call in set(re.findall(r"\.\s*([a-z][a-z0-9_]*)\(\)", text)):
             name = "".join(part.capitalize() for part in call.split("_"))
             for service in services:
-                if any(key.lower() == name.lower() for key in reference[service]["privileges"]):
-                    found.add(f"{service}:{name}")
+                action = OPERATION_ACTIONS.get(f"{service}:{name}", f"{service}:{name}")
+                if any(key.lower() == action.split(":")[1].lower() for key in reference[service]["privileges"]):
+                    found.setdefault(path.relative_to(ROOT).as_posix(), set()).add(action)
     return found
+
+
+def sdk_calls(function: str = "broker") -> set[str]:
+    """The calls of one function ("broker" or "runner"), attributed as
+    RUNNER_ONLY_DIRS and BROKER_ONLY_ACTIONS say."""
+    assert function in ("broker", "runner"), function
+    out = set()
+    for path, actions in sdk_calls_by_file().items():
+        runner_only = path.startswith(RUNNER_ONLY_DIRS)
+        if function == "broker" and runner_only:
+            continue
+        out |= {a for a in actions if function == "broker" or a not in BROKER_ONLY_ACTIONS}
+    return out
 
 
 def condition_holds(condition: dict | None, context: dict) -> bool:
@@ -447,8 +503,8 @@ def condition_holds(condition: dict | None, context: dict) -> bool:
 
 
 def allowed(function_statements: dict, action: str, arn: str, context: dict) -> list[str]:
-    """The Sids of the statements that allow `action` on `arn` in `context`
-    (every optional statement on)."""
+    """The Sids of the statements (of one role, by Sid) that allow `action`
+    on `arn` in `context` (every optional statement on)."""
     return [
         sid
         for sid, (_, st) in function_statements.items()
@@ -650,10 +706,10 @@ def test_template_shape(expanded):
         assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["AsyncFailureQueue", "Arn"]}}, name
         assert target["RetryPolicy"]["MaximumEventAgeInSeconds"] <= 3600, name
 
-    (mapping,) = by_type["AWS::Lambda::EventSourceMapping"]
-    mp = r[mapping]["Properties"]
+    mp = broker_mapping(expanded)["Properties"]
     assert mp["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mp["EventSourceArn"] == {"Fn::GetAtt": ["RetrainQueue", "Arn"]}
+    assert len(by_type["AWS::Lambda::EventSourceMapping"]) == 2  # the broker's and the runner's
     queue = r["RetrainQueue"]["Properties"]
     assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["RetrainDeadLetterQueue", "Arn"]}
     assert queue["VisibilityTimeout"] >= 6 * p["Timeout"]
@@ -673,6 +729,7 @@ def test_template_shape(expanded):
     alarms = {
         (a["Properties"]["Namespace"], a["Properties"]["MetricName"])
         for a in (r[n] for n in by_type["AWS::CloudWatch::Alarm"])
+        if "MetricName" in a["Properties"]  # the metric-math alarm: test_retrain_workflow_alarms
     }
     assert sorted(by_type["AWS::CloudWatch::CompositeAlarm"]) == [
         "DeployKeyExpiry",
@@ -688,9 +745,14 @@ def test_template_shape(expanded):
     dlq_alarms = [
         r[n]["Properties"]["Dimensions"][0]["Value"]
         for n in by_type["AWS::CloudWatch::Alarm"]
-        if r[n]["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"
+        if r[n]["Properties"].get("MetricName") == "ApproximateNumberOfMessagesVisible"
     ]
-    assert sorted(d["Fn::GetAtt"][0] for d in dlq_alarms) == ["AsyncFailureQueue", "RetrainDeadLetterQueue"]
+    assert sorted(d["Fn::GetAtt"][0] for d in dlq_alarms) == [
+        "AsyncFailureQueue",
+        "RetrainDataRuleDeadLetterQueue",
+        "RetrainDeadLetterQueue",
+        "RetrainRunnerDeadLetterQueue",
+    ]
 
 
 def test_workflow_definition_names_no_partition_and_every_placeholder_is_substituted(raw, tmp_path):
@@ -830,8 +892,18 @@ def test_only_secrets_manager_rotating_that_secret_may_invoke(expanded, params):
     assert schedule["SecretId"] == {"Ref": "RotationSecretName"}
 
 
+def broker_mapping(expanded: dict) -> dict:
+    (mapping,) = [
+        r
+        for r in expanded["Resources"].values()
+        if r["Type"] == "AWS::Lambda::EventSourceMapping"
+        and r["Properties"]["FunctionName"] == {"Ref": "KeyBrokerFunction"}
+    ]
+    return mapping
+
+
 def test_reserved_concurrency_is_none_or_covers_the_queue(raw, expanded):
-    (mapping,) = [r for r in expanded["Resources"].values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    mapping = broker_mapping(expanded)
     maximum = mapping["Properties"]["ScalingConfig"]["MaximumConcurrency"]
     accepted = [n for n in range(0, 101) if template_accepts(raw, {"ReservedConcurrency": str(n)})]
     assert 0 in accepted and maximum in accepted
@@ -899,6 +971,10 @@ def cfn_value(node, values: dict, conditions: dict):
     if fn == "Fn::Equals":
         a, b = cfn_value(arg, values, conditions)
         return str(a) == str(b)
+    if fn == "Fn::If":
+        condition, when_true, when_false = arg
+        holds = cfn_value(conditions[condition], values, conditions)
+        return cfn_value(when_true if holds else when_false, values, conditions)
     if fn == "Fn::Not":
         return not cfn_value(arg[0], values, conditions)
     if fn == "Fn::And":
@@ -1114,6 +1190,7 @@ def _expand_and_lint(tmp_path: Path, template_text: str) -> subprocess.Completed
     infra = tmp_path / "infra"
     infra.mkdir()
     shutil.copy(INFRA / "retrain-workflow.asl.json", infra)
+    shutil.copy(INFRA / "retrain-runner.asl.json", infra)
     (infra / "template.yaml").write_text(template_text, encoding="utf-8")
     out = tmp_path / "expanded.json"
     subprocess.run(
@@ -1134,8 +1211,21 @@ def _replace_once(text: str, old: str, new: str) -> str:
     return text.replace(old, new)
 
 
+# The broker's and the runner's properties start alike: each anchor begins at
+# its function's Description.
+BROKER_HEAD = "(p1-key-broker)\n      CodeUri: ..\n      Handler: bootstrap\n"
+RUNNER_HEAD = "(p1-retrain)\n      CodeUri: ..\n      Handler: bootstrap\n"
 BROKEN = {
-    "bogus runtime": ("Runtime: provided.al2023", "Runtime: provided.al2099", r"^E3030 .*provided\.al2099"),
+    "bogus runtime": (
+        BROKER_HEAD + "      Runtime: provided.al2023",
+        BROKER_HEAD + "      Runtime: provided.al2099",
+        r"^E3030 .*provided\.al2099",
+    ),
+    "bogus runner runtime": (
+        RUNNER_HEAD + "      Runtime: provided.al2023",
+        RUNNER_HEAD + "      Runtime: provided.al2099",
+        r"^E3030 .*provided\.al2099",
+    ),
     "timeout over 900": ("Timeout: 120", "Timeout: 1000", r"^E3717 1000 is greater than the maximum of 900"),
     "bad schedule expression": (
         "train key when it is about to expire (p1-key-broker)\n      ScheduleExpression: rate(1 hour)",
@@ -1157,3 +1247,702 @@ def test_broken_copy_is_rejected_on_the_expanded_form(tmp_path, case):
     result = _expand_and_lint(tmp_path, text)
     assert result.returncode != 0, f"cfn-lint accepted a template with {case}"
     assert re.search(expected, result.stdout, re.MULTILINE), result.stdout
+
+
+# --------------------------------------------------------------------------
+# The retraining workflow (SPEC section 11): S3 -> EventBridge rule -> state
+# machine (infra/retrain-runner.asl.json) -> SQS -> p1-retrain
+# --------------------------------------------------------------------------
+
+RUNNER_ASL = INFRA / "retrain-runner.asl.json"
+
+# The DefinitionSubstitutions the definition uses, exactly.
+RUNNER_PLACEHOLDERS = {
+    "Partition",
+    "RunnerQueueUrl",
+    "PollIntervalSeconds",
+    "TimeLimitSeconds",
+    "ResultsPrefix",
+    "SwitchModel",
+}
+# Those that are numbers or booleans: strings in the file, turned into JSON
+# by States.StringToJson in the workflow's settings state.
+RUNNER_JSON_PLACEHOLDERS = {"PollIntervalSeconds": int, "TimeLimitSeconds": int, "SwitchModel": bool}
+
+# The errorTypes the retrain runner adds to src/error.rs ERROR_TYPES (SPEC
+# section 11). The workflow names them in Retry/Catch; until the runner's code
+# is merged, test_runner_error_types_are_in_the_code fails naming them.
+RUNNER_ERROR_TYPES = {
+    "PredictionOne.RetrainJobNotFound",
+    "PredictionOne.JobDeleted",
+    "PredictionOne.ConfigurationFileMissing",
+    "PredictionOne.ClassifierNotFound",
+    "PredictionOne.RetrainNotFinished",
+    "PredictionOne.UploadFailed",
+    "DataUnavailable",
+    "ResultsUnavailable",
+}
+# Retried on every task; everything else the code returns is permanent.
+RUNNER_RETRYABLE = {
+    "PredictionOne.Throttled",
+    "PredictionOne.Unavailable",
+    "PredictionOne.Timeout",
+    "PredictionOne.UploadFailed",
+    "HandOffFailed",
+}
+
+# The runner's requests (unknown fields are refused) and results.
+RUNNER_REQUESTS = {
+    "start": ({"action", "bucket", "key", "task_token"}, {"model_id"}),
+    "status": ({"action", "model_id", "retrain_job_id", "task_token"}, set()),
+    "save_results": ({"action", "model_id", "retrain_job_id", "bucket", "key", "task_token"}, set()),
+    "switch_model": ({"action", "model_id", "retrain_job_id", "task_token"}, set()),
+}
+RUNNER_RESULTS = {
+    "start": {"action", "model_id", "retrain_job_id", "bytes"},
+    "status": {"action", "model_id", "retrain_job_id", "state", "status", "message"},
+    "save_results": {"action", "bucket", "key", "bytes"},
+    "switch_model": {"action", "model_id", "retrain_job_id", "switched"},
+}
+
+# Every SDK call the runner makes (the contract; sdk_calls("runner") finds
+# them once the runner's code is merged, and the role is checked for both).
+RUNNER_CONTRACT_CALLS = {
+    "s3:GetObject",
+    "s3:PutObject",  # also CreateMultipartUpload, UploadPart, CompleteMultipartUpload
+    "s3:AbortMultipartUpload",
+    "secretsmanager:GetSecretValue",
+    "secretsmanager:PutSecretValue",
+    "secretsmanager:CreateSecret",
+    "secretsmanager:DescribeSecret",
+    "secretsmanager:UpdateSecretVersionStage",
+    "states:SendTaskSuccess",
+    "states:SendTaskFailure",
+}
+
+RUNNER_STATEMENTS = {
+    "WriteOwnLogs": (None, {"logs:CreateLogStream", "logs:PutLogEvents"}),
+    "ReadSecretKey": (None, {"secretsmanager:GetSecretValue"}),
+    "ManageRetrainKeySecrets": (
+        None,
+        {
+            "secretsmanager:GetSecretValue",
+            "secretsmanager:PutSecretValue",
+            "secretsmanager:DescribeSecret",
+            "secretsmanager:UpdateSecretVersionStage",
+        },
+    ),
+    "CreateRetrainKeySecrets": ("CreatesSecrets", {"secretsmanager:CreateSecret"}),
+    "TagCreatedRetrainKeySecrets": ("CreatesSecrets", {"secretsmanager:TagResource"}),
+    "KeySecretsEncryption": ("HasTargetKmsKey", {"kms:Decrypt", "kms:GenerateDataKey"}),
+    "SecretKeyDecryption": ("HasSecretKeyKmsKey", {"kms:Decrypt"}),
+    "ReportToWorkflow": (None, {"states:SendTaskSuccess", "states:SendTaskFailure"}),
+    "ConsumeRunnerQueue": (None, {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}),
+    "ListRetrainData": (None, {"s3:ListBucket"}),
+    "ReadRetrainData": (None, {"s3:GetObject"}),
+    "WriteRetrainResults": (None, {"s3:PutObject", "s3:AbortMultipartUpload"}),
+}
+
+GIVEN_BUCKET = "ml-data-bucket"
+CREATED_BUCKET = "p1-key-broker-retrainbucket-1a2b3c4d5e6f"  # what Ref returns for the created one
+
+
+def code_error_types() -> set[str]:
+    """src/error.rs ERROR_TYPES."""
+    text = (ROOT / "src" / "error.rs").read_text(encoding="utf-8")
+    m = re.search(r"pub const ERROR_TYPES: &\[&str\] = &\[(.*?)\];", text, re.DOTALL)
+    assert m, "src/error.rs no longer declares ERROR_TYPES"
+    return set(re.findall(r'"([^"]+)"', m.group(1)))
+
+
+def runner_definition() -> dict:
+    return json.loads(RUNNER_ASL.read_text(encoding="utf-8"))
+
+
+def runner_tasks(definition: dict) -> dict:
+    return {n: s for n, s in definition["States"].items() if s["Type"] == "Task"}
+
+
+def task_action(state: dict) -> str:
+    return state["Parameters"]["MessageBody"]["action"]
+
+
+def field_names(obj: dict) -> set[str]:
+    return {k[:-2] if k.endswith(".$") else k for k in obj}
+
+
+def bucket_values(expanded: dict, created: bool) -> dict:
+    """Parameter values (defaults and CONFIGURED) with the retrain bucket
+    either created by the stack or given."""
+    values = {name: str(p.get("Default", "")) for name, p in expanded["Parameters"].items()}
+    values.update(CONFIGURED)
+    values.update(
+        {"AWS::Partition": PARTITION, "AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::URLSuffix": "amazonaws.com"}
+    )
+    if created:
+        values.update({"RetrainBucketName": "", "RetrainBucket": CREATED_BUCKET})
+    else:
+        values.update({"RetrainBucketName": GIVEN_BUCKET})
+    values["Condition:CreatesRetrainBucket"] = created
+    return values
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["given bucket", "created bucket"])
+def runner(request, expanded) -> tuple[dict, dict]:
+    """(the runner role's statements by Sid, resolved; parameter values)."""
+    values = bucket_values(expanded, request.param)
+    fn = expanded["Resources"]["RetrainRunnerFunction"]
+    assert fn["Properties"]["Role"] == {"Fn::GetAtt": ["RetrainRunnerRole", "Arn"]}
+    out = {}
+    for condition, st in statements(expanded["Resources"]["RetrainRunnerRole"]):
+        assert st["Effect"] == "Allow"
+        sid = st.get("Sid")
+        assert sid and sid not in out, f"every statement has a unique Sid: {st}"
+        out[sid] = (condition, resolve(st, values))
+    return out, values
+
+
+def s3_object(bucket: str, key: str) -> str:
+    return f"arn:{PARTITION}:s3:::{bucket}/{key}"
+
+
+def test_runner_role_grants_exactly_the_documented_actions(runner, expanded):
+    sts, _ = runner
+    assert set(sts) == set(RUNNER_STATEMENTS)
+    for sid, (condition, actions) in RUNNER_STATEMENTS.items():
+        got_condition, st = sts[sid]
+        assert got_condition == condition, f"{sid} must be under condition {condition}"
+        assert set(as_list(st["Action"])) == actions, sid
+    granted = {a for _, st in sts.values() for a in as_list(st["Action"])}
+    assert not {a for a in granted if a.startswith("events:")}, "the runner announces nothing"
+    assert not {a for a in granted if a.startswith(("s3:Delete", "s3:PutBucket", "s3:PutObjectAcl"))}
+    assert "ManagedPolicyArns" not in expanded["Resources"]["RetrainRunnerRole"]["Properties"]
+
+
+def test_the_runner_code_calls_the_sdk_operations_this_test_knows():
+    """Fails until the retrain runner's code (src/objects/s3.rs) is merged:
+    the role below is written to the contract's calls (RUNNER_CONTRACT_CALLS)
+    and the scan must find them, and nothing else, in the code."""
+    calls = sdk_calls("runner")
+    missing = RUNNER_CONTRACT_CALLS - calls
+    assert not missing, (
+        f"src/ does not make the runner's calls {sorted(missing)} yet "
+        "(expected until the p1-retrain code, src/objects/s3.rs, is merged)"
+    )
+    extra = {a for a in calls - RUNNER_CONTRACT_CALLS - {"s3:ListBucket"} if not a.startswith("secretsmanager:")}
+    assert not extra, f"the runner's code makes calls its role was not written for: {sorted(extra)}"
+    assert "events:PutEvents" not in calls
+    # S3 is the runner's alone.
+    assert not {a for a in sdk_calls("broker") if a.startswith("s3:")}, "S3 calls outside src/objects/"
+
+
+def test_every_runner_call_is_allowed_where_it_is_needed_and_nowhere_else(runner):
+    sts, values = runner
+    bucket = CREATED_BUCKET if values["Condition:CreatesRetrainBucket"] else GIVEN_BUCKET
+    data, results = values["RetrainDataPrefix"], values["RetrainResultsPrefix"]
+    calls = RUNNER_CONTRACT_CALLS | sdk_calls("runner")
+    # S3: read the data, write the results, in that bucket only.
+    data_object = s3_object(bucket, f"{data}42/new.csv")
+    results_object = s3_object(bucket, f"{results}42/job-1/results")
+    assert allowed(sts, "s3:GetObject", data_object, {}) == ["ReadRetrainData"]
+    for action in ("s3:PutObject", "s3:AbortMultipartUpload"):
+        assert allowed(sts, action, results_object, {}) == ["WriteRetrainResults"], action
+    elsewhere = [
+        s3_object(bucket, "other/42/new.csv"),
+        s3_object(bucket, data.rstrip("/") + "x/42/new.csv"),  # a sibling folder sharing the prefix's text
+        s3_object(bucket, "new.csv"),
+        s3_object("other-bucket", f"{data}42/new.csv"),
+        s3_object("other-bucket", f"{results}42/job-1/results"),
+        s3_object(bucket + "-copy", f"{data}42/new.csv"),
+    ]
+    for arn in elsewhere:
+        for action in ("s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"):
+            assert not allowed(sts, action, arn, {}), (action, arn)
+    # No read outside the data, no write under it.
+    assert not allowed(sts, "s3:GetObject", results_object, {})
+    for action in ("s3:PutObject", "s3:AbortMultipartUpload"):
+        assert not allowed(sts, action, data_object, {}), action
+    # Listing: the bucket, under the data prefix only (a missing object is then
+    # NoSuchKey rather than AccessDenied).
+    bucket_arn = f"arn:{PARTITION}:s3:::{bucket}"
+    assert allowed(sts, "s3:ListBucket", bucket_arn, {"s3:prefix": f"{data}42/new.csv"}) == ["ListRetrainData"]
+    for prefix in ("", results, "other/", data.rstrip("/")):
+        assert not allowed(sts, "s3:ListBucket", bucket_arn, {"s3:prefix": prefix}), prefix
+    assert not allowed(sts, "s3:ListBucket", bucket_arn, {})
+    assert not allowed(sts, "s3:ListBucket", "arn:aws:s3:::other-bucket", {"s3:prefix": f"{data}42/"})
+    # Whatever S3 call the code makes, it is one of these, on its own side.
+    where = {
+        "s3:GetObject": (data_object, {}),
+        "s3:ListBucket": (bucket_arn, {"s3:prefix": f"{data}42/new.csv"}),
+        "s3:PutObject": (results_object, {}),
+        "s3:AbortMultipartUpload": (results_object, {}),
+    }
+    for action in sorted(a for a in calls if a.startswith("s3:")):
+        assert action in where, f"the runner calls {action}, which its role was not written for"
+        assert allowed(sts, action, *where[action]), action
+    # Nothing broader than an object pattern under one prefix, or the bucket.
+    for sid, (_, st) in sts.items():
+        for action in as_list(st["Action"]):
+            assert action not in ("s3:*", "*"), sid
+        if any(a.startswith("s3:") for a in as_list(st["Action"])):
+            for r in as_list(st["Resource"]):
+                assert r in (bucket_arn, f"{bucket_arn}/{data}*", f"{bucket_arn}/{results}*"), (sid, r)
+
+    # Secrets: retrain keys only (bare while missing, suffixed once created),
+    # and the secret key read-only.
+    retrain = values["RetrainSecretPrefix"] + "42"
+    context = {
+        "secretsmanager:Name": retrain,
+        **{f"aws:RequestTag/{k}": v for k, v in CREATED_TAGS.items()},
+        "aws:TagKeys": list(CREATED_TAGS),
+    }
+    secrets_calls = sorted(a for a in calls if a.startswith("secretsmanager:"))
+    for call in secrets_calls:
+        for action in [call, *sorted(IMPLIED_ACTIONS.get(call, ()))]:
+            for arn in (secret_arn(retrain), secret_arn(retrain + "-AbC123")):
+                assert allowed(sts, action, arn, context), f"{action} is not allowed on {arn}"
+            for other in (values["TrainSecretName"], values["DeploySecretName"], "other/secret"):
+                for arn in (secret_arn(other), secret_arn(other + "-AbC123")):
+                    assert not allowed(sts, action, arn, {**context, "secretsmanager:Name": other}), (action, arn)
+    key_secret = values["SecretKeySecretName"]
+    for arn in (secret_arn(key_secret), secret_arn(key_secret + "-AbC123")):
+        assert allowed(sts, "secretsmanager:GetSecretValue", arn, {}) == ["ReadSecretKey"]
+        for action in secrets_calls:
+            if action != "secretsmanager:GetSecretValue":
+                assert not allowed(sts, action, arn, {"secretsmanager:Name": key_secret}), (action, arn)
+    # Creation is still tied to the prefix and the tag.
+    assert not allowed(sts, "secretsmanager:CreateSecret", secret_arn(retrain), {"secretsmanager:Name": retrain})
+    # Callbacks on "*", the only Resource IAM accepts for them.
+    for action in ("states:SendTaskSuccess", "states:SendTaskFailure"):
+        assert allowed(sts, action, "*", {}) == ["ReportToWorkflow"]
+    assert sts["ConsumeRunnerQueue"][1]["Resource"] == "GetAtt:RetrainRunnerQueue.Arn"
+    assert sts["WriteOwnLogs"][1]["Resource"] == "GetAtt:RetrainRunnerLogGroup.Arn"
+
+
+def test_runner_function_shape_and_environment(expanded):
+    r = expanded["Resources"]
+    fn = r["RetrainRunnerFunction"]
+    p = fn["Properties"]
+    broker = r["KeyBrokerFunction"]["Properties"]
+    assert fn["Metadata"]["BuildMethod"] == "rust-cargolambda"
+    assert fn["Metadata"]["BuildProperties"] == {"Binary": "p1-retrain"}
+    for prop in ("Runtime", "Architectures", "Handler"):
+        assert p[prop] == broker[prop], prop
+    assert p["Timeout"] == {"Ref": "RetrainRunnerTimeoutSeconds"}
+    assert p["LoggingConfig"]["LogGroup"] == {"Ref": "RetrainRunnerLogGroup"}
+    assert p["LoggingConfig"]["ApplicationLogLevel"] == {"Ref": "LogLevel"}  # the EMF lines pass (see above)
+    env = p["Environment"]["Variables"]
+    assert set(env) == {
+        "P1_SECRET_KEY_SECRET_ID", "P1_SECRET_KEY_FIELD", "P1_API_BASE_URL", "P1_RETRAIN_SECRET_PREFIX",
+        "P1_RETRAIN_DATA_PREFIX", "P1_CREATE_MISSING_SECRET", "P1_TARGET_KMS_KEY_ID", "P1_RENEW_BEFORE_SECONDS",
+        "P1_SECRET_KEY_CACHE_TTL_SECONDS", "P1_HTTP_TIMEOUT_MS", "P1_MAX_ATTEMPTS", "P1_DEADLINE_MARGIN_MS",
+        "P1_BATCH_CONCURRENCY",
+    }  # fmt: skip
+    broker_env = broker["Environment"]["Variables"]
+    for name, value in env.items():
+        if name in broker_env:
+            assert value == broker_env[name], f"{name}: the same parameter as the broker's"
+    assert env["P1_RETRAIN_DATA_PREFIX"] == {"Ref": "RetrainDataPrefix"}
+
+    (mapping,) = [
+        m["Properties"]
+        for m in r.values()
+        if m["Type"] == "AWS::Lambda::EventSourceMapping" and m["Properties"]["FunctionName"] == {"Ref": "RetrainRunnerFunction"}
+    ]
+    assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["RetrainRunnerQueue", "Arn"]}
+    assert mapping["BatchSize"] == 1
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    queue = r["RetrainRunnerQueue"]["Properties"]
+    longest = expanded["Parameters"]["RetrainRunnerTimeoutSeconds"]["MaxValue"]
+    assert queue["VisibilityTimeout"] >= 6 * longest, "six times the longest function timeout"
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["RetrainRunnerDeadLetterQueue", "Arn"]}
+    assert longest <= 900
+
+
+def test_workflow_role_only_sends_to_the_runner_queue(expanded):
+    r = expanded["Resources"]
+    sm = r["RetrainRunnerWorkflow"]["Properties"]
+    role_name = sm["RoleArn"]["Fn::GetAtt"][0]
+    sent = []
+    for _, st in statements(r[role_name]):
+        actions = set(as_list(st["Action"]))
+        if actions & {"sqs:SendMessage", "lambda:InvokeFunction", "states:StartExecution"}:
+            sent.append((actions, st["Resource"]))
+        else:
+            assert actions <= NO_RESOURCE_TYPE_ACTIONS, (role_name, actions)  # log delivery only
+    assert sent == [({"sqs:SendMessage"}, {"Fn::GetAtt": ["RetrainRunnerQueue", "Arn"]})]
+    assert sm["LoggingConfiguration"]["Level"] == "ERROR"
+    assert sm["LoggingConfiguration"]["IncludeExecutionData"] is False, "no data in logs"
+    (destination,) = sm["LoggingConfiguration"]["Destinations"]
+    assert destination["CloudWatchLogsLogGroup"]["LogGroupArn"] == {"Fn::GetAtt": ["RetrainRunnerWorkflowLogGroup", "Arn"]}
+    name = r["RetrainRunnerWorkflowLogGroup"]["Properties"]["LogGroupName"]["Fn::Sub"]
+    assert name.startswith("/aws/vendedlogs/states/") and "${AWS::StackName}" in name
+    assert sm["TracingConfiguration"] == {"Enabled": True}
+
+
+# --- the new-data rule --------------------------------------------------------
+
+
+def pattern_matches(pattern, event) -> bool:
+    """EventBridge matching for what the rule uses: nested objects, arrays of
+    exact strings and {"prefix": ...}; every field of the pattern must match."""
+    if isinstance(pattern, dict):
+        return all(isinstance(event, dict) and key in event and pattern_matches(p, event[key]) for key, p in pattern.items())
+    assert isinstance(pattern, list), pattern
+    for candidate in pattern:
+        if isinstance(candidate, dict):
+            (op, arg), = candidate.items()
+            assert op == "prefix", f"pattern operator {op} is not evaluated here"
+            if isinstance(event, str) and event.startswith(arg):
+                return True
+        elif candidate == event:
+            return True
+    return False
+
+
+def s3_event(bucket: str, key: str, detail_type: str = "Object Created", source: str = "aws.s3") -> dict:
+    """An S3 event as EventBridge delivers it (the bucket's EventBridge
+    notifications on)."""
+    return {
+        "version": "0",
+        "id": "17793124-05d4-b198-2fde-7ededc63b103",
+        "detail-type": detail_type,
+        "source": source,
+        "account": ACCOUNT,
+        "time": "2025-01-01T00:00:00Z",
+        "region": REGION,
+        "resources": [f"arn:aws:s3:::{bucket}"],
+        "detail": {
+            "version": "0",
+            "bucket": {"name": bucket},
+            "object": {"key": key, "size": 5, "etag": "b1946ac92492d2347c6235b4d2611184", "sequencer": "0062E99A88DC407460"},
+            "request-id": "N4N7GDK58NMKJ12R",
+            "requester": ACCOUNT,
+            "reason": "PutObject",
+        },
+    }
+
+
+def rule_pattern(expanded: dict, values: dict) -> dict:
+    rule = expanded["Resources"]["RetrainDataCreatedRule"]["Properties"]
+    return cfn_value(rule["EventPattern"], values, expanded["Conditions"])
+
+
+def results_key(values: dict, model_id: str, job_id: str) -> str:
+    """The key save_results is asked to write, as the workflow formats it."""
+    body = runner_tasks(runner_definition())["SaveResults"]["Parameters"]["MessageBody"]
+    m = re.fullmatch(r"States\.Format\('([^']*)', \$\.job\.model_id, \$\.job\.retrain_job_id\)", body["key.$"])
+    assert m, body["key.$"]
+    return m.group(1).replace("${ResultsPrefix}", values["RetrainResultsPrefix"]).replace("{}", model_id, 1).replace("{}", job_id, 1)
+
+
+@pytest.mark.parametrize("created", [False, True], ids=["given bucket", "created bucket"])
+def test_rule_starts_the_workflow_for_new_data_only(expanded, created):
+    values = bucket_values(expanded, created)
+    bucket = CREATED_BUCKET if created else GIVEN_BUCKET
+    pattern = rule_pattern(expanded, values)
+    data = values["RetrainDataPrefix"]
+    assert pattern_matches(pattern, s3_event(bucket, f"{data}42/new.csv"))
+    assert pattern_matches(pattern, s3_event(bucket, f"{data}churn-v2/train.zip"))
+    refused = [
+        s3_event(bucket, "other/42/new.csv"),
+        s3_event(bucket, "new.csv"),
+        s3_event(bucket, data.rstrip("/")),
+        s3_event(bucket, f"x/{data}42/new.csv"),
+        s3_event(bucket, results_key(values, "42", "job-1")),  # saved results never start it again
+        s3_event("other-bucket", f"{data}42/new.csv"),
+        s3_event(bucket, f"{data}42/new.csv", detail_type="Object Deleted"),
+        s3_event(bucket, f"{data}42/new.csv", source="ml.pipeline"),
+    ]
+    for event in refused:
+        assert not pattern_matches(pattern, event), (event["detail"], event["detail-type"], event["source"])
+    rule = expanded["Resources"]["RetrainDataCreatedRule"]["Properties"]
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Ref": "RetrainRunnerWorkflow"}
+    assert target["RoleArn"] == {"Fn::GetAtt": ["RetrainDataRuleRole", "Arn"]}
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["RetrainDataRuleDeadLetterQueue", "Arn"]}}
+    assert not {"Input", "InputPath", "InputTransformer"} & set(target), "the whole event is the input"
+
+
+def test_rule_role_only_starts_the_workflow(expanded):
+    r = expanded["Resources"]
+    role = r["RetrainDataRuleRole"]["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "events.amazonaws.com"}
+    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    (( _, st),) = list(statements(r["RetrainDataRuleRole"]))
+    assert as_list(st["Action"]) == ["states:StartExecution"]
+    assert st["Resource"] == {"Ref": "RetrainRunnerWorkflow"}
+    # Only that rule may park events in its dead-letter queue.
+    policy = r["RetrainDataRuleDeadLetterQueuePolicy"]["Properties"]
+    (park,) = policy["PolicyDocument"]["Statement"]
+    assert park["Principal"] == {"Service": "events.amazonaws.com"} and park["Action"] == "sqs:SendMessage"
+    assert park["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["RetrainDataCreatedRule", "Arn"]}}}
+
+
+def test_results_are_never_saved_where_they_start_the_workflow(raw, expanded):
+    prefixes = ["retrain/", "retrain-results/", "results/", "r/", "re/", "retrain.v2/", "Retrain/", "retrain/x/",
+                "retrain", "", "/", "a*/", "it's/", "{}/", "ml/retrain/"]  # fmt: skip
+    accepted_pairs = 0
+    for data in prefixes:
+        for results in prefixes:
+            overrides = {"RetrainDataPrefix": data, "RetrainResultsPrefix": results}
+            if not template_accepts(raw, overrides):
+                continue
+            accepted_pairs += 1
+            assert not results.startswith(data) and not data.startswith(results), overrides
+            values = {**bucket_values(expanded, False), **overrides}
+            key = results_key(values, "42", "job-1")
+            assert not pattern_matches(rule_pattern(expanded, values), s3_event(GIVEN_BUCKET, key)), overrides
+            # And the runner may not write where the rule listens.
+            assert not fnmatch.fnmatchcase(f"{data}42/new.csv", f"{results}*"), overrides
+    assert accepted_pairs > 20
+    assert template_accepts(raw, {})
+    assert not template_accepts(raw, {"RetrainResultsPrefix": "retrain/"})
+    # Prefixes that would widen an IAM pattern or break the workflow's
+    # intrinsic strings are refused.
+    for bad in ("a*/", "a?/", "it's/", "{}/", "a\\b/", "retrain"):
+        assert not template_accepts(raw, {"RetrainDataPrefix": bad}), bad
+        assert not template_accepts(raw, {"RetrainResultsPrefix": bad}), bad
+
+
+def test_retrain_bucket_is_private_encrypted_tls_only_and_sends_events(expanded):
+    r = expanded["Resources"]
+    assert expanded["Conditions"]["CreatesRetrainBucket"] == {"Fn::Equals": [{"Ref": "RetrainBucketName"}, ""]}
+    bucket = r["RetrainBucket"]
+    assert bucket["Condition"] == "CreatesRetrainBucket"
+    assert bucket["DeletionPolicy"] == "Retain" and bucket["UpdateReplacePolicy"] == "Retain"
+    p = bucket["Properties"]
+    assert p["NotificationConfiguration"]["EventBridgeConfiguration"] == {"EventBridgeEnabled": True}
+    assert set(p["PublicAccessBlockConfiguration"].values()) == {True} and len(p["PublicAccessBlockConfiguration"]) == 4
+    (sse,) = p["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert sse["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in ("AES256", "aws:kms")
+    policy = r["RetrainBucketPolicy"]
+    assert policy["Condition"] == "CreatesRetrainBucket"
+    (deny,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Principal"] == "*"
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert len(deny["Resource"]) == 2  # the bucket and its objects
+    # An existing bucket: the user turns its EventBridge notifications on.
+    description = expanded["Parameters"]["RetrainBucketName"]["Description"]
+    assert "EventBridge" in description and "yourself" in description
+
+
+def test_retrain_workflow_alarms(expanded):
+    r = expanded["Resources"]
+    alarm = r["RetrainWorkflowFailuresAlarm"]["Properties"]
+    metrics = {m["Id"]: m for m in alarm["Metrics"]}
+    watched = set()
+    for m in metrics.values():
+        if "MetricStat" in m:
+            metric = m["MetricStat"]["Metric"]
+            assert metric["Namespace"] == "AWS/States"
+            assert metric["Dimensions"] == [{"Name": "StateMachineArn", "Value": {"Ref": "RetrainRunnerWorkflow"}}]
+            watched.add(metric["MetricName"])
+            assert m["ReturnData"] is False
+    assert watched == {"ExecutionsFailed", "ExecutionsTimedOut", "ExecutionsAborted"}
+    (expression,) = [m for m in metrics.values() if "Expression" in m]
+    assert expression["ReturnData"] is True
+    for id_ in metrics:
+        if id_ != expression["Id"]:
+            assert f"FILL({id_}, 0)" in expression["Expression"], id_
+    assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold" and alarm["Threshold"] == 1
+    runner_errors = r["RetrainRunnerErrorsAlarm"]["Properties"]
+    assert runner_errors["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "RetrainRunnerFunction"}}]
+    for name in ("RetrainWorkflowFailuresAlarm", "RetrainRunnerErrorsAlarm", "RetrainRunnerDeadLetterQueueAlarm",
+                 "RetrainDataRuleDeadLetterQueueAlarm"):  # fmt: skip
+        assert r[name]["Properties"]["AlarmActions"] == {
+            "Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
+        }, name
+
+
+def test_retrain_outputs(raw):
+    outputs = raw["Outputs"]
+    for name in ("RetrainDataBucketName", "RetrainRunnerQueueUrl", "RetrainRunnerWorkflowArn", "RetrainRunnerFunctionArn"):
+        assert name in outputs, name
+
+
+# --- the state machine definition ---------------------------------------------
+
+
+def test_runner_workflow_placeholders_are_exactly_the_substitutions(raw, tmp_path):
+    text = RUNNER_ASL.read_text(encoding="utf-8")
+    placeholders = set(re.findall(r"\$\{([^}]+)\}", text))
+    assert placeholders == RUNNER_PLACEHOLDERS, placeholders
+    props = raw["Resources"]["RetrainRunnerWorkflow"]["Properties"]
+    assert props["DefinitionUri"] == "retrain-runner.asl.json"
+    substitutions = props["DefinitionSubstitutions"]
+    assert set(substitutions) == RUNNER_PLACEHOLDERS
+    assert substitutions == {
+        "Partition": {"Ref": "AWS::Partition"},
+        "RunnerQueueUrl": {"Ref": "RetrainRunnerQueue"},
+        "PollIntervalSeconds": {"Ref": "RetrainPollIntervalSeconds"},
+        "TimeLimitSeconds": {"Ref": "RetrainTimeLimitSeconds"},
+        "ResultsPrefix": {"Ref": "RetrainResultsPrefix"},
+        "SwitchModel": {"Ref": "RetrainSwitchModel"},
+    }
+    for arn in re.findall(r"arn:[^\"]*", text):
+        assert arn.startswith("arn:${Partition}:"), arn
+    # Numbers and the boolean enter as strings, only through StringToJson, and
+    # every value the parameters allow becomes JSON of the right type.
+    for name, kind in RUNNER_JSON_PLACEHOLDERS.items():
+        uses = re.findall(r'"[^"]*\$\{' + name + r'\}[^"]*"', text)
+        assert uses == [f"\"States.StringToJson('${{{name}}}')\""], (name, uses)
+        param = raw["Parameters"][substitutions[name]["Ref"]]
+        samples = [str(v) for v in param.get("AllowedValues", [])] or [
+            str(param["MinValue"]), str(param["Default"]), str(param["MaxValue"])
+        ]
+        for value in samples:
+            assert type(json.loads(value)) is kind, (name, value)
+    # Substituted with the defaults, the file is still valid JSON.
+    defaults = {n: str(raw["Parameters"][v["Ref"]]["Default"]) for n, v in substitutions.items() if v["Ref"] in raw["Parameters"]}
+    filled = text
+    for n, v in {**defaults, "Partition": "aws", "RunnerQueueUrl": "https://sqs.us-east-1.amazonaws.com/123456789012/q"}.items():
+        filled = filled.replace("${" + n + "}", v)
+    json.loads(filled)
+    # Expanded for a China region, every task is in that partition.
+    out = tmp_path / "cn.json"
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "expand_sam.py"), "--region", "cn-north-1", str(TEMPLATE), str(out)],
+        check=True,
+        capture_output=True,
+    )
+    cn = json.loads(out.read_text())["Resources"]["RetrainRunnerWorkflow"]["Properties"]["Definition"]
+    for name, state in runner_tasks(cn).items():
+        assert state["Resource"] == "arn:aws-cn:states:::sqs:sendMessage.waitForTaskToken", name
+
+
+def test_runner_workflow_tasks_are_runner_requests_over_sqs(expanded):
+    definition = runner_definition()
+    tasks = runner_tasks(definition)
+    assert sorted(task_action(s) for s in tasks.values()) == sorted(RUNNER_REQUESTS), "one task per request"
+    longest_runner = expanded["Parameters"]["RetrainRunnerTimeoutSeconds"]["MaxValue"]
+    for name, state in tasks.items():
+        assert state["Resource"] == "arn:${Partition}:states:::sqs:sendMessage.waitForTaskToken", name
+        params = state["Parameters"]
+        assert set(params) == {"QueueUrl", "MessageBody"}, name
+        assert params["QueueUrl"] == "${RunnerQueueUrl}", name
+        body = params["MessageBody"]
+        assert body["task_token.$"] == "$$.Task.Token", name
+        action = task_action(state)
+        required, optional = RUNNER_REQUESTS[action]
+        fields = field_names(body)
+        assert required <= fields <= required | optional, f"{name}: the runner refuses unknown fields: {fields}"
+        # What enters the state is the runner's result, by field: never a key
+        # or URL (the runner returns none; nothing here asks for one).
+        selected = state["ResultSelector"]
+        for key, path in selected.items():
+            assert key.endswith(".$") and re.fullmatch(r"\$\.[a-z_]+", path), (name, key, path)
+            assert path[2:] in RUNNER_RESULTS[action], f"{name}: {path} is not in the {action} result"
+        data_in_and_out = json.dumps([body, selected]).lower()
+        assert not re.search(r"url|api_key|secret", data_in_and_out), name
+        assert isinstance(state["TimeoutSeconds"], int), name
+        assert state["TimeoutSeconds"] >= 120, name
+        if action in ("start", "save_results"):
+            # Streams a file for up to the runner's whole timeout, plus queueing.
+            assert state["TimeoutSeconds"] > longest_runner, name
+    # The results go to the data's bucket under the results prefix.
+    save = [s for s in tasks.values() if task_action(s) == "save_results"][0]["Parameters"]["MessageBody"]
+    assert save["bucket.$"] == "$.data.bucket"
+    assert save["key.$"].startswith("States.Format('${ResultsPrefix}{}/{}/results'")
+
+
+def test_runner_workflow_graph(expanded):
+    definition = runner_definition()
+    states = definition["States"]
+    assert definition["StartAt"] in states
+
+    def successors(state: dict) -> set[str]:
+        out = set()
+        if "Next" in state:
+            out.add(state["Next"])
+        if "Default" in state:
+            out.add(state["Default"])
+        out |= {c["Next"] for c in state.get("Choices", [])}
+        out |= {c["Next"] for c in state.get("Catch", [])}
+        return out
+
+    seen, todo = set(), [definition["StartAt"]]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        assert name in states, f"no state {name}"
+        todo.extend(successors(states[name]))
+    assert seen == set(states), f"unreachable: {set(states) - seen}"
+    ends = {n for n, s in states.items() if not successors(s)}
+    assert {states[n]["Type"] for n in ends} <= {"Succeed", "Fail"}
+    assert [n for n, s in states.items() if s["Type"] == "Succeed"] == ["Done"]
+    # The documented failure states, each with its own error.
+    fails = {n: s for n, s in states.items() if s["Type"] == "Fail"}
+    assert fails["RetrainJobFailed"]["Error"] == "RetrainJobFailed"
+    assert fails["RetrainTimedOut"]["Error"] == "RetrainTimedOut"
+    assert fails["InvalidInput"]["Error"] == "InvalidInput"
+    for name, state in fails.items():
+        assert state.get("Comment"), f"{name} says what failed"
+        # A Fail state may not raise a States.* name: a fixed error, or the
+        # runner's (permanent, never States.*) errorType.
+        assert state.get("Error", "").startswith("States.") is False, name
+        if "ErrorPath" in state:
+            assert name.endswith("Refused") and state["ErrorPath"] == "$.error.Error", name
+    # Polling: wait the interval, count it, stop at the limit.
+    wait = states["WaitForRetraining"]
+    assert wait["Type"] == "Wait" and wait["SecondsPath"] == "$.settings.poll_interval_seconds"
+    assert states["CountPollTime"]["Parameters"] == {
+        "elapsed_seconds.$": "States.MathAdd($.poll.elapsed_seconds, $.settings.poll_interval_seconds)"
+    }
+    (limit,) = states["IsTimeLimitReached"]["Choices"]
+    assert limit == {"Variable": "$.poll.elapsed_seconds", "NumericGreaterThanEqualsPath": "$.settings.time_limit_seconds",
+                     "Next": "RetrainTimedOut"}  # fmt: skip
+    done = {c["StringEquals"]: c["Next"] for c in states["IsRetrainingDone"]["Choices"]}
+    assert done == {"finished": "SaveResults", "failed": "RetrainJobFailed"}
+    assert states["IsRetrainingDone"]["Default"] == "CountPollTime"
+    # The poll loop fits a Standard execution's history (25,000 events):
+    # about 14 events per poll, at the fastest interval for the longest limit.
+    params = expanded["Parameters"]
+    polls = params["RetrainTimeLimitSeconds"]["MaxValue"] / params["RetrainPollIntervalSeconds"]["MinValue"]
+    assert polls * 14 < 25_000 * 0.9
+
+
+def test_runner_workflow_error_names_are_known():
+    """Every name in Retry/Catch is an errorType of the code (src/error.rs
+    ERROR_TYPES), one the runner adds (RUNNER_ERROR_TYPES), or Step Functions'
+    own (States.*)."""
+    known = code_error_types() | RUNNER_ERROR_TYPES
+    for name, state in runner_tasks(runner_definition()).items():
+        for rule in state["Retry"] + state["Catch"]:
+            for error in rule["ErrorEquals"]:
+                assert error.startswith("States.") or error in known, f"{name}: unknown errorType {error}"
+
+
+def test_runner_error_types_are_in_the_code():
+    """Fails until the runner's errorTypes are added to src/error.rs."""
+    missing = RUNNER_ERROR_TYPES - code_error_types()
+    assert not missing, (
+        f"src/error.rs ERROR_TYPES lacks {sorted(missing)}, which the retraining workflow retries or catches "
+        "(expected until the p1-retrain code is merged)"
+    )
+
+
+def test_runner_workflow_retries_the_retryable_and_catches_the_rest():
+    known = code_error_types() | RUNNER_ERROR_TYPES
+    permanent = known - RUNNER_RETRYABLE
+    for name, state in runner_tasks(runner_definition()).items():
+        retries = {tuple(r["ErrorEquals"]): r for r in state["Retry"]}
+        retried = set(state["Retry"][0]["ErrorEquals"])
+        assert retried == RUNNER_RETRYABLE, name
+        assert state["Retry"][0]["MaxAttempts"] >= 2, name
+        assert retries[("States.Timeout",)]["MaxAttempts"] == 1, f"{name}: a task without an answer is retried once"
+        extra = {e for r in state["Retry"][1:] for e in r["ErrorEquals"]} - {"States.Timeout"}
+        if task_action(state) == "save_results":
+            assert extra == {"ResultsUnavailable"}, name
+            assert retries[("ResultsUnavailable",)]["MaxAttempts"] == 2, name
+        else:
+            assert not extra, name
+        assert "States.ALL" not in {e for r in state["Retry"] for e in r["ErrorEquals"]}, name
+        first, last = state["Catch"]
+        assert set(first["ErrorEquals"]) == permanent, f"{name}: catches the permanent errorTypes by name"
+        assert last["ErrorEquals"] == ["States.ALL"], name
+        assert first["Next"] == f"{name}Refused" and last["Next"] == f"{name}Unavailable", name
+        assert first["ResultPath"] == last["ResultPath"] == "$.error", name
