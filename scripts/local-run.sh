@@ -1,14 +1,38 @@
 #!/usr/bin/env bash
-# Runs the function locally on one fixture, the way it runs on Lambda:
-# `cargo lambda watch` hosts the binary, `cargo lambda invoke` sends the
-# fixture, moto stands in for AWS and scripts/vendor_standin.py for
-# Prediction One. Prints the result and the stored records (keys redacted).
+# Runs the functions locally, the way they run on Lambda: `cargo lambda
+# watch` hosts the binaries, `cargo lambda invoke` sends the events, moto
+# stands in for AWS and scripts/vendor_standin.py for Prediction One.
 #
-#   scripts/local-run.sh [events/<fixture>.json]     (default: direct-train)
+#   scripts/local-run.sh [events/<fixture>.json]
+#       The key broker on one fixture (default: events/direct-train.json);
+#       prints the result and the stored records (keys redacted).
+#   scripts/local-run.sh --retrain [DATA.csv|DATA.zip] [--switch-model]
+#       The whole retraining workflow (scripts/local_workflow.py): uploads
+#       the data (default: a generated CSV) to s3://p1-retrain-data/retrain/42/,
+#       runs the state machine from infra/ on moto with the retrain runner
+#       serving its steps, and prints each step, the execution's output,
+#       the results object and the stored key record.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-fixture=${1:-events/direct-train.json}
-[ -f "$fixture" ] || { echo "no such fixture: $fixture" >&2; exit 2; }
+retrain=
+switch=
+data=
+if [ "${1:-}" = "--retrain" ]; then
+  retrain=yes
+  shift
+  for arg in "$@"; do
+    case $arg in
+      --switch-model) switch=--switch-model ;;
+      *) data=$arg ;;
+    esac
+  done
+  if [ -n "$data" ]; then
+    [ -f "$data" ] || { echo "no such data file: $data" >&2; exit 2; }
+  fi
+else
+  fixture=${1:-events/direct-train.json}
+  [ -f "$fixture" ] || { echo "no such fixture: $fixture" >&2; exit 2; }
+fi
 
 scripts/setup.sh
 watch_pid=
@@ -30,7 +54,7 @@ sm.create_secret(Name="prediction-one/secret-key", SecretString='{"secret_key": 
 PY
 
 port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-echo "local-run: building and starting the function under cargo lambda watch (first build takes a few minutes)" >&2
+echo "local-run: building and starting the functions under cargo lambda watch (first build takes a few minutes)" >&2
 P1_SECRET_KEY_SECRET_ID=prediction-one/secret-key \
   setsid cargo lambda watch --ignore-changes -A 127.0.0.1 -P "$port" >.local/watch.log 2>&1 &
 watch_pid=$!
@@ -39,9 +63,23 @@ for _ in $(seq 1 600); do
   sleep 0.5
 done
 
+if [ -n "$retrain" ]; then
+  if [ -z "$data" ]; then
+    data=.local/new-data.csv
+    .venv/bin/python scripts/local_workflow.py --sample "$data"
+  fi
+  echo "local-run: the retraining workflow on $data" >&2
+  # shellcheck disable=SC2086
+  .venv/bin/python scripts/local_workflow.py "$port" "$data" $switch || {
+    echo "local-run: the workflow failed; the runner's log is in .local/watch.log" >&2
+    exit 1
+  }
+  exit 0
+fi
+
 echo "local-run: cargo lambda invoke --data-file $fixture" >&2
 echo "== result"
-cargo lambda invoke -A 127.0.0.1 -P "$port" --data-file "$fixture" || {
+cargo lambda invoke p1-key-broker -A 127.0.0.1 -P "$port" --data-file "$fixture" || {
   echo "local-run: the invocation failed; the function's log is in .local/watch.log" >&2
   exit 1
 }
