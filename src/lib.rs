@@ -1,8 +1,10 @@
 //! # p1-key-broker
 //!
 //! An AWS Lambda function that keeps Prediction One API keys fresh in AWS
-//! Secrets Manager and hands them to pipelines by reference. The contract is
-//! `SPEC.md`; this is the map of the code.
+//! Secrets Manager and hands them to pipelines by reference, and a second
+//! one, the retrain runner (`p1-retrain`), that turns new data in S3 into a
+//! retrained model with those keys. The contract is `SPEC.md`; this is the
+//! map of the code.
 //!
 //! ```text
 //!  payload ─> trigger ─> handler ─┬─────────────> broker (the use case)
@@ -26,7 +28,12 @@
 //!   `answer_rejected` (reporting to Step Functions, announcing on
 //!   EventBridge) and `rotate` (Secrets Manager's four steps); its adapters
 //!   are named by one [`broker::Ports`] type.
-//! - [`app`]: [`App`], the broker on its real adapters.
+//! - [`retrain`]: the retrain runner's [`retrain::Runner`]: the four actions
+//!   of a retraining on the broker's key use case, its requests and its
+//!   entry point (requests, S3 events, SQS batches).
+//! - [`report`]: reporting an outcome to Step Functions, for both.
+//! - [`app`]: [`App`] and [`RetrainApp`], the broker and the runner on their
+//!   real adapters; [`bootstrap`]: what both `main`s share.
 //!
 //! The words and rules they share, each in one place:
 //! - [`credential`]: `CredentialType`, `ModelId`, `Credential`.
@@ -43,16 +50,20 @@
 //!   (`SecondsUntilExpiry`, `Failures`), tracing.
 //!
 //! The ports and adapters (no one of them imports `error` or `config`):
-//! - [`prediction_one`]: `KeyIssuer`, `PredictionOneClient`, the response
-//!   reader, backoff.
+//! - [`prediction_one`]: `KeyIssuer`, `RetrainApi`, `PredictionOneClient`,
+//!   the response reader, backoff, the pre-signed transfers.
+//! - [`objects`]: `ObjectStore`, its S3 adapter (the runner's only).
+//! - [`transfer`]: a streamed file between S3 and a pre-signed URL.
+//! - [`net`]: what counts as loopback.
 //! - [`secrets`]: `SecretStore`, its Secrets Manager adapter, the stored
 //!   record.
 //! - [`handoff`]: `Handoff`, its Step Functions and EventBridge adapter.
 //! - [`aws`]: what the AWS adapters share (reading SDK errors).
 //! - [`tls`]: the trust store, read once and shared by both HTTPS clients.
 //!
-//! Clients are built once in [`App::from_config`] and reused by every warm
-//! invocation; nothing touches the network before the first event.
+//! Clients are built once in [`App::from_config`] (and
+//! `RetrainApp::from_config`) and reused by every warm invocation; nothing
+//! touches the network before the first event.
 
 pub mod app;
 pub mod aws;
