@@ -1,10 +1,8 @@
 //! The HTTP adapter for the vendor's API: one reqwest client (rustls, built
 //! once per instance), a per-attempt timeout, retries for transient failures
-//! only, and a hard cap on how much of a body is read. [`call`] is that loop
+//! only, and a hard cap on how much of a body is read. `call` is that loop
 //! for any JSON call; Get API Key is here, the retraining calls and the
 //! pre-signed transfers in `retrain.rs`.
-//!
-//! [`call`]: PredictionOneClient::call
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
