@@ -137,14 +137,27 @@ impl Watch {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Stops the emulator and the function; their output.
     fn stop(mut self) -> String {
-        let _ = Command::new("kill")
-            .args(["--", &format!("-{}", self.child.id())])
-            .status();
-        let _ = self.child.wait();
-        let logs = self.logs();
+        self.kill();
+        self.logs()
+    }
+
+    fn kill(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["--", &format!("-{}", self.child.id())])
+                .status();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Also when a test panics: no emulator or function outlives its test.
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.kill();
         let _ = std::fs::remove_file(&self.log);
-        logs
     }
 }
 
