@@ -24,25 +24,49 @@ const AWS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// One attempt of one AWS call.
 const AWS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The SDK's HTTP client on the instance's one trust store, built on first use.
-fn lazy_http_client(trust: &SharedTrust) -> SharedHttpClient {
-    SharedHttpClient::new(LazySdkHttpClient::new(trust.clone()))
+/// The instance's one trust store and the SDK's HTTP client on it (built on
+/// first use), which every client of the instance shares.
+struct Shared {
+    trust: SharedTrust,
+    http: SharedHttpClient,
 }
 
-/// The SDK configuration for the small calls (Secrets Manager, Step
-/// Functions, EventBridge): connect and per-attempt timeouts, standard
-/// retries.
-fn bounded(aws: &aws_config::SdkConfig, http: SharedHttpClient) -> aws_config::SdkConfig {
-    aws.to_builder()
-        .http_client(http)
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(AWS_CONNECT_TIMEOUT)
-                .operation_attempt_timeout(AWS_ATTEMPT_TIMEOUT)
-                .build(),
-        )
-        .retry_config(RetryConfig::standard().with_max_attempts(3))
-        .build()
+impl Shared {
+    fn new() -> Self {
+        let trust = SharedTrust::default();
+        let http = SharedHttpClient::new(LazySdkHttpClient::new(trust.clone()));
+        Shared { trust, http }
+    }
+
+    /// The standard AWS configuration chain (`AWS_REGION`,
+    /// `AWS_ENDPOINT_URL`, credentials). The loader builds the credential
+    /// providers' clients (STS for web identity, IMDS, ...), and validating
+    /// those builds an HTTPS connector: given the lazy client, none reads the
+    /// trust store before the first connection.
+    async fn load(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(self.http.clone())
+            .load()
+            .await
+    }
+
+    /// `aws` on the shared HTTP client, with the connect timeout, the given
+    /// per-attempt timeout, and the SDK's standard retry (3 attempts).
+    fn sdk(
+        &self,
+        aws: &aws_config::SdkConfig,
+        attempt_timeout: Option<Duration>,
+    ) -> aws_config::SdkConfig {
+        let mut timeouts = TimeoutConfig::builder().connect_timeout(AWS_CONNECT_TIMEOUT);
+        if let Some(attempt) = attempt_timeout {
+            timeouts = timeouts.operation_attempt_timeout(attempt);
+        }
+        aws.to_builder()
+            .http_client(self.http.clone())
+            .timeout_config(timeouts.build())
+            .retry_config(RetryConfig::standard().with_max_attempts(3))
+            .build()
+    }
 }
 
 /// The real adapters.
@@ -69,43 +93,26 @@ impl Runner<Aws> {
     /// and the retraining calls) and an S3 client, all on the SDK's one HTTP
     /// client. No network call is made here.
     pub async fn from_config(config: Config) -> Result<RetrainApp, Error> {
-        let trust = SharedTrust::default();
-        let http = lazy_http_client(&trust);
-        let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(http.clone())
-            .load()
-            .await;
-        Self::with_aws_parts(config, &aws, trust, http)
+        let shared = Shared::new();
+        let aws = shared.load().await;
+        Self::build(config, &aws, shared)
     }
 
     /// The same with a given AWS configuration (tests).
     pub fn with_aws(config: Config, aws: &aws_config::SdkConfig) -> Result<RetrainApp, Error> {
-        let trust = SharedTrust::default();
-        let http = lazy_http_client(&trust);
-        Self::with_aws_parts(config, aws, trust, http)
+        Self::build(config, aws, Shared::new())
     }
 
-    fn with_aws_parts(
+    fn build(
         config: Config,
         aws: &aws_config::SdkConfig,
-        trust: SharedTrust,
-        http: SharedHttpClient,
+        shared: Shared,
     ) -> Result<RetrainApp, Error> {
-        let sdk = bounded(aws, http.clone());
         // Transfers stream for minutes: no per-attempt timeout on S3 (the
-        // deadline bounds each call instead), the same connect timeout.
-        let s3 = aws
-            .to_builder()
-            .http_client(http.clone())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(AWS_CONNECT_TIMEOUT)
-                    .build(),
-            )
-            .retry_config(RetryConfig::standard().with_max_attempts(3))
-            .build();
-        let broker = Broker::build(config, &sdk, trust, http)?;
-        Ok(Runner::new(broker, S3Objects::new(&s3)))
+        // deadline bounds each call instead).
+        let s3 = S3Objects::new(&shared.sdk(aws, None));
+        let broker = Broker::build(config, aws, shared)?;
+        Ok(Runner::new(broker, s3))
     }
 }
 
@@ -114,17 +121,9 @@ impl Broker<Aws> {
     /// chain (`AWS_REGION`, `AWS_ENDPOINT_URL`, credentials). No network call
     /// is made here: credentials and endpoints resolve on first use.
     pub async fn from_config(config: Config) -> Result<App, Error> {
-        let trust = SharedTrust::default();
-        let http = lazy_http_client(&trust);
-        // The loader builds the credential providers' clients (STS for web
-        // identity, IMDS, ...), and validating those builds an HTTPS
-        // connector: given the lazy client, none reads the trust store
-        // before the first connection. The service clients share it.
-        let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(http.clone())
-            .load()
-            .await;
-        Self::build(config, &aws, trust, http)
+        let shared = Shared::new();
+        let aws = shared.load().await;
+        Self::build(config, &aws, shared)
     }
 
     /// The same with a given AWS configuration (tests point one app at a
@@ -135,18 +134,12 @@ impl Broker<Aws> {
     /// per-attempt timeouts, so that one stuck connection is retried by the
     /// SDK's standard retry (3 attempts) instead of using up the deadline.
     pub fn with_aws(config: Config, aws: &aws_config::SdkConfig) -> Result<App, Error> {
-        let trust = SharedTrust::default();
-        let http = lazy_http_client(&trust);
-        Self::build(config, aws, trust, http)
+        Self::build(config, aws, Shared::new())
     }
 
-    fn build(
-        config: Config,
-        aws: &aws_config::SdkConfig,
-        trust: SharedTrust,
-        http: SharedHttpClient,
-    ) -> Result<App, Error> {
-        let aws = &bounded(aws, http);
+    fn build(config: Config, aws: &aws_config::SdkConfig, shared: Shared) -> Result<App, Error> {
+        let aws = &shared.sdk(aws, Some(AWS_ATTEMPT_TIMEOUT));
+        let trust = shared.trust;
         let issuer = PredictionOneClient::new(
             &config.api_base_url,
             config.http_timeout,

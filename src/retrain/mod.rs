@@ -33,7 +33,7 @@ use crate::metrics::{self, Unit};
 use crate::objects::{ObjectError, ObjectStore};
 use crate::prediction_one::backoff;
 use crate::prediction_one::retrain::TransferError;
-use crate::prediction_one::{PredictionOneError, RetrainApi, UploadTicket};
+use crate::prediction_one::{JobStatus, PredictionOneError, RetrainApi, UploadTicket};
 use crate::request::{KeyRequest, Rejected, Served, Status};
 use crate::secrets::StoreError;
 use crate::sensitive::ApiKey;
@@ -267,11 +267,7 @@ impl<P: RunnerPorts> Runner<P> {
         job: &str,
         deadline: &Deadline,
     ) -> Result<Value, Error> {
-        let status = self
-            .with_key(model_id, deadline, |api_key| async move {
-                self.api().job_status(&api_key, job, deadline).await
-            })
-            .await?;
+        let status = self.job_status(model_id, job, deadline).await?;
         let state = state_of(&status.status);
         match state {
             "finished" => metrics::retrain(
@@ -303,11 +299,7 @@ impl<P: RunnerPorts> Runner<P> {
         key: &str,
         deadline: &Deadline,
     ) -> Result<Value, Error> {
-        let status = self
-            .with_key(model_id, deadline, |api_key| async move {
-                self.api().job_status(&api_key, job, deadline).await
-            })
-            .await?;
+        let status = self.job_status(model_id, job, deadline).await?;
         if state_of(&status.status) != "finished" {
             tracing::info!(status = %status.status, "the job is not finished; no results yet");
             return Err(PredictionOneError::RetrainNotFinished.into());
@@ -370,6 +362,19 @@ impl<P: RunnerPorts> Runner<P> {
             "retrain_job_id": job,
             "switched": true,
         }))
+    }
+
+    /// One status call for a job.
+    async fn job_status(
+        &self,
+        model_id: &ModelId,
+        job: &str,
+        deadline: &Deadline,
+    ) -> Result<JobStatus, Error> {
+        self.with_key(model_id, deadline, |api_key| async move {
+            self.api().job_status(&api_key, job, deadline).await
+        })
+        .await
     }
 
     /// Makes a retraining `call` with the model's retrain key. A stored

@@ -231,31 +231,35 @@ impl Harness {
 
     /// A model's retrain jobs at the stand-in, oldest first.
     pub async fn jobs(&self, model: &str) -> Vec<Value> {
-        let v: Value = self
-            .http
-            .get(format!("{}/_standin/jobs", self.standin))
+        let v = self.standin_get("jobs", model).await;
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    /// The job of a model at the stand-in with this id.
+    pub async fn job(&self, model: &str, retrain_job_id: &str) -> Value {
+        self.jobs(model)
+            .await
+            .into_iter()
+            .find(|j| j["retrain_job_id"] == retrain_job_id)
+            .unwrap_or_else(|| panic!("no job {retrain_job_id} of model {model}"))
+    }
+
+    /// A GET of a stand-in control about one model.
+    async fn standin_get(&self, path: &str, model: &str) -> Value {
+        self.http
+            .get(format!("{}/_standin/{path}", self.standin))
             .query(&[("model_id", model)])
             .send()
             .await
             .unwrap()
             .json()
             .await
-            .unwrap();
-        v.as_array().cloned().unwrap_or_default()
+            .unwrap()
     }
 
     /// A model's retraining calls at the stand-in: (endpoint, status code).
     pub async fn retrain_calls(&self, model: &str) -> Vec<(String, u64)> {
-        let v: Value = self
-            .http
-            .get(format!("{}/_standin/calls", self.standin))
-            .query(&[("model_id", model)])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = self.standin_get("calls", model).await;
         v["calls"]
             .as_array()
             .cloned()

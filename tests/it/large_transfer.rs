@@ -118,12 +118,7 @@ async fn large_transfers_stay_in_bounded_memory() {
         };
         assert_eq!(out["bytes"], size);
         let job = out["retrain_job_id"].as_str().unwrap().to_string();
-        let standin = h
-            .jobs(&model)
-            .await
-            .into_iter()
-            .find(|j| j["retrain_job_id"] == job.as_str())
-            .unwrap();
+        let standin = h.job(&model, &job).await;
         assert_eq!(standin["upload"]["sha256"], data_sha.as_str());
 
         let request = json!({"action": "status", "model_id": model, "retrain_job_id": job});
@@ -144,12 +139,7 @@ async fn large_transfers_stay_in_bounded_memory() {
         };
         assert_eq!(out["bytes"], size);
         let (stored, _) = h.get_object(&bucket, &results_key).await;
-        let standin = h
-            .jobs(&model)
-            .await
-            .into_iter()
-            .find(|j| j["retrain_job_id"] == job.as_str())
-            .unwrap();
+        let standin = h.job(&model, &job).await;
         assert_eq!(sha256_hex(&stored), standin["results_sha256"]);
 
         let pid = function_pid(&marker).expect("the function's process");
