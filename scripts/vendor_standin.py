@@ -161,7 +161,10 @@ string or an integer):
 Scripted response R (all fields optional):
     status (int, default 200), json (any JSON value), body (str),
     content_type (str), headers (object str->str), delay_ms (number >= 0),
-    body_size (int >= 0), chunked (bool), drop (bool)
+    body_size (int >= 0), chunked (bool), drop (bool),
+    cut_after (int >= 0: announce the whole body's Content-Length, or with
+    chunked send chunks without the last one, send only that many bytes,
+    close the connection)
 
 Secret keys, issued api keys and the tokens of the upload and download URLs
 are never printed or logged (those two routes are logged as /_upload/* and
@@ -251,7 +254,7 @@ RESULTS_SEED = b"p1-standin-results\0"
 
 SCRIPT_FIELDS = {
     "status", "json", "body", "content_type", "headers",
-    "delay_ms", "body_size", "chunked", "drop",
+    "delay_ms", "body_size", "chunked", "drop", "cut_after",
 }
 # Framing headers are always computed by the stand-in; scripted values for
 # these are ignored so keep-alive clients never get a desynchronised stream.
@@ -383,6 +386,8 @@ def validate_script_item(item, index: int) -> dict:
             raise BadRequest(f"{where}.delay_ms must be a non-negative number")
     if "body_size" in item and not (is_int(item["body_size"]) and item["body_size"] >= 0):
         raise BadRequest(f"{where}.body_size must be a non-negative integer")
+    if "cut_after" in item and not (is_int(item["cut_after"]) and item["cut_after"] >= 0):
+        raise BadRequest(f"{where}.cut_after must be a non-negative integer")
     for flag in ("chunked", "drop"):
         if flag in item and not isinstance(item[flag], bool):
             raise BadRequest(f"{where}.{flag} must be a boolean")
@@ -774,6 +779,29 @@ class Handler(BaseHTTPRequestHandler):
         elif content_type is None:
             content_type = default_ct
 
+        if r.get("cut_after") is not None:
+            # The whole body's Content-Length, then only its first bytes and
+            # a closed connection: a transfer cut short.
+            self.send_response(status)
+            if content_type:
+                self.send_header("Content-Type", content_type)
+            for k, v in extra:
+                self.send_header(k, v)
+            cut = body[:r["cut_after"]]
+            if r.get("chunked"):
+                # Chunks up to the cut, and no last chunk.
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for i in range(0, len(cut), CHUNK_SIZE):
+                    chunk = cut[i:i + CHUNK_SIZE]
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            else:
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(cut)
+            self.wfile.flush()
+            self.close_connection = True
+            return
         self._send(status, body, content_type, extra, chunked=bool(r.get("chunked")))
 
     # ------------------------------------------------------------------ retraining API

@@ -20,8 +20,11 @@ pub mod handler;
 pub mod request;
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
 use crate::broker::{Broker, Ports};
@@ -309,16 +312,30 @@ impl<P: RunnerPorts> Runner<P> {
                 "retrain job {job} is finished but Prediction One gave no download_url"
             )));
         };
-        let results = self.api().download(url, deadline).await.map_err(|e| {
+        let mut results = self.api().download(url, deadline).await.map_err(|e| {
             Error::ResultsUnavailable(format!(
                 "fetching the results of retrain job {job} failed: {}",
                 e.detail()
             ))
         })?;
+        // Whether the download broke while S3 was reading it: S3's error
+        // then is only the symptom.
+        let broken = Arc::new(AtomicBool::new(false));
+        let noticed = broken.clone();
+        results.body = results
+            .body
+            .map_err(move |e| {
+                noticed.store(true, Ordering::Relaxed);
+                e
+            })
+            .boxed();
         let bytes = deadline
             .work(self.objects.save(bucket, key, results))
             .await
             .map_err(|e| match e {
+                _ if broken.load(Ordering::Relaxed) => Error::ResultsUnavailable(format!(
+                    "the results of retrain job {job} were cut short while being saved to s3://{bucket}/{key}"
+                )),
                 ObjectError::Source(_) | ObjectError::TimedOut => Error::ResultsUnavailable(format!(
                     "fetching the results of retrain job {job} into s3://{bucket}/{key} failed: {e}"
                 )),

@@ -367,6 +367,38 @@ async fn results_that_cannot_be_fetched_are_results_unavailable() {
     let (t, m) = s.save(&job).await.unwrap_err();
     assert_eq!(t, "ResultsUnavailable", "{m}");
     assert!(m.contains("HTTP 500"), "{m}");
+
+    // Cut short while S3 reads it, with a length (one PutObject) and
+    // chunked (parts): nothing is saved.
+    for cut in [
+        json!({"body_size": 3_000_000, "cut_after": 100_000}),
+        json!({"body_size": 20_000_000, "chunked": true, "cut_after": 17_000_000}),
+    ] {
+        s.h.control(
+            "script",
+            json!({"model_id": s.model, "endpoint": "download", "responses": [cut]}),
+        )
+        .await;
+        let (t, m) = s.save(&job).await.unwrap_err();
+        assert_eq!(t, "ResultsUnavailable", "{cut}: {m}");
+        let listed =
+            s.h.s3
+                .list_objects_v2()
+                .bucket(&s.bucket)
+                .prefix("retrain-results/")
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(listed.key_count(), Some(0), "{cut}: nothing saved");
+        let open =
+            s.h.s3
+                .list_multipart_uploads()
+                .bucket(&s.bucket)
+                .send()
+                .await
+                .unwrap();
+        assert!(open.uploads().is_empty(), "{cut}: the parts were aborted");
+    }
 }
 
 #[tokio::test]
