@@ -221,10 +221,15 @@ impl RetrainApi for PredictionOneClient {
                 ));
             }
         };
+        // Raw (SPEC section 11), but never with the key in it.
+        let redacted = |text: &str| match api_key.expose() {
+            "" => text.to_string(),
+            key => text.replace(key, "<redacted>"),
+        };
         let message = match body.get("message") {
             None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(super::response::scrub(s, api_key.expose())),
-            Some(other) => Some(super::response::scrub(&other.to_string(), api_key.expose())),
+            Some(Value::String(s)) => Some(redacted(s)),
+            Some(other) => Some(redacted(&other.to_string())),
         };
         let download_url = match body.get("download_url") {
             Some(Value::String(u)) if !u.trim().is_empty() => Some(PresignedUrl::new(u.trim())),

@@ -440,3 +440,29 @@ async fn the_retrain_runner_through_cargo_lambda() {
         );
     }
 }
+
+/// The retrain runner's init fails on a bad configuration the same way:
+/// `ConfigError` naming the variable, as the invocation's answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_retrain_runner_fails_init_naming_the_variable() {
+    let watch = Watch::start_function(
+        "p1-retrain",
+        "retrain-init",
+        &[
+            ("P1_SECRET_KEY_SECRET_ID", "p1/any"),
+            ("P1_RETRAIN_DATA_PREFIX", "retrain"),
+        ],
+        &[],
+    );
+    let (_, body) = watch
+        .invoke_raw(crate::common::fixture("retrain-status.json"))
+        .await;
+    assert_eq!(body["errorType"], "ConfigError", "{body}");
+    assert!(
+        body["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("P1_RETRAIN_DATA_PREFIX")),
+        "{body}"
+    );
+    watch.stop();
+}
