@@ -465,3 +465,44 @@ async fn a_plain_http_upload_url_off_loopback_is_refused_unsent() {
     assert!(m.contains("not https"), "{m}");
     assert!(!m.contains("192.0.2.1") && !m.contains("_upload"), "{m}");
 }
+
+#[tokio::test]
+async fn an_sqs_batch_lists_only_its_failed_records() {
+    use std::time::Duration;
+
+    use p1_key_broker::deadline::Deadline;
+
+    let s = setup("", json!({"running_polls": 5})).await;
+    let (_, job) = s.start(10).await;
+    let record = |id: &str, body: Value| json!({"messageId": id, "eventSource": "aws:sqs", "body": body.to_string()});
+    let batch = json!({"Records": [
+        record("ok", json!({"action": "status", "model_id": s.model, "retrain_job_id": job})),
+        record("bad", json!({"action": "status", "model_id": s.model})),
+        record("gone", json!({"action": "status", "model_id": s.model, "retrain_job_id": "rj-nope"})),
+        {"messageId": "junk", "eventSource": "aws:sqs", "body": "not json"},
+    ]});
+    let out = run(&s.app, batch.clone()).await.unwrap();
+    let mut failed: Vec<&str> = out["batchItemFailures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["itemIdentifier"].as_str().unwrap())
+        .collect();
+    failed.sort();
+    assert_eq!(failed, ["bad", "gone", "junk"]);
+
+    // No time to start: every record is listed, and nothing is called.
+    let before = s.h.retrain_calls(&s.model).await.len();
+    let deadline = Deadline::after(Duration::from_millis(500), Duration::from_secs(1));
+    let out = Box::pin(p1_key_broker::retrain::handler::handle(
+        &s.app, batch, &deadline,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        out["batchItemFailures"].as_array().unwrap().len(),
+        4,
+        "{out}"
+    );
+    assert_eq!(s.h.retrain_calls(&s.model).await.len(), before);
+}
