@@ -103,6 +103,7 @@ impl PredictionOneClient {
         &self,
         request: RequestBuilder,
         credential: &str,
+        success_field: &str,
         timeout: Duration,
     ) -> Result<(Outcome<Value>, Option<Duration>), Failure> {
         let mut response = request
@@ -130,13 +131,14 @@ impl PredictionOneClient {
             ));
         };
         Ok((
-            response::classify_json(status, &body, credential),
+            response::classify_json(status, &body, credential, success_field),
             retry_after,
         ))
     }
 
     /// One vendor call (`what` names it in logs) made with `credential` in
-    /// its `x-api-key` header; the JSON body of its 2xx answer.
+    /// its `x-api-key` header; the JSON body of its 2xx answer, which has
+    /// `success_field`.
     ///
     /// Tries up to `max_attempts` times, but starts no attempt, backoff sleep
     /// or `Retry-After` wait that could not end before the deadline's work
@@ -145,6 +147,7 @@ impl PredictionOneClient {
     pub(super) async fn call(
         &self,
         what: &'static str,
+        success_field: &str,
         request: impl Fn(&Client) -> RequestBuilder,
         credential: &str,
         deadline: &Deadline,
@@ -165,7 +168,9 @@ impl PredictionOneClient {
             attempts += 1;
             let timeout = self.timeout.min(left);
             let started = Instant::now();
-            let outcome = self.attempt(request(client), credential, timeout).await;
+            let outcome = self
+                .attempt(request(client), credential, success_field, timeout)
+                .await;
             let elapsed_ms = started.elapsed().as_millis() as u64;
             let retry_after = match outcome {
                 Ok((Outcome::Done(body), _)) => {
@@ -253,6 +258,7 @@ impl KeyIssuer for PredictionOneClient {
         let body = self
             .call(
                 "get_api_key",
+                "api_key",
                 |client| client.get(url.clone()).header("x-api-key", header.clone()),
                 secret_key.expose(),
                 deadline,

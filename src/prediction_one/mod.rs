@@ -47,11 +47,19 @@ pub trait KeyIssuer: Send + Sync {
 /// How a vendor call failed, one variant per `PredictionOne.*` errorType.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PredictionOneError {
-    #[error("Prediction One rejected the secret key: it does not exist (invalid_api_key)")]
+    /// The key the call was made with (the secret key for Get API Key, the
+    /// model's retrain key for a retraining call) does not exist.
+    #[error(
+        "Prediction One rejected the key it was called with: it does not exist (invalid_api_key)"
+    )]
     InvalidSecretKey,
-    #[error("Prediction One rejected the secret key as incorrect (Inactive_credential)")]
+    #[error(
+        "Prediction One rejected the key it was called with as incorrect (Inactive_credential)"
+    )]
     InactiveCredential,
-    #[error("Prediction One rejected the secret key as incorrect (Not_found_credential)")]
+    #[error(
+        "Prediction One rejected the key it was called with as incorrect (Not_found_credential)"
+    )]
     CredentialNotFound,
     #[error("Prediction One says the user may have been deleted")]
     UserDeleted,

@@ -32,7 +32,7 @@ const MAX_MESSAGE: usize = 200;
 
 /// A Get API Key response.
 pub fn classify(status: u16, body: &[u8], secret_key: &SecretKey) -> Outcome<IssuedKey> {
-    match classify_json(status, body, secret_key.expose()) {
+    match classify_json(status, body, secret_key.expose(), "api_key") {
         Outcome::Done(json) => match parse_key(&json) {
             Ok(key) => Outcome::Done(key),
             Err(problem) => Outcome::Fail(PredictionOneError::MalformedResponse(problem)),
@@ -44,15 +44,26 @@ pub fn classify(status: u16, body: &[u8], secret_key: &SecretKey) -> Outcome<Iss
 
 /// Any call's response: its JSON body on success, else a retry or a
 /// contract error. `credential` (the key the call was made with) is
-/// scrubbed from any vendor text kept in an error.
-pub fn classify_json(status: u16, body: &[u8], credential: &str) -> Outcome<Value> {
+/// scrubbed from any vendor text kept in an error. `success_field` is the
+/// field a success body always has (`api_key`, `status`, ...).
+pub fn classify_json(
+    status: u16,
+    body: &[u8],
+    credential: &str,
+    success_field: &str,
+) -> Outcome<Value> {
     let json: Option<Value> = serde_json::from_slice(body).ok();
     let message = json.as_ref().and_then(error_message);
 
     // A documented message wins whatever the status, even a 200 or a 500
     // (`Not found configuration_file.` comes as a 500 and is not worth
-    // retrying).
-    if let Some(known) = message.as_deref().and_then(documented) {
+    // retrying), unless the body is a success: a job status carries a
+    // `message` of its own, which may read like an error.
+    let success = (200..300).contains(&status)
+        && json
+            .as_ref()
+            .is_some_and(|j| j.get(success_field).is_some());
+    if !success && let Some(known) = message.as_deref().and_then(documented) {
         return Outcome::Fail(known);
     }
     match status {
@@ -211,6 +222,22 @@ mod tests {
             .error_type(),
             "PredictionOne.ConfigurationFileMissing"
         );
+    }
+
+    #[test]
+    fn a_success_body_with_a_message_of_its_own_is_a_success() {
+        let body =
+            json!({"status": "running", "message": "Retrain job is not finished."}).to_string();
+        match classify_json(200, body.as_bytes(), "ak", "status") {
+            Outcome::Done(v) => assert_eq!(v["status"], "running"),
+            other => panic!("{other:?}"),
+        }
+        // Without the success field the message is the answer.
+        let body = json!({"message": "Retrain job is not finished."}).to_string();
+        assert!(matches!(
+            classify_json(200, body.as_bytes(), "ak", "status"),
+            Outcome::Fail(PredictionOneError::RetrainNotFinished)
+        ));
     }
 
     #[test]

@@ -46,12 +46,17 @@ pub enum TransferError {
     Retryable(String),
     /// Anything else, including running out of time.
     Permanent(String),
+    /// The URL itself may not be used (not https off loopback, not a URL):
+    /// nothing was sent.
+    Unusable(String),
 }
 
 impl TransferError {
     pub fn detail(&self) -> &str {
         match self {
-            TransferError::Retryable(d) | TransferError::Permanent(d) => d,
+            TransferError::Retryable(d)
+            | TransferError::Permanent(d)
+            | TransferError::Unusable(d) => d,
         }
     }
 }
@@ -119,27 +124,36 @@ impl PredictionOneClient {
 /// A pre-signed URL that may be used: https, or http on loopback.
 fn usable(url: &PresignedUrl, what: &str) -> Result<Url, TransferError> {
     let parsed = Url::parse(url.expose())
-        .map_err(|_| TransferError::Permanent(format!("the {what} URL is not a URL")))?;
+        .map_err(|_| TransferError::Unusable(format!("the {what} URL is not a URL")))?;
     if !crate::net::is_secure_or_loopback(&parsed) {
-        return Err(TransferError::Permanent(format!(
+        return Err(TransferError::Unusable(format!(
             "the {what} URL is not https (plain http is accepted only on loopback)"
         )));
     }
     Ok(parsed)
 }
 
-/// A transport error's class, without the URL reqwest would print.
-fn transport(error: &reqwest::Error, what: &str) -> TransferError {
-    if error.is_timeout() {
+/// A transport error's class, without the URL reqwest would print. A
+/// timeout is final only when the invocation's work time is up (the
+/// transfer's timeout is that time); a connect timeout is worth another
+/// attempt.
+fn transport(error: &reqwest::Error, what: &str, deadline: &Deadline) -> TransferError {
+    if error.is_connect() {
+        TransferError::Retryable(format!("could not connect for the {what}"))
+    } else if error.is_timeout() && deadline.work_left() < OUT_OF_TIME {
         TransferError::Permanent(format!(
             "the {what} did not complete within the time the invocation had left"
         ))
-    } else if error.is_connect() {
-        TransferError::Retryable(format!("could not connect for the {what}"))
+    } else if error.is_timeout() {
+        TransferError::Retryable(format!("the {what} timed out"))
     } else {
         TransferError::Retryable(format!("the connection failed during the {what}"))
     }
 }
+
+/// Less work time than this left means the transfer was ended by the
+/// deadline.
+const OUT_OF_TIME: std::time::Duration = std::time::Duration::from_millis(100);
 
 fn status_error(status: u16, what: &str) -> TransferError {
     let detail = format!("the {what} was answered with HTTP {status}");
@@ -173,6 +187,7 @@ impl RetrainApi for PredictionOneClient {
         let body = self
             .call(
                 "upload_url",
+                "retrain_job_id",
                 |client| client.get(url.clone()).header("x-api-key", header.clone()),
                 api_key.expose(),
                 deadline,
@@ -208,6 +223,7 @@ impl RetrainApi for PredictionOneClient {
         let body = self
             .call(
                 "job_status",
+                "status",
                 |client| client.get(url.clone()).header("x-api-key", header.clone()),
                 api_key.expose(),
                 deadline,
@@ -252,6 +268,7 @@ impl RetrainApi for PredictionOneClient {
         let url = self.job_url(retrain_job_id, Some("update_model"));
         self.call(
             "update_model",
+            "metadata",
             |client| {
                 client
                     .put(url.clone())
@@ -289,7 +306,7 @@ impl RetrainApi for PredictionOneClient {
             .timeout(deadline.work_left())
             .send()
             .await
-            .map_err(|e| transport(&e, "upload"))?;
+            .map_err(|e| transport(&e, "upload", deadline))?;
         let status = response.status().as_u16();
         if (200..300).contains(&status) {
             Ok(())
@@ -314,7 +331,7 @@ impl RetrainApi for PredictionOneClient {
             .timeout(deadline.work_left())
             .send()
             .await
-            .map_err(|e| transport(&e, "download"))?;
+            .map_err(|e| transport(&e, "download", deadline))?;
         let status = response.status().as_u16();
         if !(200..300).contains(&status) {
             return Err(status_error(status, "download"));

@@ -235,10 +235,17 @@ impl<P: RunnerPorts> Runner<P> {
         let max_attempts = self.config().max_attempts;
         let mut next = Some(first);
         let mut attempts = 0;
+        let mut last = String::new();
         loop {
             let data = match next.take() {
                 Some(data) => data,
-                None => self.open_data(bucket, key, deadline).await?,
+                // The upload's failure is the news, not the re-read's.
+                None => self.open_data(bucket, key, deadline).await.map_err(|e| {
+                    PredictionOneError::UploadFailed {
+                        attempts,
+                        detail: format!("{last}; reading the data again failed: {}", e.report()),
+                    }
+                })?,
             };
             let length = data.length.unwrap_or_default();
             attempts += 1;
@@ -252,9 +259,16 @@ impl<P: RunnerPorts> Runner<P> {
                     detail: detail.to_string(),
                 })
             };
-            let TransferError::Retryable(detail) = &failure else {
-                return Err(failed(failure.detail()));
+            let detail = match &failure {
+                // An unsafe URL from the vendor: nothing was sent, and a new
+                // job would get another one like it.
+                TransferError::Unusable(d) => {
+                    return Err(PredictionOneError::MalformedResponse(d.clone()).into());
+                }
+                TransferError::Permanent(d) => return Err(failed(d)),
+                TransferError::Retryable(d) => d,
             };
+            last = detail.clone();
             tracing::warn!(attempt = attempts, retrain_job_id = %ticket.retrain_job_id, "upload failed transiently: {detail}");
             let wait = backoff::jittered(attempts + 1);
             if attempts >= max_attempts || wait + MIN_UPLOAD > deadline.work_left() {
@@ -329,8 +343,11 @@ impl<P: RunnerPorts> Runner<P> {
                 e
             })
             .boxed();
+        // The download ends by the work point (its own timeout); saving what
+        // it gave, or aborting a multipart upload it broke, may use the
+        // margin after it.
         let bytes = deadline
-            .work(self.objects.save(bucket, key, results))
+            .finish(self.objects.save(bucket, key, results))
             .await
             .map_err(|e| match e {
                 _ if broken.load(Ordering::Relaxed) => Error::ResultsUnavailable(format!(

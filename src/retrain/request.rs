@@ -232,9 +232,15 @@ fn job_id(fields: &Map<String, Value>) -> Result<String, Error> {
             )));
         }
     };
-    if text.is_empty() || text.len() > MAX_JOB_ID_LEN || text.chars().any(char::is_control) {
+    // `.` and `..` would vanish from the URL path they go into.
+    if text.is_empty()
+        || text.len() > MAX_JOB_ID_LEN
+        || text.chars().any(char::is_control)
+        || text == "."
+        || text == ".."
+    {
         return Err(Error::invalid(format!(
-            "retrain_job_id must be 1 to {MAX_JOB_ID_LEN} characters without control characters"
+            "retrain_job_id must be 1 to {MAX_JOB_ID_LEN} characters without control characters (and not \".\" or \"..\")"
         )));
     }
     Ok(text)
@@ -373,6 +379,11 @@ mod tests {
                 json!({"action": "status", "model_id": "42"}),
                 "InvalidRequest",
                 "retrain_job_id is required",
+            ),
+            (
+                json!({"action": "status", "model_id": "42", "retrain_job_id": ".."}),
+                "InvalidRequest",
+                "retrain_job_id must be",
             ),
             (
                 json!({"action": "status", "model_id": "4/2", "retrain_job_id": "j"}),

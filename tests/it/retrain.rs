@@ -196,6 +196,20 @@ async fn a_failed_job_reports_its_status_and_message() {
 async fn the_documented_errors_map_to_their_error_types() {
     let s = setup("", json!({"running_polls": 5})).await;
     let (_, job) = s.start(10).await;
+    // A status whose own message reads like a documented error is still a
+    // status.
+    s.h.control(
+        "script",
+        json!({"model_id": s.model, "endpoint": "status", "responses": [
+            {"json": {"status": "running", "message": "Retrain job is not finished."}}
+        ]}),
+    )
+    .await;
+    let out = s.action("status", &job).await.unwrap();
+    assert_eq!(
+        (out["state"].as_str(), out["message"].as_str()),
+        (Some("running"), Some("Retrain job is not finished."))
+    );
     let missing = s.action("status", "rj-does-not-exist").await.unwrap_err();
     assert_eq!(missing.0, "PredictionOne.RetrainJobNotFound", "{missing:?}");
     let early = s.action("switch_model", &job).await.unwrap_err();
@@ -444,7 +458,7 @@ async fn every_action_works_over_tls() {
 }
 
 #[tokio::test]
-async fn a_plain_http_upload_url_off_loopback_is_refused_unsent() {
+async fn a_plain_http_upload_url_off_loopback_is_refused_unsent_as_malformed() {
     let s = setup("", json!({})).await;
     s.h.control(
         "script",
@@ -461,7 +475,9 @@ async fn a_plain_http_upload_url_off_loopback_is_refused_unsent() {
     )
     .await
     .unwrap_err();
-    assert_eq!(t, "PredictionOne.UploadFailed", "{m}");
+    // The vendor's answer is unusable: not an upload failure to retry
+    // with a new job.
+    assert_eq!(t, "PredictionOne.MalformedResponse", "{m}");
     assert!(m.contains("not https"), "{m}");
     assert!(!m.contains("192.0.2.1") && !m.contains("_upload"), "{m}");
 }
