@@ -196,6 +196,9 @@ impl Handoff for FakeHandoff {
     async fn task_failure(&self, _: &TaskToken, _: &str, _: &str) -> Result<(), HandoffError> {
         Ok(())
     }
+    async fn task_heartbeat(&self, _: &TaskToken) -> Result<(), HandoffError> {
+        Ok(())
+    }
     async fn announce(&self, _: &str, detail: &str) -> Result<(), HandoffError> {
         self.announced.lock().unwrap().push(detail.to_string());
         Ok(())

@@ -80,6 +80,7 @@ CONFIGURED = {
 NO_RESOURCE_TYPE_ACTIONS = {
     "states:SendTaskSuccess",
     "states:SendTaskFailure",
+    "states:SendTaskHeartbeat",
     "logs:CreateLogDelivery",
     "logs:GetLogDelivery",
     "logs:UpdateLogDelivery",
@@ -440,6 +441,9 @@ RUNNER_ONLY_DIRS = ("src/objects/",)
 # - these actions, the broker's alone (the runner announces nothing: it has
 #   no P1_EVENT_BUS_NAME, so src/handoff/aws.rs's PutEvents never runs in it).
 BROKER_ONLY_ACTIONS = {"events:PutEvents"}
+# - these actions, the runner's alone (the broker never asks whether a task
+#   is still waited for: its work is idempotent, a `fresh` key).
+RUNNER_ONLY_ACTIONS = {"states:SendTaskHeartbeat"}
 
 # Actions IAM also checks for a call, beyond the call's own: CreateSecret
 # with Tags needs TagResource too (the function always tags what it creates).
@@ -478,7 +482,12 @@ def sdk_calls(function: str = "broker") -> set[str]:
         runner_only = path.startswith(RUNNER_ONLY_DIRS)
         if function == "broker" and runner_only:
             continue
-        out |= {a for a in actions if function == "broker" or a not in BROKER_ONLY_ACTIONS}
+        out |= {
+            a
+            for a in actions
+            if (function == "broker" and a not in RUNNER_ONLY_ACTIONS)
+            or (function == "runner" and a not in BROKER_ONLY_ACTIONS)
+        }
     return out
 
 
@@ -1291,6 +1300,8 @@ RUNNER_RETRYABLE = {
     "HandOffFailed",
 }
 
+RUNNER_BRIEFLY_RETRIED = ("StoreFailed", "DataUnavailable")
+
 # The runner's requests (unknown fields are refused) and results.
 RUNNER_REQUESTS = {
     "start": ({"action", "bucket", "key", "task_token"}, {"model_id"}),
@@ -1318,6 +1329,7 @@ RUNNER_CONTRACT_CALLS = {
     "secretsmanager:UpdateSecretVersionStage",
     "states:SendTaskSuccess",
     "states:SendTaskFailure",
+    "states:SendTaskHeartbeat",
 }
 
 RUNNER_STATEMENTS = {
@@ -1336,7 +1348,7 @@ RUNNER_STATEMENTS = {
     "TagCreatedRetrainKeySecrets": ("CreatesSecrets", {"secretsmanager:TagResource"}),
     "KeySecretsEncryption": ("HasTargetKmsKey", {"kms:Decrypt", "kms:GenerateDataKey"}),
     "SecretKeyDecryption": ("HasSecretKeyKmsKey", {"kms:Decrypt"}),
-    "ReportToWorkflow": (None, {"states:SendTaskSuccess", "states:SendTaskFailure"}),
+    "ReportToWorkflow": (None, {"states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"}),
     "ConsumeRunnerQueue": (None, {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}),
     "ListRetrainData": (None, {"s3:ListBucket"}),
     "ReadRetrainData": (None, {"s3:GetObject"}),
@@ -1513,7 +1525,7 @@ def test_every_runner_call_is_allowed_where_it_is_needed_and_nowhere_else(runner
     # Creation is still tied to the prefix and the tag.
     assert not allowed(sts, "secretsmanager:CreateSecret", secret_arn(retrain), {"secretsmanager:Name": retrain})
     # Callbacks on "*", the only Resource IAM accepts for them.
-    for action in ("states:SendTaskSuccess", "states:SendTaskFailure"):
+    for action in ("states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"):
         assert allowed(sts, action, "*", {}) == ["ReportToWorkflow"]
     assert sts["ConsumeRunnerQueue"][1]["Resource"] == "GetAtt:RetrainRunnerQueue.Arn"
     assert sts["WriteOwnLogs"][1]["Resource"] == "GetAtt:RetrainRunnerLogGroup.Arn"
@@ -1933,13 +1945,20 @@ def test_runner_workflow_retries_the_retryable_and_catches_the_rest():
         retried = set(state["Retry"][0]["ErrorEquals"])
         assert retried == RUNNER_RETRYABLE, name
         assert state["Retry"][0]["MaxAttempts"] >= 2, name
-        assert retries[("States.Timeout",)]["MaxAttempts"] == 1, f"{name}: a task without an answer is retried once"
-        extra = {e for r in state["Retry"][1:] for e in r["ErrorEquals"]} - {"States.Timeout"}
+        no_answer = ("States.Timeout", "States.HeartbeatTimeout")
+        assert retries[no_answer]["MaxAttempts"] == 1, f"{name}: a task without an answer is retried once"
+        # Storage and data failures that may be passing (S3 5xx or
+        # throttling, Secrets Manager throttling): two brief retries.
+        briefly = retries[RUNNER_BRIEFLY_RETRIED]
+        assert briefly["MaxAttempts"] == 2 and briefly["IntervalSeconds"] <= 30, name
+        extra = {e for r in state["Retry"][1:] for e in r["ErrorEquals"]} - set(no_answer) - set(RUNNER_BRIEFLY_RETRIED)
         if task_action(state) == "save_results":
             assert extra == {"ResultsUnavailable"}, name
             assert retries[("ResultsUnavailable",)]["MaxAttempts"] == 2, name
         else:
             assert not extra, name
+        # The heartbeat the runner sends before it works needs one.
+        assert 0 < state["HeartbeatSeconds"] < state["TimeoutSeconds"], name
         assert "States.ALL" not in {e for r in state["Retry"] for e in r["ErrorEquals"]}, name
         first, last = state["Catch"]
         assert set(first["ErrorEquals"]) == permanent, f"{name}: catches the permanent errorTypes by name"

@@ -77,6 +77,16 @@ impl Handoff for AwsHandoff {
             .map_err(|e| handoff_error("SendTaskFailure", e))
     }
 
+    async fn task_heartbeat(&self, token: &TaskToken) -> Result<(), HandoffError> {
+        self.sfn
+            .send_task_heartbeat()
+            .task_token(token.expose())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| handoff_error("SendTaskHeartbeat", e))
+    }
+
     async fn announce(&self, bus: &str, detail: &str) -> Result<(), HandoffError> {
         let entry = PutEventsRequestEntry::builder()
             .event_bus_name(bus)

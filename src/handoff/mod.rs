@@ -70,4 +70,10 @@ pub trait Handoff: Send + Sync {
         bus: &str,
         detail: &str,
     ) -> impl Future<Output = Result<(), HandoffError>> + Send;
+    /// Whether Step Functions still waits for the task (the retrain runner
+    /// asks before it starts work that a gone task would waste).
+    fn task_heartbeat(
+        &self,
+        token: &TaskToken,
+    ) -> impl Future<Output = Result<(), HandoffError>> + Send;
 }

@@ -32,6 +32,7 @@ use crate::config::Config;
 use crate::credential::{Credential, CredentialType, ModelId};
 use crate::deadline::Deadline;
 use crate::error::{Context, Error};
+use crate::handoff::{Handoff, HandoffError};
 use crate::metrics::{self, Unit};
 use crate::objects::{ObjectError, ObjectStore};
 use crate::prediction_one::backoff;
@@ -39,7 +40,7 @@ use crate::prediction_one::retrain::TransferError;
 use crate::prediction_one::{JobStatus, PredictionOneError, RetrainApi, UploadTicket};
 use crate::request::{KeyRequest, Rejected, Served, Status};
 use crate::secrets::StoreError;
-use crate::sensitive::ApiKey;
+use crate::sensitive::{ApiKey, TaskToken};
 use crate::transfer::Payload;
 
 pub use request::{Action, RetrainRequest};
@@ -124,6 +125,12 @@ impl<P: RunnerPorts> Runner<P> {
         deadline: &Deadline,
     ) -> Result<Value, Error> {
         let model_id = request.action.model_id().as_str();
+        let action = request.action.name();
+        if let Some(token) = &request.task_token
+            && let Some(gone) = self.task_gone(token, deadline).await
+        {
+            return Ok(json!({"action": action, "skipped": true, "reason": gone}));
+        }
         let outcome = self
             .run(&request.action, deadline)
             .await
@@ -131,7 +138,6 @@ impl<P: RunnerPorts> Runner<P> {
         let Some(token) = &request.task_token else {
             return outcome;
         };
-        let action = request.action.name();
         crate::report::to_step_functions(
             self.broker.handoff(),
             token,
@@ -141,6 +147,29 @@ impl<P: RunnerPorts> Runner<P> {
             deadline,
         )
         .await
+    }
+
+    /// Why Step Functions no longer waits for this task, when it does not:
+    /// a message SQS delivered again after its task timed out, whose work
+    /// (a new vendor job, an upload) would be for nobody. Asked with a
+    /// heartbeat; a heartbeat that fails otherwise does not stop the work.
+    async fn task_gone(&self, token: &TaskToken, deadline: &Deadline) -> Option<String> {
+        match deadline
+            .work(self.broker.handoff().task_heartbeat(token))
+            .await
+        {
+            Ok(()) => None,
+            Err(HandoffError::TaskGone { code, .. }) => {
+                metrics::task_gone(Some(CredentialType::Retrain), &code);
+                Some(format!(
+                    "Step Functions no longer waits for this task ({code}); nothing was done"
+                ))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the heartbeat failed; working anyway");
+                None
+            }
+        }
     }
 
     /// The answer to a request that failed validation: reported to Step

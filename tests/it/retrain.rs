@@ -522,3 +522,36 @@ async fn an_sqs_batch_lists_only_its_failed_records() {
     );
     assert_eq!(s.h.retrain_calls(&s.model).await.len(), before);
 }
+
+#[tokio::test]
+async fn a_task_step_functions_no_longer_waits_for_is_skipped() {
+    // As when SQS delivers a message again after its task timed out: the
+    // token is unknown to Step Functions (moto: InvalidToken).
+    let s = setup("", json!({})).await;
+    let key = s.data_key("a.csv");
+    s.h.put_object(&s.bucket, &key, b"a\n1\n".to_vec()).await;
+    let body =
+        json!({"action": "start", "bucket": s.bucket, "key": key, "task_token": "tt-long-gone"});
+    let out = run(
+        &s.app,
+        json!({"Records": [{"messageId": "m1", "eventSource": "aws:sqs", "body": body.to_string()}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out,
+        json!({"batchItemFailures": []}),
+        "the record is done with"
+    );
+    assert!(
+        s.h.jobs(&s.model).await.is_empty(),
+        "no vendor job for nobody"
+    );
+    assert!(s.h.calls(&s.sk).await.is_empty(), "no key issued");
+    let direct = run(&s.app, body).await.unwrap();
+    assert_eq!(direct["skipped"], true, "{direct}");
+    assert!(
+        direct["reason"].as_str().unwrap().contains("InvalidToken"),
+        "{direct}"
+    );
+}

@@ -419,16 +419,16 @@ async fn the_time_limit_ends_a_job_that_never_finishes() {
 #[tokio::test]
 async fn a_refused_start_ends_in_a_failure_naming_the_error_type() {
     let w = workflow(json!({}), 600, false).await;
-    // Empty data: DataUnavailable, not retried.
-    let key = format!("retrain/{}/empty.csv", w.model);
-    let event = w.upload(&key, Vec::new()).await;
+    // Data with no model in its key: InvalidRequest, not retried.
+    let key = format!("retrain/no-model-{}.csv", w.model);
+    let event = w.upload(&key, b"a\n1\n".to_vec()).await;
     let (described, actions) = w.drive(&w.start(&event).await).await;
     assert_eq!(
         described.status(),
         &aws_sdk_sfn::types::ExecutionStatus::Failed,
         "{described:?}"
     );
-    assert_eq!(described.error(), Some("DataUnavailable"));
+    assert_eq!(described.error(), Some("InvalidRequest"));
     assert_eq!(actions, ["start"]);
     assert!(w.h.jobs(&w.model).await.is_empty());
 }
