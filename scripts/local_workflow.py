@@ -56,9 +56,10 @@ def standin(path, body):
         return json.load(r)
 
 
-def definition(queue_url):
+def definition(queue_url, poll_queue_url):
     text = open(os.path.join(ROOT, "infra", "retrain-runner.asl.json")).read()
     for name, value in {"Partition": "aws", "RunnerQueueUrl": queue_url,
+                        "RunnerPollQueueUrl": poll_queue_url,
                         "PollIntervalSeconds": "1", "TimeLimitSeconds": "60",
                         "ResultsPrefix": "retrain-results/", "SwitchModel": "false"}.items():
         text = text.replace("${%s}" % name, value)
@@ -122,8 +123,9 @@ def main():
         "detail": {"bucket": {"name": [BUCKET]}, "object": {"key": [{"prefix": "retrain/"}]}}}))
     events.put_targets(Rule="p1-retrain-data", Targets=[{"Id": "capture", "Arn": captured_arn}])
     runner_queue = sqs.create_queue(QueueName="p1-retrain-runner")["QueueUrl"]
+    poll_queue = sqs.create_queue(QueueName="p1-retrain-polls")["QueueUrl"]
     machine = sfn.create_state_machine(
-        name="p1-retraining", definition=definition(runner_queue),
+        name="p1-retraining", definition=definition(runner_queue, poll_queue),
         roleArn="arn:aws:iam::123456789012:role/p1-retraining")["stateMachineArn"]
 
     name = os.path.basename(args.data)
@@ -157,9 +159,15 @@ def main():
             break
         if time.monotonic() > deadline:
             sys.exit("local-run: the execution did not end within 180 s")
-        messages = sqs.receive_message(QueueUrl=runner_queue, MaxNumberOfMessages=1,
-                                       WaitTimeSeconds=1).get("Messages", [])
-        for m in messages:
+        messages = []
+        for queue in (runner_queue, poll_queue):
+            messages = [(queue, m) for m in sqs.receive_message(
+                QueueUrl=queue, MaxNumberOfMessages=1).get("Messages", [])]
+            if messages:
+                break
+        if not messages:
+            time.sleep(0.3)
+        for queue, m in messages:
             step += 1
             request = json.loads(m["Body"])
             shown = {k: v for k, v in request.items() if k != "task_token"}
@@ -169,7 +177,7 @@ def main():
             if answer.get("batchItemFailures"):
                 say(f"   the runner failed the record (SQS would deliver it again): {answer}")
                 continue
-            sqs.delete_message(QueueUrl=runner_queue, ReceiptHandle=m["ReceiptHandle"])
+            sqs.delete_message(QueueUrl=queue, ReceiptHandle=m["ReceiptHandle"])
             history = sfn.get_execution_history(executionArn=execution, maxResults=1000)["events"]
             reports = [e for e in history if e["type"] in ("TaskSucceeded", "TaskFailed")]
             reported = max(reports, key=lambda e: e["id"]) if reports else None

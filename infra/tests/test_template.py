@@ -718,7 +718,7 @@ def test_template_shape(expanded):
     mp = broker_mapping(expanded)["Properties"]
     assert mp["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mp["EventSourceArn"] == {"Fn::GetAtt": ["RetrainQueue", "Arn"]}
-    assert len(by_type["AWS::Lambda::EventSourceMapping"]) == 2  # the broker's and the runner's
+    assert len(by_type["AWS::Lambda::EventSourceMapping"]) == 3  # the broker's, and the runner's two (transfers, polls)
     queue = r["RetrainQueue"]["Properties"]
     assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["RetrainDeadLetterQueue", "Arn"]}
     assert queue["VisibilityTimeout"] >= 6 * p["Timeout"]
@@ -1269,6 +1269,7 @@ RUNNER_ASL = INFRA / "retrain-runner.asl.json"
 RUNNER_PLACEHOLDERS = {
     "Partition",
     "RunnerQueueUrl",
+    "RunnerPollQueueUrl",
     "PollIntervalSeconds",
     "TimeLimitSeconds",
     "ResultsPrefix",
@@ -1527,7 +1528,10 @@ def test_every_runner_call_is_allowed_where_it_is_needed_and_nowhere_else(runner
     # Callbacks on "*", the only Resource IAM accepts for them.
     for action in ("states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"):
         assert allowed(sts, action, "*", {}) == ["ReportToWorkflow"]
-    assert sts["ConsumeRunnerQueue"][1]["Resource"] == "GetAtt:RetrainRunnerQueue.Arn"
+    assert sts["ConsumeRunnerQueue"][1]["Resource"] == [
+        "GetAtt:RetrainRunnerQueue.Arn",
+        "GetAtt:RetrainRunnerPollQueue.Arn",
+    ]
     assert sts["WriteOwnLogs"][1]["Resource"] == "GetAtt:RetrainRunnerLogGroup.Arn"
 
 
@@ -1556,18 +1560,21 @@ def test_runner_function_shape_and_environment(expanded):
             assert value == broker_env[name], f"{name}: the same parameter as the broker's"
     assert env["P1_RETRAIN_DATA_PREFIX"] == {"Ref": "RetrainDataPrefix"}
 
-    (mapping,) = [
-        m["Properties"]
+    mappings = {
+        m["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]: m["Properties"]
         for m in r.values()
         if m["Type"] == "AWS::Lambda::EventSourceMapping" and m["Properties"]["FunctionName"] == {"Ref": "RetrainRunnerFunction"}
-    ]
-    assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["RetrainRunnerQueue", "Arn"]}
-    assert mapping["BatchSize"] == 1
-    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    queue = r["RetrainRunnerQueue"]["Properties"]
+    }
+    # Transfers and polls on queues of their own: polls never wait behind
+    # uploads that hold every runner for minutes.
+    assert set(mappings) == {"RetrainRunnerQueue", "RetrainRunnerPollQueue"}
     longest = expanded["Parameters"]["RetrainRunnerTimeoutSeconds"]["MaxValue"]
-    assert queue["VisibilityTimeout"] >= 6 * longest, "six times the longest function timeout"
-    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["RetrainRunnerDeadLetterQueue", "Arn"]}
+    for queue_name, mapping in mappings.items():
+        assert mapping["BatchSize"] == 1
+        assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        queue = r[queue_name]["Properties"]
+        assert queue["VisibilityTimeout"] >= 6 * longest, "six times the longest function timeout"
+        assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["RetrainRunnerDeadLetterQueue", "Arn"]}
     assert longest <= 900
 
 
@@ -1582,7 +1589,12 @@ def test_workflow_role_only_sends_to_the_runner_queue(expanded):
             sent.append((actions, st["Resource"]))
         else:
             assert actions <= NO_RESOURCE_TYPE_ACTIONS, (role_name, actions)  # log delivery only
-    assert sent == [({"sqs:SendMessage"}, {"Fn::GetAtt": ["RetrainRunnerQueue", "Arn"]})]
+    assert sent == [
+        (
+            {"sqs:SendMessage"},
+            [{"Fn::GetAtt": ["RetrainRunnerQueue", "Arn"]}, {"Fn::GetAtt": ["RetrainRunnerPollQueue", "Arn"]}],
+        )
+    ]
     assert sm["LoggingConfiguration"]["Level"] == "ERROR"
     assert sm["LoggingConfiguration"]["IncludeExecutionData"] is False, "no data in logs"
     (destination,) = sm["LoggingConfiguration"]["Destinations"]
@@ -1788,6 +1800,7 @@ def test_runner_workflow_placeholders_are_exactly_the_substitutions(raw, tmp_pat
     assert substitutions == {
         "Partition": {"Ref": "AWS::Partition"},
         "RunnerQueueUrl": {"Ref": "RetrainRunnerQueue"},
+        "RunnerPollQueueUrl": {"Ref": "RetrainRunnerPollQueue"},
         "PollIntervalSeconds": {"Ref": "RetrainPollIntervalSeconds"},
         "TimeLimitSeconds": {"Ref": "RetrainTimeLimitSeconds"},
         "ResultsPrefix": {"Ref": "RetrainResultsPrefix"},
@@ -1809,7 +1822,11 @@ def test_runner_workflow_placeholders_are_exactly_the_substitutions(raw, tmp_pat
     # Substituted with the defaults, the file is still valid JSON.
     defaults = {n: str(raw["Parameters"][v["Ref"]]["Default"]) for n, v in substitutions.items() if v["Ref"] in raw["Parameters"]}
     filled = text
-    for n, v in {**defaults, "Partition": "aws", "RunnerQueueUrl": "https://sqs.us-east-1.amazonaws.com/123456789012/q"}.items():
+    queues = {
+        "RunnerQueueUrl": "https://sqs.us-east-1.amazonaws.com/123456789012/q",
+        "RunnerPollQueueUrl": "https://sqs.us-east-1.amazonaws.com/123456789012/p",
+    }
+    for n, v in {**defaults, "Partition": "aws", **queues}.items():
         filled = filled.replace("${" + n + "}", v)
     json.loads(filled)
     # Expanded for a China region, every task is in that partition.
@@ -1833,7 +1850,9 @@ def test_runner_workflow_tasks_are_runner_requests_over_sqs(expanded):
         assert state["Resource"] == "arn:${Partition}:states:::sqs:sendMessage.waitForTaskToken", name
         params = state["Parameters"]
         assert set(params) == {"QueueUrl", "MessageBody"}, name
-        assert params["QueueUrl"] == "${RunnerQueueUrl}", name
+        # Transfers on one queue, the short requests on the other.
+        expected_queue = "${RunnerPollQueueUrl}" if task_action(state) in ("status", "switch_model") else "${RunnerQueueUrl}"
+        assert params["QueueUrl"] == expected_queue, name
         body = params["MessageBody"]
         assert body["task_token.$"] == "$$.Task.Token", name
         action = task_action(state)

@@ -24,14 +24,15 @@ struct Workflow {
     bucket: String,
     model: String,
     state_machine: String,
-    /// The runner's queue (the state machine's tasks).
-    runner_queue: String,
+    /// The runner's queues (the state machine's tasks): transfers, and
+    /// status polls and switches.
+    runner_queues: [String; 2],
     /// Where the test's EventBridge rule puts S3's events.
     events_queue: String,
 }
 
 /// The definition as SAM deploys it, with the test's substitutions.
-fn definition(runner_queue: &str, time_limit_seconds: u32, switch_model: bool) -> String {
+fn definition(runner_queues: &[String; 2], time_limit_seconds: u32, switch_model: bool) -> String {
     let path = format!(
         "{}/infra/retrain-runner.asl.json",
         env!("CARGO_MANIFEST_DIR")
@@ -39,7 +40,8 @@ fn definition(runner_queue: &str, time_limit_seconds: u32, switch_model: bool) -
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let text = text
         .replace("${Partition}", "aws")
-        .replace("${RunnerQueueUrl}", runner_queue)
+        .replace("${RunnerQueueUrl}", &runner_queues[0])
+        .replace("${RunnerPollQueueUrl}", &runner_queues[1])
         .replace("${PollIntervalSeconds}", &POLL_INTERVAL_SECONDS.to_string())
         .replace("${TimeLimitSeconds}", &time_limit_seconds.to_string())
         .replace("${ResultsPrefix}", "retrain-results/")
@@ -58,12 +60,15 @@ async fn workflow(settings: Value, time_limit_seconds: u32, switch_model: bool) 
     settings["model_id"] = json!(model);
     h.control("retrain", settings).await;
 
-    let runner_queue = h.create_queue("p1-retrain-runner").await;
+    let runner_queues = [
+        h.create_queue("p1-retrain-runner").await,
+        h.create_queue("p1-retrain-polls").await,
+    ];
     let state_machine = h
         .sfn
         .create_state_machine()
         .name(format!("p1-retraining-{}", h.id))
-        .definition(definition(&runner_queue, time_limit_seconds, switch_model))
+        .definition(definition(&runner_queues, time_limit_seconds, switch_model))
         .role_arn("arn:aws:iam::123456789012:role/p1-retraining")
         .send()
         .await
@@ -132,7 +137,7 @@ async fn workflow(settings: Value, time_limit_seconds: u32, switch_model: bool) 
         bucket,
         model,
         state_machine,
-        runner_queue,
+        runner_queues,
         events_queue,
     }
 }
@@ -180,8 +185,8 @@ impl Workflow {
             .to_string()
     }
 
-    /// Plays the Lambda SQS event source mapping until the execution ends:
-    /// each message of the runner's queue goes to the runner as an SQS
+    /// Plays the Lambda SQS event source mappings until the execution ends:
+    /// each message of the runner's queues goes to the runner as an SQS
     /// batch of one and is deleted unless the batch response lists it.
     /// Returns the final description and the actions the runner served.
     async fn drive(
@@ -209,16 +214,23 @@ impl Workflow {
                 Instant::now() < deadline,
                 "the execution did not end: {actions:?}"
             );
-            let out = self
-                .h
-                .sqs
-                .receive_message()
-                .queue_url(&self.runner_queue)
-                .max_number_of_messages(1)
-                .send()
-                .await
-                .unwrap();
-            let Some(message) = out.messages().first() else {
+            let mut received = None;
+            for queue in &self.runner_queues {
+                let out = self
+                    .h
+                    .sqs
+                    .receive_message()
+                    .queue_url(queue)
+                    .max_number_of_messages(1)
+                    .send()
+                    .await
+                    .unwrap();
+                if let Some(message) = out.messages().first() {
+                    received = Some((queue, message.clone()));
+                    break;
+                }
+            }
+            let Some((queue, message)) = received else {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             };
@@ -236,7 +248,7 @@ impl Workflow {
             self.h
                 .sqs
                 .delete_message()
-                .queue_url(&self.runner_queue)
+                .queue_url(queue)
                 .receipt_handle(message.receipt_handle().unwrap())
                 .send()
                 .await
