@@ -235,6 +235,8 @@ MSG_NO_CLASSIFIER = "Not found classifier."
 MSG_NOT_FINISHED = "Retrain job is not finished."
 MSG_FILENAME_REQUIRED = "filename is required."
 MSG_KEY_TO_PRESIGNED = "x-api-key must not be sent to a pre-signed URL"
+MSG_BAD_SIGNATURE = ("The request signature we calculated does not match "
+                     "the signature you provided.")
 
 RETRAIN_ENDPOINTS = ("upload_url", "status", "update_model", "upload", "download")
 JOB_FINISHED = "job_finished"
@@ -1038,17 +1040,24 @@ class Handler(BaseHTTPRequestHandler):
             state.record_model_call(model_id, endpoint, status, had_key, job_id)
         self._send(status, s3_error(code, message), "application/xml")
 
+    def _sink_job(self, tokens: dict, token: str, counter: str):
+        """The job a pre-signed URL's token belongs to, counting the call
+        (`counter`): (job_id, job, a copy of the job taken under the lock),
+        the last two None for an unknown token."""
+        state = self.server.state
+        with state.lock:
+            job_id = tokens.get(token)
+            job = state.jobs.get(job_id) if job_id is not None else None
+            if job is None:
+                return job_id, None, None
+            job[counter] += 1
+            return job_id, job, dict(job, settings=dict(job["settings"]))
+
     def _upload_sink(self, token: str) -> None:
         had_key = self.headers.get("x-api-key") is not None
         state = self.server.state
-        with state.lock:
-            job_id = state.upload_tokens.get(token)
-            job = state.jobs.get(job_id) if job_id is not None else None
-            model_id = job["model_id"] if job is not None else None
-            if job is not None:
-                job["upload_puts"] += 1
-                expected = job["upload_sig"]
-                deleted = job["deleted"]
+        job_id, job, seen = self._sink_job(state.upload_tokens, token, "upload_puts")
+        model_id = seen["model_id"] if seen else None
         length = self._content_length()
         has_te = self.headers.get("Transfer-Encoding") is not None
         err = (model_id, "upload", had_key, job_id)
@@ -1065,12 +1074,10 @@ class Handler(BaseHTTPRequestHandler):
         if job is None:
             self._sink_error(403, "AccessDenied", "Access Denied", length, *err)
             return
-        if not self._signature_ok(expected):
-            self._sink_error(403, "SignatureDoesNotMatch",
-                             "The request signature we calculated does not match "
-                             "the signature you provided.", length, *err)
+        if not self._signature_ok(seen["upload_sig"]):
+            self._sink_error(403, "SignatureDoesNotMatch", MSG_BAD_SIGNATURE, length, *err)
             return
-        if deleted:
+        if seen["deleted"]:
             self._sink_error(403, "AccessDenied", "Access Denied", length, *err)
             return
 
@@ -1129,16 +1136,8 @@ class Handler(BaseHTTPRequestHandler):
     def _download_sink(self, token: str) -> None:
         had_key = self.headers.get("x-api-key") is not None
         state = self.server.state
-        with state.lock:
-            job_id = state.download_tokens.get(token)
-            job = state.jobs.get(job_id) if job_id is not None else None
-            model_id = job["model_id"] if job is not None else None
-            if job is not None:
-                job["download_gets"] += 1
-                expected = job["download_sig"]
-                deleted = job["deleted"]
-                size = job["settings"]["results_size"]
-                chunked = job["settings"]["results_chunked"]
+        job_id, job, seen = self._sink_job(state.download_tokens, token, "download_gets")
+        model_id = seen["model_id"] if seen else None
         err = (None, model_id, "download", had_key, job_id)
         if had_key:
             self._sink_error(400, "InvalidRequest", MSG_KEY_TO_PRESIGNED, *err)
@@ -1146,12 +1145,12 @@ class Handler(BaseHTTPRequestHandler):
         if job is None:
             self._sink_error(403, "AccessDenied", "Access Denied", *err)
             return
-        if not self._signature_ok(expected):
-            self._sink_error(403, "SignatureDoesNotMatch",
-                             "The request signature we calculated does not match "
-                             "the signature you provided.", *err)
+        if not self._signature_ok(seen["download_sig"]):
+            self._sink_error(403, "SignatureDoesNotMatch", MSG_BAD_SIGNATURE, *err)
             return
-        if deleted:
+        size = seen["settings"]["results_size"]
+        chunked = seen["settings"]["results_chunked"]
+        if seen["deleted"]:
             self._sink_error(404, "NoSuchKey", "The specified key does not exist.", *err)
             return
         with state.lock:

@@ -85,17 +85,11 @@ impl S3Objects {
         let first = read_part(&mut body).await?;
         if first.len() < PART_SIZE {
             let length = first.len() as u64;
-            let mut put = self
-                .client
-                .put_object()
-                .bucket(bucket)
-                .key(key)
-                .body(ByteStream::from(first));
-            if let Some(content_type) = payload.content_type {
-                put = put.content_type(content_type);
-            }
-            put.send().await.map_err(object_error)?;
-            return Ok(length);
+            let whole = Payload {
+                content_type: payload.content_type,
+                ..Payload::from_bytes(first)
+            };
+            return self.put_whole(bucket, key, whole, length).await;
         }
         let mut create = self
             .client

@@ -137,8 +137,8 @@ impl PredictionOneClient {
     }
 
     /// One vendor call (`what` names it in logs) made with `credential` in
-    /// its `x-api-key` header; the JSON body of its 2xx answer, which has
-    /// `success_field`.
+    /// its `x-api-key` header (`unsendable` when it cannot go in one); the
+    /// JSON body of its 2xx answer, which has `success_field`.
     ///
     /// Tries up to `max_attempts` times, but starts no attempt, backoff sleep
     /// or `Retry-After` wait that could not end before the deadline's work
@@ -148,10 +148,14 @@ impl PredictionOneClient {
         &self,
         what: &'static str,
         success_field: &str,
-        request: impl Fn(&Client) -> RequestBuilder,
         credential: &str,
+        unsendable: fn() -> PredictionOneError,
+        request: impl Fn(&Client) -> RequestBuilder,
         deadline: &Deadline,
     ) -> Result<Value, PredictionOneError> {
+        let mut header = HeaderValue::from_str(credential).map_err(|_| unsendable())?;
+        // Keeps the value out of hyper's and reqwest's own debug output.
+        header.set_sensitive(true);
         let client = self.client()?;
         let mut last: Option<Failure> = None;
         let mut attempts = 0;
@@ -168,8 +172,9 @@ impl PredictionOneClient {
             attempts += 1;
             let timeout = self.timeout.min(left);
             let started = Instant::now();
+            let request = request(client).header("x-api-key", header.clone());
             let outcome = self
-                .attempt(request(client), credential, success_field, timeout)
+                .attempt(request, credential, success_field, timeout)
                 .await;
             let elapsed_ms = started.elapsed().as_millis() as u64;
             let retry_after = match outcome {
@@ -230,14 +235,6 @@ impl PredictionOneClient {
     }
 }
 
-/// `credential` as an `x-api-key` header value, marked sensitive so that it
-/// stays out of hyper's and reqwest's own debug output.
-pub(super) fn api_key_header(credential: &str) -> Option<HeaderValue> {
-    let mut header = HeaderValue::from_str(credential).ok()?;
-    header.set_sensitive(true);
-    Some(header)
-}
-
 impl KeyIssuer for PredictionOneClient {
     async fn get_api_key(
         &self,
@@ -245,8 +242,6 @@ impl KeyIssuer for PredictionOneClient {
         credential: &Credential,
         deadline: &Deadline,
     ) -> Result<IssuedKey, PredictionOneError> {
-        let header =
-            api_key_header(secret_key.expose()).ok_or(PredictionOneError::UnsendableSecretKey)?;
         let mut url = self.endpoint.clone();
         {
             let mut query = url.query_pairs_mut();
@@ -259,8 +254,9 @@ impl KeyIssuer for PredictionOneClient {
             .call(
                 "get_api_key",
                 "api_key",
-                |client| client.get(url.clone()).header("x-api-key", header.clone()),
                 secret_key.expose(),
+                || PredictionOneError::UnsendableSecretKey,
+                |client| client.get(url.clone()),
                 deadline,
             )
             .await?;

@@ -16,7 +16,6 @@ use reqwest::Url;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use serde_json::Value;
 
-use super::client::api_key_header;
 use super::{PredictionOneClient, PredictionOneError};
 use crate::deadline::Deadline;
 use crate::sensitive::{ApiKey, PresignedUrl};
@@ -180,7 +179,6 @@ impl RetrainApi for PredictionOneClient {
         filename: &str,
         deadline: &Deadline,
     ) -> Result<UploadTicket, PredictionOneError> {
-        let header = api_key_header(api_key.expose()).ok_or_else(unsendable_key)?;
         let mut url = self.base.clone();
         url.set_path(&format!("{JOBS_PATH}/upload_url"));
         url.query_pairs_mut().append_pair("filename", filename);
@@ -188,8 +186,9 @@ impl RetrainApi for PredictionOneClient {
             .call(
                 "upload_url",
                 "retrain_job_id",
-                |client| client.get(url.clone()).header("x-api-key", header.clone()),
                 api_key.expose(),
+                unsendable_key,
+                |client| client.get(url.clone()),
                 deadline,
             )
             .await?;
@@ -218,14 +217,14 @@ impl RetrainApi for PredictionOneClient {
         retrain_job_id: &str,
         deadline: &Deadline,
     ) -> Result<JobStatus, PredictionOneError> {
-        let header = api_key_header(api_key.expose()).ok_or_else(unsendable_key)?;
         let url = self.job_url(retrain_job_id, None);
         let body = self
             .call(
                 "job_status",
                 "status",
-                |client| client.get(url.clone()).header("x-api-key", header.clone()),
                 api_key.expose(),
+                unsendable_key,
+                |client| client.get(url.clone()),
                 deadline,
             )
             .await?;
@@ -264,18 +263,13 @@ impl RetrainApi for PredictionOneClient {
         retrain_job_id: &str,
         deadline: &Deadline,
     ) -> Result<(), PredictionOneError> {
-        let header = api_key_header(api_key.expose()).ok_or_else(unsendable_key)?;
         let url = self.job_url(retrain_job_id, Some("update_model"));
         self.call(
             "update_model",
             "metadata",
-            |client| {
-                client
-                    .put(url.clone())
-                    .header("x-api-key", header.clone())
-                    .header(CONTENT_LENGTH, 0)
-            },
             api_key.expose(),
+            unsendable_key,
+            |client| client.put(url.clone()).header(CONTENT_LENGTH, 0),
             deadline,
         )
         .await
