@@ -23,7 +23,8 @@ Control API (same port, never forwarded; JSON in and out):
     POST /_faults/rules
         {"operation": "secretsmanager.PutSecretValue" | "PutSecretValue",
          "match": "<substring of the request body; required, non-empty>",
-         "fault": "throttle" | "server_error" | "access_denied" | "hang" | "error",
+         "fault": "throttle" | "server_error" | "access_denied" | "hang"
+                  | "hold_answer" | "error",
          "times": N,            # optional, default 1; -1 = every time
          "status": 400,         # "error" only, required: 400..599
          "type": "TaskTimedOut",# "error" only, required
@@ -66,6 +67,9 @@ body {"__type": T, "message": "..."}:
                    connection until the client closes it, --hang-seconds pass,
                    or the proxy stops; then closes it. Other connections are
                    served meanwhile (one thread per connection).
+    hold_answer    forwards the request to the upstream, which carries it out,
+                   then drops the answer and holds the connection as "hang"
+                   does: a write that landed although its caller never heard.
 
 Request bodies carry secret values and task tokens: they are kept in memory
 only (for /_faults/calls) and are never printed or logged. The log has one
@@ -101,7 +105,8 @@ CHUNK_SIZE = 64 * 1024
 MAX_BODY = 64 * 1024 * 1024
 MAX_CONTROL_BODY = 1024 * 1024
 
-FAULTS = ("throttle", "server_error", "access_denied", "hang", "error")
+FAULTS = ("throttle", "server_error", "access_denied", "hang", "hold_answer", "error")
+SILENT_FAULTS = ("hang", "hold_answer")
 RULE_FIELDS = {"operation", "match", "fault", "times", "status", "type", "message"}
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and framing: never forwarded as is.
@@ -184,8 +189,8 @@ def validate_rule(obj) -> dict:
             if field in obj:
                 raise BadRequest(f"{field} is only for fault \"error\"")
     if "message" in obj:
-        if fault == "hang":
-            raise BadRequest("message is not for fault \"hang\"")
+        if fault in SILENT_FAULTS:
+            raise BadRequest(f"message is not for fault \"{fault}\"")
         if not isinstance(obj["message"], str):
             raise BadRequest("message must be a string")
         rule["message"] = obj["message"]
@@ -463,6 +468,9 @@ class Handler(BaseHTTPRequestHandler):
             self._forward(target, body)
         elif rule["fault"] == "hang":
             self._hang(target, rule)
+        elif rule["fault"] == "hold_answer":
+            status = self._forward_unanswered(body)
+            self._hang(target, dict(rule, fault=f"hold_answer upstream={status}"))
         else:
             self._fault(target, rule)
 
@@ -481,15 +489,34 @@ class Handler(BaseHTTPRequestHandler):
         ])
         self._log(target, status, f"fault={rule['fault']} type={etype} rule={rule['id']}")
 
+    def _forward_unanswered(self, body: bytes):
+        """Has the upstream carry the request out; its answer is dropped."""
+        host, port = self.server.upstream
+        conn = http.client.HTTPConnection(host, port, timeout=self.server.upstream_timeout)
+        try:
+            conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+            for k, v in self.headers.items():
+                if k.lower() not in REQUEST_DROP:
+                    conn.putheader(k, v)
+            conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body if body else None)
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status
+        except (OSError, http.client.HTTPException) as e:
+            return type(e).__name__
+        finally:
+            conn.close()
+
     def _hang(self, target: str, rule: dict) -> None:
-        self._log(target, "-", f"fault=hang rule={rule['id']} holding")
+        self._log(target, "-", f"fault={rule['fault']} rule={rule['id']} holding")
         self.close_connection = True
         self.server.state.holding(rule["id"], +1)
         try:
             how, held = self._hold()
         finally:
             self.server.state.holding(rule["id"], -1)
-        self._log(target, "-", f"fault=hang rule={rule['id']} closed after {held:.1f}s ({how})")
+        self._log(target, "-", f"fault={rule['fault']} rule={rule['id']} closed after {held:.1f}s ({how})")
 
     def _hold(self) -> tuple[str, float]:
         """Holds the connection silent; returns why it stopped and after how long."""

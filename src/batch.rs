@@ -1,7 +1,8 @@
 //! SQS batches (SPEC sections 3 and 10): records are independent, and only
 //! failed ones are listed in `batchItemFailures`.
 //!
-//! Records are grouped by target secret. A group is served in order, so a
+//! Records are grouped by target secret (by its name, so that a secret named
+//! by name and by ARN is one group). A group is served in order, so a
 //! batch asking for one key many times makes one vendor call; up to
 //! `P1_BATCH_CONCURRENCY` groups are served at once, so a batch for many
 //! models does not become a self-made throttling storm. A key issued for an
@@ -27,6 +28,7 @@ use crate::deadline::Deadline;
 use crate::error::Error;
 use crate::prediction_one::PredictionOneError;
 use crate::request::{KeyRequest, Served, Status};
+use crate::secret_id;
 use crate::trigger::SqsMessage;
 
 /// What the groups of one batch share: the credentials whose vendor call
@@ -71,9 +73,11 @@ pub async fn serve<P: Ports>(
             .and_then(|request| KeyRequest::parse(&request, broker.config()));
         match parsed {
             Ok(request) => {
+                // By the secret, not the string: a name and its ARN are one
+                // target, served in one group.
                 let next = groups.len();
                 let index = *group_of
-                    .entry(request.target_secret_id.clone())
+                    .entry(secret_id::name_of(&request.target_secret_id).to_string())
                     .or_insert(next);
                 if index == next {
                     groups.push(Vec::new());
@@ -120,7 +124,11 @@ async fn serve_group<P: Ports>(
         let outcome = match &issued {
             Some(prev)
                 if prev.result.credential_type == credential.credential_type
-                    && prev.result.model_id == credential.model_id =>
+                    && prev.result.model_id == credential.model_id
+                    && secret_id::same_secret(
+                        &request.target_secret_id,
+                        &prev.result.secret_arn,
+                    ) =>
             {
                 Ok(prev.as_fresh())
             }

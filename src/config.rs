@@ -159,10 +159,11 @@ impl Config {
                 false,
             )?,
             batch_concurrency: int("P1_BATCH_CONCURRENCY", 8, 1..=64)? as usize,
+            // At least enough to store a fetched key and answer (section 10).
             deadline_margin: Duration::from_millis(int(
                 "P1_DEADLINE_MARGIN_MS",
                 2_000,
-                0..=60_000,
+                500..=60_000,
             )?),
             retrain_data_prefix: data_prefix(&or_default("P1_RETRAIN_DATA_PREFIX", "retrain/")?)?,
         })
@@ -180,6 +181,39 @@ impl Config {
             }
             (CredentialType::Deploy, _) => self.deploy_secret_id.clone(),
             _ => self.train_secret_id.clone(),
+        }
+    }
+
+    /// Whose configured target `id` (a name or ARN) is, when it is not the
+    /// target of `credential_type` (and `model_id`) itself: the train or
+    /// deploy target of the other credentials, or a secret under the retrain
+    /// prefix other than this model's own (SPEC section 3). Two credentials
+    /// writing one secret would overwrite each other, and every reader of
+    /// that secret would get the wrong key.
+    pub fn crossed_target(
+        &self,
+        credential_type: CredentialType,
+        model_id: Option<&ModelId>,
+        id: &str,
+    ) -> Option<String> {
+        if credential_type != CredentialType::Train
+            && secret_id::same_secret(id, &self.train_secret_id)
+        {
+            return Some("the train key's target (P1_TRAIN_SECRET_ID)".into());
+        }
+        if credential_type != CredentialType::Deploy
+            && secret_id::same_secret(id, &self.deploy_secret_id)
+        {
+            return Some("the deploy key's target (P1_DEPLOY_SECRET_ID)".into());
+        }
+        let name = secret_id::name_of(id);
+        let model = name.strip_prefix(self.retrain_secret_prefix.as_str())?;
+        match (credential_type, model_id) {
+            (CredentialType::Retrain, Some(own)) if own.as_str() == model => None,
+            _ => Some(format!(
+                "under P1_RETRAIN_SECRET_PREFIX ({:?}), the retrain key target of model {model:?}",
+                self.retrain_secret_prefix
+            )),
         }
     }
 
@@ -378,6 +412,8 @@ mod tests {
                 "P1_DEADLINE_MARGIN_MS",
             ),
             (&[("P1_DEADLINE_MARGIN_MS", "-1")], "P1_DEADLINE_MARGIN_MS"),
+            (&[("P1_DEADLINE_MARGIN_MS", "0")], "P1_DEADLINE_MARGIN_MS"),
+            (&[("P1_DEADLINE_MARGIN_MS", "499")], "P1_DEADLINE_MARGIN_MS"),
             // A data prefix ends a path segment.
             (
                 &[("P1_RETRAIN_DATA_PREFIX", "retrain")],
@@ -405,14 +441,14 @@ mod tests {
         let ok = load(&[
             base,
             ("P1_BATCH_CONCURRENCY", "64"),
-            ("P1_DEADLINE_MARGIN_MS", "0"),
+            ("P1_DEADLINE_MARGIN_MS", "500"),
             ("P1_RETRAIN_SECRET_PREFIX", "k/"),
             ("P1_RETRAIN_DATA_PREFIX", "data/new/"),
         ])
         .unwrap();
         assert_eq!(ok.retrain_data_prefix, "data/new/");
         assert_eq!(ok.batch_concurrency, 64);
-        assert_eq!(ok.deadline_margin, Duration::ZERO);
+        assert_eq!(ok.deadline_margin, Duration::from_millis(500));
     }
 
     #[test]

@@ -17,6 +17,22 @@
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+tokio::task_local! {
+    /// When the port call being run must end: set around each call by
+    /// [`Deadline::work`] and [`Deadline::finish`], so that an adapter that
+    /// makes attempts of its own (the AWS SDK's, `crate::aws`) can size
+    /// them to the time the call has, instead of only being cut off.
+    static CALL_ENDS: Instant;
+}
+
+/// The time left for the port call being run, when it runs under
+/// [`Deadline::work`] or [`Deadline::finish`] (`None` outside them).
+pub fn call_time_left() -> Option<Duration> {
+    CALL_ENDS
+        .try_with(|end| end.saturating_duration_since(Instant::now()))
+        .ok()
+}
+
 /// The longest a Lambda invocation can run; the budget of callers that have
 /// no deadline of their own (tests, tools).
 pub const MAX_INVOCATION: Duration = Duration::from_secs(900);
@@ -115,13 +131,27 @@ impl Deadline {
     ) -> Result<T, E> {
         bounded(self.finish_left(), call).await
     }
+
+    /// The same, keeping `reserve` of the finish budget for what must
+    /// follow the call (reading a write back when its answer was lost).
+    pub async fn finish_keeping<T, E: From<OutOfTime>>(
+        &self,
+        reserve: Duration,
+        call: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        bounded(self.finish_left().saturating_sub(reserve), call).await
+    }
 }
 
 async fn bounded<T, E: From<OutOfTime>>(
     budget: Duration,
     call: impl Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
-    match tokio::time::timeout(budget, call).await {
+    let ends = Instant::now() + budget;
+    match CALL_ENDS
+        .scope(ends, tokio::time::timeout(budget, call))
+        .await
+    {
         Ok(result) => result,
         Err(_) => Err(OutOfTime.into()),
     }
@@ -182,5 +212,17 @@ mod tests {
         assert_eq!(d.work(slow).await, Err(OutOfTime));
         assert!(started.elapsed() < Duration::from_millis(350));
         assert_eq!(d.finish(async { Ok::<_, OutOfTime>(7) }).await, Ok(7));
+    }
+
+    #[tokio::test]
+    async fn a_call_knows_how_long_it_has() {
+        assert_eq!(call_time_left(), None);
+        let d = Deadline::after(Duration::from_secs(10), Duration::from_secs(2));
+        let seen = |_: ()| async { Ok::<_, OutOfTime>(call_time_left()) };
+        let work = d.work(seen(())).await.unwrap().unwrap();
+        assert!(work <= Duration::from_secs(8) && work > Duration::from_millis(7_800));
+        let finish = d.finish(seen(())).await.unwrap().unwrap();
+        assert!(finish > Duration::from_millis(9_500), "{finish:?}");
+        assert_eq!(call_time_left(), None);
     }
 }

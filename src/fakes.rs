@@ -47,6 +47,8 @@ pub struct FakeStore {
     pub calls: Mutex<Vec<&'static str>>,
     /// Operations that never answer.
     hang: Mutex<Vec<&'static str>>,
+    /// Writes that are carried out but whose answer never comes.
+    lose_answer: Mutex<Vec<&'static str>>,
 }
 
 impl FakeStore {
@@ -68,6 +70,23 @@ impl FakeStore {
         self.hang.lock().unwrap().push(op);
     }
 
+    /// Makes every write `op` ("put", "create") land and then hang, as a
+    /// connection that breaks after the request was sent.
+    pub fn lose_answer_of(&self, op: &'static str) {
+        self.lose_answer.lock().unwrap().push(op);
+    }
+
+    async fn answer(
+        &self,
+        op: &'static str,
+        written: VersionRef,
+    ) -> Result<VersionRef, StoreError> {
+        if self.lose_answer.lock().unwrap().contains(&op) {
+            std::future::pending::<()>().await;
+        }
+        Ok(written)
+    }
+
     async fn take(&self, op: &'static str) -> Result<(), StoreError> {
         self.calls.lock().unwrap().push(op);
         if self.hang.lock().unwrap().contains(&op) {
@@ -78,13 +97,13 @@ impl FakeStore {
             None => Ok(()),
         }
     }
-    fn put(&self, id: &str, value: &SecretString) -> VersionRef {
+    fn put(&self, id: &str, value: &SecretString, token: Option<&str>) -> VersionRef {
         let mut values = self.values.lock().unwrap();
         let versions = values.entry(id.to_string()).or_default();
         for v in versions.iter_mut() {
             v.2.retain(|s| s != AWSCURRENT);
         }
-        let version_id = format!("v{}", versions.len() + 1);
+        let version_id = token.map_or_else(|| format!("v{}", versions.len() + 1), str::to_string);
         versions.push((
             version_id.clone(),
             value.expose().to_string(),
@@ -126,23 +145,33 @@ impl SecretStore for FakeStore {
         if !self.values.lock().unwrap().contains_key(id) {
             return Err(StoreError::NotFound(id.into()));
         }
-        Ok(self.put(id, version.value))
+        let written = self.put(id, version.value, version.client_request_token);
+        self.answer("put", written).await
     }
     async fn create(
         &self,
         id: &str,
         value: &SecretString,
-        _: &NewSecret,
+        new: &NewSecret,
     ) -> Result<VersionRef, StoreError> {
         self.take("create").await?;
-        Ok(self.put(id, value))
+        let written = self.put(id, value, new.client_request_token.as_deref());
+        self.answer("create", written).await
     }
     async fn describe(&self, id: &str) -> Result<SecretDescription, StoreError> {
         self.take("describe").await?;
-        if !self.values.lock().unwrap().contains_key(id) {
-            return Err(StoreError::NotFound(id.into()));
-        }
-        Ok(SecretDescription::default())
+        let values = self.values.lock().unwrap();
+        let versions = values
+            .get(id)
+            .ok_or_else(|| StoreError::NotFound(id.into()))?;
+        Ok(SecretDescription {
+            arn: format!("arn:{id}"),
+            versions: versions
+                .iter()
+                .map(|(v, _, stages)| (v.clone(), stages.clone()))
+                .collect(),
+            ..SecretDescription::default()
+        })
     }
     async fn move_stage(
         &self,

@@ -132,7 +132,15 @@ impl KeyRequest {
 
         let target_secret_id = match present(fields, "target_secret_id") {
             None => config.default_target(credential_type, model_id.as_ref()),
-            Some(Value::String(s)) if secret_id::is_valid(s) => s.clone(),
+            Some(Value::String(s)) if secret_id::is_valid(s) => {
+                if let Some(whose) = config.crossed_target(credential_type, model_id.as_ref(), s) {
+                    return Err(Error::invalid(format!(
+                        "target_secret_id {s:?} is {whose}; a {} key may not be written there (leave target_secret_id out for the configured target)",
+                        credential_type.as_str()
+                    )));
+                }
+                s.clone()
+            }
             Some(_) => {
                 return Err(Error::invalid(format!(
                     "target_secret_id must be {}",
@@ -483,6 +491,70 @@ mod tests {
         .unwrap();
         assert_eq!(r.target_secret_id, "team/p1");
         assert!(r.force);
+    }
+
+    #[test]
+    fn a_target_of_another_credential_is_refused() {
+        let arn = |name: &str| {
+            format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{name}-AbCdEf")
+        };
+        for (request, whose) in [
+            (
+                json!({"credential_type": "deploy", "target_secret_id": "prediction-one/api-key/train"}),
+                "train key's target",
+            ),
+            (
+                json!({"credential_type": "deploy", "target_secret_id": arn("prediction-one/api-key/train")}),
+                "train key's target",
+            ),
+            (
+                json!({"credential_type": "train", "target_secret_id": "prediction-one/api-key/deploy"}),
+                "deploy key's target",
+            ),
+            (
+                json!({"credential_type": "retrain", "model_id": 7, "target_secret_id": "prediction-one/api-key/train"}),
+                "train key's target",
+            ),
+            (
+                json!({"credential_type": "retrain", "model_id": 7, "target_secret_id": "prediction-one/api-key/retrain/42"}),
+                "model \"42\"",
+            ),
+            (
+                json!({"credential_type": "retrain", "model_id": 7, "target_secret_id": arn("prediction-one/api-key/retrain/42")}),
+                "model \"42\"",
+            ),
+            (
+                json!({"credential_type": "train", "target_secret_id": "prediction-one/api-key/retrain/7"}),
+                "model \"7\"",
+            ),
+            (
+                json!({"credential_type": "retrain", "model_id": 7, "target_secret_id": "prediction-one/api-key/retrain/7/x"}),
+                "retrain key target",
+            ),
+        ] {
+            let msg = rejected(request.clone());
+            assert!(msg.contains(whose), "{request}: {msg}");
+        }
+        for (request, target) in [
+            (
+                json!({"credential_type": "train", "target_secret_id": arn("prediction-one/api-key/train")}),
+                arn("prediction-one/api-key/train"),
+            ),
+            (
+                json!({"credential_type": "retrain", "model_id": "7", "target_secret_id": "prediction-one/api-key/retrain/7"}),
+                "prediction-one/api-key/retrain/7".to_string(),
+            ),
+            (
+                json!({"credential_type": "retrain", "model_id": 7, "target_secret_id": arn("prediction-one/api-key/retrain/7")}),
+                arn("prediction-one/api-key/retrain/7"),
+            ),
+            (
+                json!({"credential_type": "deploy", "target_secret_id": "team/deploy-key"}),
+                "team/deploy-key".to_string(),
+            ),
+        ] {
+            assert_eq!(parse(request).unwrap().target_secret_id, target);
+        }
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::secret_id;
 use crate::secret_key::SecretKeySource;
 use crate::secrets::{
     AWSCURRENT, KeyRecord, NewSecret, NewVersion, P1ANNOUNCED, SecretStore, SecretValue,
-    StoreError, VersionRef,
+    StoreError, VersionRef, new_version_id,
 };
 
 /// The adapters a broker runs on: one type names all three.
@@ -123,16 +123,8 @@ impl<P: Ports> Broker<P> {
             Utc::now(),
         );
         let stored = self
-            .store_record(target, &record, exists, deadline)
-            .await
-            .map_err(|e| {
-                Error::StoreFailed(Context::new(
-                    format!(
-                        "a new key was issued but could not be stored in {target:?}, so it was discarded (the same request retried issues another)"
-                    ),
-                    e,
-                ))
-            })?;
+            .store_new_key(target, &record, exists, deadline)
+            .await?;
         tracing::info!(target_secret = %target, version_id = %stored.version_id, "issued and stored a new key");
 
         let served = Served {
@@ -269,19 +261,76 @@ impl<P: Ports> Broker<P> {
         Ok(Some(served))
     }
 
-    /// Writes a record as the target's new AWSCURRENT version, creating the
-    /// secret when it was found missing (creatable: checked before the key
-    /// was fetched). Runs in the margin kept for a fetched key.
-    async fn store_record(
+    /// Stores a fetched key as the target's new AWSCURRENT version, within
+    /// the margin kept for it, and says honestly what became of it: a write
+    /// whose answer was lost (a timeout, a broken connection, a 5xx) may
+    /// have landed, so the target is read back for the version before the
+    /// key is called discarded (SPEC section 10).
+    async fn store_new_key(
         &self,
         target: &str,
         record: &KeyRecord,
         exists: bool,
         deadline: &Deadline,
+    ) -> Result<VersionRef, Error> {
+        let version_id = new_version_id();
+        // A quarter of the margin (at most READ_BACK) stays for the read-back.
+        let reserve = (deadline.finish_left() / 4).min(READ_BACK);
+        let written = self
+            .store_record(target, record, exists, &version_id, reserve, deadline)
+            .await;
+        let failure = match written {
+            Ok(stored) => return Ok(stored),
+            Err(e) => e,
+        };
+        let issued = "a new key was issued but";
+        if !failure.outcome_unknown() {
+            return Err(Error::StoreFailed(Context::new(
+                format!(
+                    "{issued} could not be stored in {target:?}, so it was discarded (the same request retried issues another)"
+                ),
+                failure,
+            )));
+        }
+        match deadline.finish(self.store.describe(target)).await {
+            Ok(d) if d.versions.contains_key(&version_id) => {
+                tracing::warn!(target_secret = %target, version_id = %version_id, error = %failure, "the write's answer was lost, but the target holds the new version");
+                Ok(VersionRef {
+                    arn: d.arn,
+                    version_id,
+                })
+            }
+            Ok(_) | Err(StoreError::NotFound(_)) => Err(Error::StoreFailed(Context::new(
+                format!(
+                    "{issued} storing it in {target:?} failed, and reading the secret back shows no version {version_id}, so it was discarded (the same request retried issues another)"
+                ),
+                failure,
+            ))),
+            Err(_) => Err(Error::StoreFailed(Context::new(
+                format!(
+                    "{issued} storing it in {target:?} failed without an answer, and there was no time to read the secret back: whether it is stored is unknown (it would be version {version_id}; the same request retried finds it fresh if it is)"
+                ),
+                failure,
+            ))),
+        }
+    }
+
+    /// Writes a record as the target's new AWSCURRENT version `version_id`,
+    /// creating the secret when it was found missing (creatable: checked
+    /// before the key was fetched). Runs in the margin kept for a fetched
+    /// key, keeping `reserve` of it.
+    async fn store_record(
+        &self,
+        target: &str,
+        record: &KeyRecord,
+        exists: bool,
+        version_id: &str,
+        reserve: std::time::Duration,
+        deadline: &Deadline,
     ) -> Result<VersionRef, StoreError> {
         let value = record.to_secret_string()?;
-        let version = NewVersion::current(&value);
-        let put = || deadline.finish(self.store.put_value(target, &version));
+        let version = NewVersion::current(&value, version_id);
+        let put = || deadline.finish_keeping(reserve, self.store.put_value(target, &version));
         if exists {
             match put().await {
                 // Deleted since it was read: create it again if allowed.
@@ -302,9 +351,10 @@ impl<P: Ports> Broker<P> {
         let new = NewSecret {
             tags,
             kms_key_id: self.config.target_kms_key_id.clone(),
+            client_request_token: Some(version_id.to_string()),
         };
         match deadline
-            .finish(self.store.create(target, &value, &new))
+            .finish_keeping(reserve, self.store.create(target, &value, &new))
             .await
         {
             Ok(v) => {
@@ -317,6 +367,10 @@ impl<P: Ports> Broker<P> {
         }
     }
 }
+
+/// The most of the margin kept for reading back a write whose answer was
+/// lost: one DescribeSecret.
+const READ_BACK: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn result_of(status: Status, record: &KeyRecord, version: VersionRef) -> KeyResult {
     KeyResult {
@@ -450,17 +504,64 @@ mod tests {
     async fn a_fetched_key_is_stored_in_the_margin_or_reported_as_discarded() {
         let (err, took) = serve_with_store_hanging_on("create", 600, 400).await;
         // The create waited past the work point, into the margin, and the
-        // answer still came before the deadline.
+        // answer still came before the deadline; reading back found no
+        // secret, so the key is known to be discarded.
         assert!(
             took > Duration::from_millis(250) && took < Duration::from_millis(600),
             "{took:?}"
         );
         assert_eq!(err.error_type(), "StoreFailed");
         assert!(
-            err.report().contains("issued but could not be stored"),
+            err.report().contains("shows no version") && err.report().contains("discarded"),
             "{}",
             err.report()
         );
+    }
+
+    #[tokio::test]
+    async fn a_write_whose_answer_was_lost_is_read_back_and_answered_issued() {
+        for op in ["create", "put"] {
+            let store = FakeStore::with_secret_key("sk-1");
+            if op == "put" {
+                store
+                    .values
+                    .lock()
+                    .unwrap()
+                    .insert("prediction-one/api-key/train".into(), vec![]);
+            }
+            store.lose_answer_of(op);
+            let b = broker(store, FakeIssuer::default(), &[]);
+            let d = || Deadline::after(Duration::from_millis(800), Duration::from_millis(600));
+            let served = b.serve(&request(&b), &d()).await.unwrap();
+            assert_eq!(served.result.status, Status::Issued, "{op}");
+            let values = b.store.values.lock().unwrap();
+            let versions = &values["prediction-one/api-key/train"];
+            assert_eq!(versions.len(), 1, "{op}");
+            assert_eq!(versions[0].0, served.result.version_id, "{op}");
+            drop(values);
+            // The same when no time is left to read back: the answer says
+            // the outcome is unknown and names the version, never
+            // "discarded".
+            let store = FakeStore::with_secret_key("sk-1");
+            store.values.lock().unwrap().insert(
+                "prediction-one/api-key/train".into(),
+                vec![("v0".into(), "not a record".into(), vec![AWSCURRENT.into()])],
+            );
+            store.lose_answer_of("put");
+            store.hang_on("describe");
+            let b = broker(store, FakeIssuer::default(), &[]);
+            let err = b.serve(&request(&b), &d()).await.unwrap_err();
+            let report = err.report();
+            assert_eq!(err.error_type(), "StoreFailed");
+            assert!(!report.contains("discarded"), "{report}");
+            let stored = b.store.values.lock().unwrap()["prediction-one/api-key/train"][1]
+                .0
+                .clone();
+            assert!(
+                report.contains("unknown") && report.contains(&stored),
+                "{report}"
+            );
+        }
     }
 
     #[tokio::test]

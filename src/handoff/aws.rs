@@ -6,7 +6,7 @@ use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 
 use super::{EVENT_DETAIL_TYPE, EVENT_SOURCE, Handoff, HandoffError};
-use crate::aws::{describe_sdk_error, error_code};
+use crate::aws::{describe_sdk_error, error_code, sized_attempts};
 use crate::sensitive::TaskToken;
 
 pub struct AwsHandoff {
@@ -18,6 +18,23 @@ impl AwsHandoff {
     pub fn new(sfn: aws_sdk_sfn::Client, events: aws_sdk_eventbridge::Client) -> Self {
         AwsHandoff { sfn, events }
     }
+}
+
+/// Each call's attempts sized to the time it has (`crate::aws`).
+fn sized_sfn() -> aws_sdk_sfn::config::Builder {
+    let mut config = aws_sdk_sfn::config::Builder::default();
+    if let Some((timeouts, retry)) = sized_attempts() {
+        config = config.timeout_config(timeouts).retry_config(retry);
+    }
+    config
+}
+
+fn sized_events() -> aws_sdk_eventbridge::config::Builder {
+    let mut config = aws_sdk_eventbridge::config::Builder::default();
+    if let Some((timeouts, retry)) = sized_attempts() {
+        config = config.timeout_config(timeouts).retry_config(retry);
+    }
+    config
 }
 
 /// SendTaskFailure's limits on `error` and `cause`.
@@ -54,6 +71,8 @@ impl Handoff for AwsHandoff {
             .send_task_success()
             .task_token(token.expose())
             .output(output)
+            .customize()
+            .config_override(sized_sfn())
             .send()
             .await
             .map(|_| ())
@@ -71,6 +90,8 @@ impl Handoff for AwsHandoff {
             .task_token(token.expose())
             .error(truncate(error, MAX_ERROR))
             .cause(truncate(cause, MAX_CAUSE))
+            .customize()
+            .config_override(sized_sfn())
             .send()
             .await
             .map(|_| ())
@@ -81,6 +102,8 @@ impl Handoff for AwsHandoff {
         self.sfn
             .send_task_heartbeat()
             .task_token(token.expose())
+            .customize()
+            .config_override(sized_sfn())
             .send()
             .await
             .map(|_| ())
@@ -98,6 +121,8 @@ impl Handoff for AwsHandoff {
             .events
             .put_events()
             .entries(entry)
+            .customize()
+            .config_override(sized_events())
             .send()
             .await
             .map_err(|e| handoff_error("PutEvents", e))?;

@@ -5,13 +5,14 @@
 //! values travel only in [`SecretString`], whose `Debug` redacts.
 
 use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::config::Builder as Override;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::types::Tag;
 
 use super::store::{
     NewSecret, NewVersion, SecretDescription, SecretStore, SecretValue, StoreError, VersionRef,
 };
-use crate::aws::{describe_sdk_error, error_code, is_throttling};
+use crate::aws::{describe_sdk_error, error_code, is_throttling, outcome_unknown, sized_attempts};
 use crate::sensitive::SecretString;
 
 pub struct SecretsManager {
@@ -24,15 +25,24 @@ impl SecretsManager {
     }
 }
 
-fn store_error<E, R>(err: SdkError<E, R>) -> StoreError
+/// Each call's attempts sized to the time it has (`crate::aws`).
+fn sized() -> Override {
+    let mut config = Override::default();
+    if let Some((timeouts, retry)) = sized_attempts() {
+        config = config.timeout_config(timeouts).retry_config(retry);
+    }
+    config
+}
+
+fn store_error<E>(err: SdkError<E>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     let text = describe_sdk_error(&err);
     if matches!(err, SdkError::TimeoutError(_)) {
         return StoreError::TimedOut(text);
     }
+    let unknown = outcome_unknown(&err);
     match error_code(&err) {
         Some("ResourceNotFoundException") => StoreError::NotFound(text),
         Some("ResourceExistsException") => StoreError::Exists(text),
@@ -41,6 +51,7 @@ where
             StoreError::AccessDenied(text)
         }
         Some(code) if is_throttling(code) => StoreError::Throttled(text),
+        _ if unknown => StoreError::Unavailable(text),
         _ => StoreError::Other(text),
     }
 }
@@ -68,7 +79,12 @@ impl SecretStore for SecretsManager {
         let request = request
             .version_stage(stage)
             .set_version_id(version_id.map(str::to_string));
-        let out = request.send().await.map_err(store_error)?;
+        let out = request
+            .customize()
+            .config_override(sized())
+            .send()
+            .await
+            .map_err(store_error)?;
         let r = version_ref(out.arn(), out.version_id())?;
         Ok(SecretValue {
             arn: r.arn,
@@ -91,6 +107,8 @@ impl SecretStore for SecretsManager {
             .set_client_request_token(version.client_request_token.map(str::to_string))
             .set_version_stages(Some(version.stages.iter().map(|s| s.to_string()).collect()))
             .set_rotation_token(version.rotation_token.map(|t| t.expose().to_string()))
+            .customize()
+            .config_override(sized())
             .send()
             .await
             .map_err(store_error)?;
@@ -114,8 +132,11 @@ impl SecretStore for SecretsManager {
             .name(name)
             .secret_string(value.expose())
             .set_kms_key_id(new.kms_key_id.clone())
+            .set_client_request_token(new.client_request_token.clone())
             .set_tags(Some(tags))
             .description("Prediction One API key, kept fresh by p1-key-broker")
+            .customize()
+            .config_override(sized())
             .send()
             .await
             .map_err(store_error)?;
@@ -127,6 +148,8 @@ impl SecretStore for SecretsManager {
             .client
             .describe_secret()
             .secret_id(secret_id)
+            .customize()
+            .config_override(sized())
             .send()
             .await
             .map_err(store_error)?;
@@ -160,6 +183,8 @@ impl SecretStore for SecretsManager {
             .version_stage(stage)
             .set_move_to_version_id(to_version.map(str::to_string))
             .set_remove_from_version_id(from_version.map(str::to_string))
+            .customize()
+            .config_override(sized())
             .send()
             .await
             .map_err(store_error)?;

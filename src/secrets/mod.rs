@@ -13,6 +13,7 @@ pub mod store;
 pub use record::KeyRecord;
 pub use store::{
     NewSecret, NewVersion, SecretDescription, SecretStore, SecretValue, StoreError, VersionRef,
+    new_version_id,
 };
 
 /// The staging label on the version currently served to readers.

@@ -10,6 +10,11 @@ use crate::sensitive::{ApiKey, SecretString};
 
 use super::StoreError;
 
+/// No target is renewed more often than this, unless asked (`force`):
+/// Secrets Manager's quota of versions per secret is exhausted by "more than
+/// once every 10 minutes" (SPEC section 3).
+pub const MIN_RENEWAL: chrono::Duration = chrono::Duration::minutes(10);
+
 #[derive(Debug, Clone)]
 pub struct KeyRecord {
     pub api_key: ApiKey,
@@ -98,17 +103,38 @@ impl KeyRecord {
             .map(|t| t.with_timezone(&Utc))
     }
 
-    /// Fresh: for the same credential and known to outlive `now + renew_before`.
+    /// When the key was issued, if the record says so readably.
+    pub fn issued_time(&self) -> Option<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(&self.issued_at)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+
+    /// Fresh (SPEC section 3): for the same credential, and either known to
+    /// outlive `now + renew_before`, or issued less than [`MIN_RENEWAL`] ago
+    /// whatever its expiry, so that no target is renewed more often than
+    /// Secrets Manager can clean its versions up (a key of unknown expiry,
+    /// or one that lives less than the renewal window, would otherwise be
+    /// renewed by every request).
     pub fn is_fresh_for(
         &self,
         credential: &Credential,
         now: DateTime<Utc>,
         renew_before: std::time::Duration,
     ) -> bool {
-        let Ok(margin) = chrono::Duration::from_std(renew_before) else {
+        if self.credential != *credential {
             return false;
-        };
-        self.credential == *credential && self.expiry().is_some_and(|at| at > now + margin)
+        }
+        let outlives = chrono::Duration::from_std(renew_before)
+            .is_ok_and(|margin| self.expiry().is_some_and(|at| at > now + margin));
+        outlives || self.issued_recently(now)
+    }
+
+    /// Issued less than [`MIN_RENEWAL`] before `now` (a record dated in the
+    /// future by more than that, a clock gone wrong, does not count).
+    pub fn issued_recently(&self, now: DateTime<Utc>) -> bool {
+        self.issued_time()
+            .is_some_and(|at| at > now - MIN_RENEWAL && at < now + MIN_RENEWAL)
     }
 }
 
@@ -162,14 +188,31 @@ mod tests {
         assert!(!r.is_fresh_for(&retrain("43"), now(), day), "other model");
         assert!(!r.is_fresh_for(&Credential::new(CredentialType::Train, None), now(), day));
         assert!(
-            !r.is_fresh_for(&retrain("42"), now(), Duration::from_secs(2 * 86_400)),
+            !r.is_fresh_for(
+                &retrain("42"),
+                now() + chrono::Duration::minutes(11),
+                Duration::from_secs(2 * 86_400)
+            ),
             "inside the margin"
         );
         let unknown = KeyRecord::issued(ApiKey::new("k"), "whenever".into(), retrain("42"), now());
+        let later = |minutes| now() + chrono::Duration::minutes(minutes);
         assert!(
-            !unknown.is_fresh_for(&retrain("42"), now(), Duration::ZERO),
-            "unknown expiry is never fresh"
+            !unknown.is_fresh_for(&retrain("42"), later(10), Duration::ZERO),
+            "unknown expiry is not fresh once 10 minutes old"
         );
+        // Within 10 minutes of being issued, any record of the credential is
+        // fresh: unknown expiry, or a key shorter than the renewal window.
+        assert!(unknown.is_fresh_for(&retrain("42"), later(9), Duration::ZERO));
+        assert!(r.is_fresh_for(&retrain("42"), later(9), Duration::from_secs(30 * 86_400)));
+        assert!(!r.is_fresh_for(&retrain("42"), later(11), Duration::from_secs(30 * 86_400)));
+        assert!(!unknown.is_fresh_for(&retrain("43"), later(1), Duration::ZERO));
+        // A record dated far in the future is not taken as recent.
+        assert!(!unknown.is_fresh_for(
+            &retrain("42"),
+            now() - chrono::Duration::hours(1),
+            Duration::ZERO
+        ));
     }
 
     #[test]

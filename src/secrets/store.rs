@@ -54,12 +54,14 @@ pub struct NewVersion<'a> {
 }
 
 impl<'a> NewVersion<'a> {
-    /// The secret's new current value.
-    pub fn current(value: &'a SecretString) -> Self {
+    /// The secret's new current value, as version `token`
+    /// ([`new_version_id`]): a retried write of it is the same version, and
+    /// a write whose answer was lost can be looked for.
+    pub fn current(value: &'a SecretString, token: &'a str) -> Self {
         NewVersion {
             value,
             stages: &[super::AWSCURRENT],
-            client_request_token: None,
+            client_request_token: Some(token),
             rotation_token: None,
         }
     }
@@ -84,6 +86,28 @@ impl<'a> NewVersion<'a> {
 pub struct NewSecret {
     pub tags: Vec<(String, String)>,
     pub kms_key_id: Option<String>,
+    /// The first version's id ([`new_version_id`]).
+    pub client_request_token: Option<String>,
+}
+
+/// A new version id (a random UUID, the form Secrets Manager uses): the
+/// ClientRequestToken of a write, chosen before it is sent so that its
+/// retries are idempotent and a write whose answer never came can be read
+/// back (SPEC section 10). Not a secret: it is the version id the result
+/// names.
+pub fn new_version_id() -> String {
+    let bits = fastrand::u128(..);
+    // Version 4, variant 1 (RFC 9562).
+    let bits = (bits & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let hex = format!("{bits:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
 }
 
 /// How a Secrets Manager call failed. Each carries the service's code and
@@ -105,9 +129,22 @@ pub enum StoreError {
     /// No answer within the time the invocation had left.
     #[error("timed out: {0}")]
     TimedOut(String),
-    /// Anything else: a 5xx, a connection failure, a bad request.
+    /// The service failed (5xx) or the connection broke: the request may
+    /// or may not have been carried out.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Anything else: a bad request, an answer that could not be read.
     #[error("{0}")]
     Other(String),
+}
+
+impl StoreError {
+    /// Whether the call may have been carried out although it failed (it
+    /// timed out, the service or the connection failed): a write that
+    /// failed so is read back before it is called lost.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, StoreError::TimedOut(_) | StoreError::Unavailable(_))
+    }
 }
 
 impl From<OutOfTime> for StoreError {
@@ -157,4 +194,19 @@ pub trait SecretStore: Send + Sync {
         to_version: Option<&str>,
         from_version: Option<&str>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_ids_are_uuids() {
+        let a = new_version_id();
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "{a}");
+        assert!(a.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+        assert_ne!(a, new_version_id());
+    }
 }

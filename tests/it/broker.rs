@@ -115,22 +115,37 @@ async fn fresh_key_is_reused_and_force_reissues() {
     );
 }
 
+/// A stored record of the credential, issued `minutes_ago`, valid until
+/// `end_date` (raw; `expires_at` read from it).
+fn record_issued(minutes_ago: i64, end_date: &str, expires_at: Value) -> String {
+    let issued = chrono::Utc::now() - chrono::Duration::minutes(minutes_ago);
+    json!({"api_key": "p1k_old", "end_date": end_date, "expires_at": expires_at,
+           "credential_type": "train", "model_id": null,
+           "issued_at": issued.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)})
+    .to_string()
+}
+
 #[tokio::test]
 async fn a_record_for_another_credential_or_inside_the_margin_is_renewed() {
     let h = Harness::new().await;
     let sk = h.secret_key("");
     // The stand-in issues keys valid for 7 days; renewing 8 days ahead
-    // means a stored key is never fresh.
+    // means a stored key is due as soon as it is 10 minutes old.
     let app = h.app(&sk, &[("P1_RENEW_BEFORE_SECONDS", "691200")]).await;
-    invoke(&app, json!({"credential_type": "train"}))
-        .await
-        .unwrap();
+    let in_7_days = (chrono::Utc::now() + chrono::Duration::days(7))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    h.create_secret(
+        &h.name("train"),
+        &record_issued(11, &in_7_days, json!(in_7_days)),
+    )
+    .await;
     let again = invoke(&app, json!({"credential_type": "train"}))
         .await
         .unwrap();
     assert_eq!(again["status"], "issued");
 
-    // A retrain record in a shared target does not make a deploy request fresh.
+    // A retrain record in a shared target does not make a request for
+    // another model fresh.
     let app = h.app(&sk, &[]).await;
     let target = h.name("shared");
     invoke(
@@ -146,18 +161,18 @@ async fn a_record_for_another_credential_or_inside_the_margin_is_renewed() {
     .await
     .unwrap();
     assert_eq!(r["status"], "issued");
-    assert_eq!(h.calls(&sk).await.len(), 4);
+    assert_eq!(h.calls(&sk).await.len(), 3);
 }
 
 #[tokio::test]
-async fn unknown_expiry_is_kept_raw_and_never_fresh() {
+async fn unknown_expiry_is_kept_raw_and_not_fresh_after_ten_minutes() {
     let h = Harness::new().await;
     let sk = h.secret_key("");
     let app = h.app(&sk, &[]).await;
     h.script(
         &sk,
         json!([{"json": {"api_key": "k-1", "end_date": "sometime next week"}},
-                         {"json": {"api_key": "k-2", "end_date": "2099/01/02 03:04:05"}}]),
+               {"json": {"api_key": "k-2", "end_date": "2099/01/02 03:04:05"}}]),
     )
     .await;
     let r = invoke(&app, json!({"credential_type": "deploy"}))
@@ -165,15 +180,122 @@ async fn unknown_expiry_is_kept_raw_and_never_fresh() {
         .unwrap();
     assert_eq!(r["end_date"], "sometime next week");
     assert_eq!(r["expires_at"], Value::Null);
-    let r = invoke(&app, json!({"credential_type": "deploy"}))
+    let target = h.name("train");
+    h.create_secret(
+        &target,
+        &record_issued(11, "sometime next week", Value::Null),
+    )
+    .await;
+    let r = invoke(&app, json!({"credential_type": "train"}))
         .await
         .unwrap();
-    assert_eq!(r["status"], "issued", "unknown expiry is never fresh");
+    assert_eq!(r["status"], "issued", "unknown expiry, 11 minutes old");
     assert_eq!(r["expires_at"], "2099-01-02T03:04:05Z");
-    let r = invoke(&app, json!({"credential_type": "deploy"}))
+    assert_eq!(
+        h.record(&target, "AWSPREVIOUS").await.1["end_date"],
+        "sometime next week"
+    );
+}
+
+/// SPEC section 3: no target is renewed more often than every 10 minutes,
+/// whatever the key's expiry, unless forced.
+#[tokio::test]
+async fn a_target_is_not_renewed_twice_within_ten_minutes() {
+    let h = Harness::new().await;
+    let sk = h.secret_key("");
+    // Keys of unknown expiry, and keys that live 1 hour against a renewal
+    // window of a day.
+    let in_an_hour = (chrono::Utc::now() + chrono::Duration::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for (credential, end_date) in [("train", "whenever"), ("deploy", in_an_hour.as_str())] {
+        h.script(
+            &sk,
+            json!([{"json": {"api_key": "k-1", "end_date": end_date}},
+                   {"json": {"api_key": "k-2", "end_date": end_date}}]),
+        )
+        .await;
+        let app = h.app(&sk, &[]).await;
+        let first = invoke(&app, json!({"credential_type": credential}))
+            .await
+            .unwrap();
+        assert_eq!(first["status"], "issued", "{credential}");
+        let second = invoke(&app, json!({"credential_type": credential}))
+            .await
+            .unwrap();
+        assert_eq!(second["status"], "fresh", "{credential}");
+        assert_eq!(second["version_id"], first["version_id"]);
+        let forced = invoke(&app, json!({"credential_type": credential, "force": true}))
+            .await
+            .unwrap();
+        assert_eq!(forced["status"], "issued", "{credential}");
+    }
+    assert_eq!(h.calls(&sk).await.len(), 4);
+}
+
+/// SPEC section 3: a request may not write another credential's target,
+/// by name or by ARN, and is refused before any call.
+#[tokio::test]
+async fn a_target_of_another_credential_is_refused_before_any_call() {
+    let h = Harness::new().await;
+    let sk = h.secret_key("");
+    let app = h.app(&sk, &[]).await;
+    let train = invoke(&app, json!({"credential_type": "train"}))
         .await
         .unwrap();
-    assert_eq!(r["status"], "fresh");
+    let retrain_42 = invoke(&app, json!({"credential_type": "retrain", "model_id": 42}))
+        .await
+        .unwrap();
+    let before = h.calls(&sk).await.len();
+    for request in [
+        json!({"credential_type": "deploy", "target_secret_id": h.name("train")}),
+        json!({"credential_type": "deploy", "target_secret_id": train["secret_arn"]}),
+        json!({"credential_type": "retrain", "model_id": 7, "target_secret_id": h.name("retrain/42")}),
+        json!({"credential_type": "retrain", "model_id": 7, "target_secret_id": retrain_42["secret_arn"]}),
+        json!({"credential_type": "train", "target_secret_id": h.name("deploy")}),
+    ] {
+        let (t, m) = err_type(invoke(&app, request.clone()).await);
+        assert_eq!(t, "InvalidRequest", "{request}: {m}");
+        assert!(m.contains("may not be written there"), "{m}");
+    }
+    assert_eq!(h.calls(&sk).await.len(), before, "no vendor call");
+    assert_eq!(
+        h.record(&h.name("train"), "AWSCURRENT").await.0,
+        train["version_id"].as_str().unwrap()
+    );
+    // Its own target, by ARN, still works.
+    let own = invoke(
+        &app,
+        json!({"credential_type": "train", "target_secret_id": train["secret_arn"], "force": true}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(own["status"], "issued");
+    assert_eq!(own["secret_arn"], train["secret_arn"]);
+}
+
+/// One secret named by name and by ARN in one batch is one target: one key.
+#[tokio::test]
+async fn a_batch_naming_one_secret_two_ways_issues_one_key() {
+    let h = Harness::new().await;
+    let sk = h.secret_key("");
+    let app = h.app(&sk, &[]).await;
+    let arn = h
+        .create_secret(&h.name("train"), "not a key record yet")
+        .await;
+    let batch = json!({"Records": [
+        {"messageId": "by-default", "eventSource": "aws:sqs", "body": json!({"credential_type": "train"}).to_string()},
+        {"messageId": "by-arn", "eventSource": "aws:sqs", "body": json!({"credential_type": "train", "target_secret_id": arn}).to_string()},
+        {"messageId": "by-name", "eventSource": "aws:sqs", "body": json!({"credential_type": "train", "target_secret_id": h.name("train")}).to_string()},
+    ]});
+    let r = invoke(&app, batch).await.unwrap();
+    assert_eq!(r, json!({"batchItemFailures": []}));
+    assert_eq!(h.calls(&sk).await.len(), 1);
+    let versions = h.stages(&h.name("train")).await;
+    assert_eq!(
+        versions.len(),
+        2,
+        "one new version beside the first: {versions:?}"
+    );
 }
 
 #[tokio::test]

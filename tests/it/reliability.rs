@@ -275,10 +275,18 @@ async fn secrets_manager_faults_end_in_contract_errors_and_leave_current_complet
                 assert_eq!(vendor_calls, 0, "{case}");
                 assert_eq!(current, None, "{case}");
             }
-            // The key was fetched, and the answer says it was not stored.
+            // The key was fetched, and the answer says it was not stored:
+            // at once when the service refused the write, after reading
+            // the target back when the write's outcome was unknown.
             _ => {
                 assert!(
-                    message.contains("issued but could not be stored"),
+                    message.contains("a new key was issued but") && message.contains("discarded"),
+                    "{case}: {message}"
+                );
+                let read_back = matches!(fault, "hang" | "server_error");
+                assert_eq!(
+                    message.contains("reading the secret back shows no version"),
+                    read_back,
                     "{case}: {message}"
                 );
                 assert_eq!(vendor_calls, 1, "{case}");

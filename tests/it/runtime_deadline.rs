@@ -502,3 +502,123 @@ async fn retrain_runner_slow_status_answers_timeout_before_the_deadline() {
     )
     .await;
 }
+
+/// One fault of the proxy in front of moto on a write of the train target,
+/// with the key arriving just before the work point of a 3-second function
+/// with the default 2-second margin (SPEC section 10): the key is stored
+/// and the answer is `issued`, before the deadline, whatever the fault
+/// costs the write's first attempts. `exists`: the target is there (a
+/// PutSecretValue), else it is created (CreateSecret).
+async fn a_write_fault_in_the_margin_keeps_the_key(
+    operation: &str,
+    fault: Value,
+    exists: bool,
+) -> (Value, Value) {
+    let h = Harness::new().await;
+    let sk = h.secret_key("");
+    let mut env = function_env(&h, &sk).await;
+    env.retain(|(k, _)| k != "P1_DEADLINE_MARGIN_MS");
+    env.push(("AWS_ENDPOINT_URL".into(), crate::faults::proxy_url()));
+    let target = h.name("train");
+    let rie = start(&format!("write-{operation}"), &env);
+    // Warm: the first invoke's init counts against its deadline.
+    let warm = if exists {
+        json!({"credential_type": "train"})
+    } else {
+        json!({"credential_type": "deploy"})
+    };
+    let call = rie.invoke(&warm).await;
+    assert!(
+        matches!(&call.answer, Answer::Result(r) if r["status"] == "issued"),
+        "{:?}\n{}",
+        call.answer,
+        rie.logs()
+    );
+    // The vendor answers 700 ms into the 1-second work window.
+    h.script(
+        &sk,
+        json!([{"delay_ms": 700, "json": {"api_key": "p1k_margin", "end_date": "2099-01-01 00:00:00"}}]),
+    )
+    .await;
+    let mut rule = json!({"operation": operation, "match": target});
+    for (k, v) in fault.as_object().unwrap() {
+        rule[k] = v.clone();
+    }
+    crate::faults::add_rule(&h, rule).await;
+    let call = rie
+        .invoke(&json!({"credential_type": "train", "force": true}))
+        .await;
+    let logs = rie.logs();
+    let Answer::Result(result) = call.answer else {
+        panic!("{operation} {fault}: {:?}\n{logs}", call.answer);
+    };
+    assert!(call.elapsed < FUNCTION_TIMEOUT, "{:?}", call.elapsed);
+    let calls = crate::faults::calls(&h, &target).await;
+    let (version, record) = h.record(&target, "AWSCURRENT").await;
+    assert_eq!(record["api_key"], "p1k_margin", "{operation} {fault}");
+    assert_eq!(
+        result["version_id"].as_str(),
+        Some(version.as_str()),
+        "{result}"
+    );
+    (result, calls)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_put_in_the_margin_costs_one_attempt() {
+    let (result, calls) = a_write_fault_in_the_margin_keeps_the_key(
+        "PutSecretValue",
+        json!({"fault": "hang", "times": 1}),
+        true,
+    )
+    .await;
+    assert_eq!(result["status"], "issued", "{result}");
+    assert_eq!(calls["faulted"]["PutSecretValue"], 1, "{calls}");
+    // The second attempt came on a new connection.
+    assert!(calls["operations"]["PutSecretValue"] == 2, "{calls}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_create_in_the_margin_costs_one_attempt() {
+    let (result, calls) = a_write_fault_in_the_margin_keeps_the_key(
+        "CreateSecret",
+        json!({"fault": "hang", "times": 1}),
+        false,
+    )
+    .await;
+    assert_eq!(result["status"], "issued", "{result}");
+    assert_eq!(calls["operations"]["CreateSecret"], 2, "{calls}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_throttled_puts_in_the_margin_still_store_the_key() {
+    let (result, calls) = a_write_fault_in_the_margin_keeps_the_key(
+        "PutSecretValue",
+        json!({"fault": "throttle", "times": 2}),
+        true,
+    )
+    .await;
+    assert_eq!(result["status"], "issued", "{result}");
+    assert_eq!(calls["operations"]["PutSecretValue"], 3, "{calls}");
+}
+
+/// Every answer to the write is lost although moto carries it out: the
+/// function reads the target back and answers `issued` (it never says
+/// "discarded" while AWSCURRENT holds the key).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_whose_answers_are_lost_is_read_back_as_issued() {
+    let (result, calls) = a_write_fault_in_the_margin_keeps_the_key(
+        "PutSecretValue",
+        json!({"fault": "hold_answer", "times": -1}),
+        true,
+    )
+    .await;
+    assert_eq!(result["status"], "issued", "{result}");
+    // Every attempt was the same version (one ClientRequestToken).
+    assert!(
+        calls["faulted"]["PutSecretValue"].as_u64().unwrap() >= 2,
+        "{calls}"
+    );
+    // One read-back (the other DescribeSecret is the warm-up's).
+    assert_eq!(calls["operations"]["DescribeSecret"], 2, "{calls}");
+}
