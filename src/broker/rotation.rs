@@ -16,6 +16,7 @@ use crate::error::{Context, Error};
 use crate::expiry;
 use crate::metrics;
 use crate::request::Status;
+use crate::secret_id;
 use crate::secrets::{
     AWSCURRENT, AWSPENDING, KeyRecord, NewVersion, SecretDescription, SecretStore, StoreError,
 };
@@ -86,6 +87,12 @@ impl<P: Ports> Broker<P> {
                 None,
             )));
         }
+        // Only Prediction One keys are rotated: anything else (a database
+        // password the function was attached to by mistake) is refused
+        // before anything is issued or written.
+        let credential = self
+            .credential_held(secret_id, &description, deadline)
+            .await?;
         let Some(stages) = description.versions.get(token) else {
             return Err(Error::RotationError(Context::new(
                 format!("version {token} is not a version of secret {secret_id:?}"),
@@ -112,7 +119,7 @@ impl<P: Ports> Broker<P> {
         }
 
         match step {
-            Step::Create => self.create_pending(event, &description, deadline).await,
+            Step::Create => self.create_pending(event, credential, deadline).await,
             // The vendor holds no copy of the key to update.
             Step::Set => Ok(()),
             Step::Test => test_pending(store, secret_id, token, deadline).await,
@@ -140,11 +147,13 @@ impl<P: Ports> Broker<P> {
     }
 
     /// createSecret: a new key for the credential the secret holds, staged
-    /// AWSPENDING under the token (unless a value is there already).
+    /// AWSPENDING under the token (unless a good value is there already; a
+    /// value that fails testSecret's checks cannot be rewritten under the
+    /// same token, and the error says how to start over).
     async fn create_pending(
         &self,
         event: &RotationEvent,
-        description: &SecretDescription,
+        credential: Credential,
         deadline: &Deadline,
     ) -> Result<(), Error> {
         let (secret_id, token) = (
@@ -152,18 +161,15 @@ impl<P: Ports> Broker<P> {
             event.client_request_token.as_str(),
         );
         let store = &self.store;
-        if pending_value(store, secret_id, token, deadline)
-            .await?
-            .is_some()
-        {
+        if let Some(value) = pending_value(store, secret_id, token, deadline).await? {
+            check_pending(&value, secret_id, token)?;
             tracing::info!(
                 version_id = token,
-                "AWSPENDING already holds a value; createSecret is done"
+                "AWSPENDING already holds a key; createSecret is done"
             );
             return Ok(());
         }
 
-        let credential = credential_of(store, secret_id, description, deadline).await?;
         let (issued, vendor_ms) = self.issue_key(&credential, deadline).await?;
         let record = KeyRecord::issued(
             issued.api_key,
@@ -208,6 +214,121 @@ impl<P: Ports> Broker<P> {
     }
 }
 
+impl<P: Ports> Broker<P> {
+    /// The credential the secret holds, when it holds a Prediction One key
+    /// (SPEC section 6): its current record's; else, when it carries `p1:`
+    /// tags, theirs; else, when it is a configured target or under the
+    /// retrain prefix, the one its place says (the deploy target holds
+    /// deploy keys, the prefix + a model id that model's retrain key, the
+    /// train target train keys). Any other secret is not this function's
+    /// to rotate: a `RotationError`, with nothing issued or written.
+    ///
+    /// (The contract's last fallback is a train key; the place comes first
+    /// here, because a train key in the deploy target or in a model's
+    /// retrain secret would be the wrong key for every reader.)
+    async fn credential_held(
+        &self,
+        secret_id: &str,
+        description: &SecretDescription,
+        deadline: &Deadline,
+    ) -> Result<Credential, Error> {
+        // Only a missing or foreign current value falls back: a failed read
+        // must not rotate a retrain secret into another key.
+        match deadline
+            .work(self.store.get_value(secret_id, AWSCURRENT, None))
+            .await
+        {
+            Ok(current) => {
+                if let Some(record) = current.secret_string.as_ref().and_then(KeyRecord::parse) {
+                    return Ok(record.credential);
+                }
+            }
+            Err(StoreError::NotFound(_)) => {}
+            Err(e) => {
+                return Err(Error::RotationError(Context::new(
+                    format!(
+                        "cannot read the current value of {secret_id:?} to learn its credential"
+                    ),
+                    e,
+                )));
+            }
+        }
+        if let Some(tagged) = credential_of_tags(secret_id, description)? {
+            return Ok(tagged);
+        }
+        let arn = description.arn.as_str();
+        let config = &self.config;
+        if secret_id::same_secret(arn, &config.deploy_secret_id)
+            || secret_id::same_secret(secret_id, &config.deploy_secret_id)
+        {
+            return Ok(Credential::new(CredentialType::Deploy, None));
+        }
+        if secret_id::same_secret(arn, &config.train_secret_id)
+            || secret_id::same_secret(secret_id, &config.train_secret_id)
+        {
+            return Ok(Credential::new(CredentialType::Train, None));
+        }
+        let name = secret_id::name_of(if arn.is_empty() { secret_id } else { arn });
+        if let Some(model) = name.strip_prefix(config.retrain_secret_prefix.as_str()) {
+            let model_id = ModelId::parse(model).ok_or_else(|| {
+                Error::RotationError(Context::new(
+                    format!(
+                        "secret {secret_id:?} is under P1_RETRAIN_SECRET_PREFIX, but {model:?} is not a model id; nothing was issued or written"
+                    ),
+                    None,
+                ))
+            })?;
+            return Ok(Credential::new(CredentialType::Retrain, Some(model_id)));
+        }
+        Err(Error::RotationError(Context::new(
+            format!(
+                "secret {secret_id:?} does not hold a Prediction One API key (its value is not a key record, it has no p1: tags, and it is neither a configured target nor under P1_RETRAIN_SECRET_PREFIX); this function rotates only Prediction One keys, so nothing was issued or written (give the secret its own rotation function)"
+            ),
+            None,
+        )))
+    }
+}
+
+/// The credential a secret's `p1:` tags name, if it has them.
+fn credential_of_tags(
+    secret_id: &str,
+    description: &SecretDescription,
+) -> Result<Option<Credential>, Error> {
+    let tag = |name: &str| description.tags.get(name).map(String::as_str);
+    let Some(tagged) = tag("p1:credential_type") else {
+        if description.tags.keys().any(|k| k.starts_with("p1:")) {
+            return Err(Error::RotationError(Context::new(
+                format!(
+                    "secret {secret_id:?} has p1: tags but no p1:credential_type; nothing was issued or written"
+                ),
+                None,
+            )));
+        }
+        return Ok(None);
+    };
+    let credential_type = CredentialType::parse(tagged).ok_or_else(|| {
+        Error::RotationError(Context::new(
+            format!(
+                "secret {secret_id:?} is tagged p1:credential_type={tagged:?}; expected train, retrain or deploy"
+            ),
+            None,
+        ))
+    })?;
+    if credential_type != CredentialType::Retrain {
+        return Ok(Some(Credential::new(credential_type, None)));
+    }
+    let model_id = tag("p1:model_id").and_then(ModelId::parse).ok_or_else(|| {
+        Error::RotationError(Context::new(
+            format!("secret {secret_id:?} is tagged retrain without a valid p1:model_id"),
+            None,
+        ))
+    })?;
+    Ok(Some(Credential::new(
+        CredentialType::Retrain,
+        Some(model_id),
+    )))
+}
+
 /// Takes AWSPENDING off the finished version. Secrets Manager does this
 /// itself after a successful finishSecret, but a label left behind (moto
 /// leaves it; so could a finishSecret that died between its two calls)
@@ -250,57 +371,6 @@ async fn pending_value(
     }
 }
 
-/// The credential a secret holds: its current record, else its `p1:` tags,
-/// else a train key.
-async fn credential_of(
-    store: &impl SecretStore,
-    secret_id: &str,
-    description: &SecretDescription,
-    deadline: &Deadline,
-) -> Result<Credential, Error> {
-    // Only a missing or foreign current value falls back to the tags: a
-    // failed read must not rotate a retrain secret into a train key.
-    match deadline
-        .work(store.get_value(secret_id, AWSCURRENT, None))
-        .await
-    {
-        Ok(current) => {
-            if let Some(record) = current.secret_string.as_ref().and_then(KeyRecord::parse) {
-                return Ok(record.credential);
-            }
-        }
-        Err(StoreError::NotFound(_)) => {}
-        Err(e) => {
-            return Err(Error::RotationError(Context::new(
-                format!("cannot read the current value of {secret_id:?} to learn its credential"),
-                e,
-            )));
-        }
-    }
-    let tag = |name: &str| description.tags.get(name).map(String::as_str);
-    let Some(tagged) = tag("p1:credential_type") else {
-        return Ok(Credential::new(CredentialType::Train, None));
-    };
-    let credential_type = CredentialType::parse(tagged).ok_or_else(|| {
-        Error::RotationError(Context::new(
-            format!(
-                "secret {secret_id:?} is tagged p1:credential_type={tagged:?}; expected train, retrain or deploy"
-            ),
-            None,
-        ))
-    })?;
-    if credential_type != CredentialType::Retrain {
-        return Ok(Credential::new(credential_type, None));
-    }
-    let model_id = tag("p1:model_id").and_then(ModelId::parse).ok_or_else(|| {
-        Error::RotationError(Context::new(
-            format!("secret {secret_id:?} is tagged retrain without a valid p1:model_id"),
-            None,
-        ))
-    })?;
-    Ok(Credential::new(CredentialType::Retrain, Some(model_id)))
-}
-
 /// testSecret (and finishSecret, before it moves AWSCURRENT): the pending
 /// value is a record with a non-empty key that has not expired.
 async fn test_pending(
@@ -309,27 +379,35 @@ async fn test_pending(
     token: &str,
     deadline: &Deadline,
 ) -> Result<(), Error> {
-    let problem = |what: String| Err(Error::RotationError(Context::new(what, None)));
     let Some(value) = pending_value(store, secret_id, token, deadline).await? else {
-        return problem(format!("the AWSPENDING version {token} holds no value"));
+        return Err(Error::RotationError(Context::new(
+            format!("the AWSPENDING version {token} holds no value"),
+            None,
+        )));
     };
-    let Some(record) = KeyRecord::parse(&value) else {
-        return problem(format!(
-            "the AWSPENDING version {token} is not a valid API key record"
-        ));
+    check_pending(&value, secret_id, token)
+}
+
+/// The testSecret checks on a pending value. A value that fails them can
+/// never pass (Secrets Manager will not let the token's version be
+/// rewritten), so the error names the way out.
+fn check_pending(value: &SecretString, secret_id: &str, token: &str) -> Result<(), Error> {
+    let problem = match KeyRecord::parse(value) {
+        None => "is not a valid API key record".to_string(),
+        Some(record) if record.api_key.expose().trim().is_empty() => {
+            "holds an empty api_key".to_string()
+        }
+        Some(record) => match record.expiry() {
+            Some(at) if at <= Utc::now() => {
+                format!("holds a key that expired at {}", expiry::format_instant(at))
+            }
+            _ => return Ok(()),
+        },
     };
-    if record.api_key.expose().trim().is_empty() {
-        return problem(format!(
-            "the AWSPENDING version {token} holds an empty api_key"
-        ));
-    }
-    if let Some(at) = record.expiry()
-        && at <= Utc::now()
-    {
-        return problem(format!(
-            "the AWSPENDING key expired at {}",
-            expiry::format_instant(at)
-        ));
-    }
-    Ok(())
+    Err(Error::RotationError(Context::new(
+        format!(
+            "the AWSPENDING version {token} of {secret_id:?} {problem}; it cannot be rewritten under the same token. Start over: remove AWSPENDING from that version (aws secretsmanager update-secret-version-stage --secret-id {secret_id} --version-stage AWSPENDING --remove-from-version-id {token}), then rotate again (aws secretsmanager rotate-secret --secret-id {secret_id}); README \"Rotation runbooks\""
+        ),
+        None,
+    )))
 }

@@ -158,12 +158,55 @@ async fn retrain_secrets_rotate_their_own_model() {
     assert!(m.contains("p1:model_id"), "{m}");
     assert_eq!(h.calls(&sk).await.len(), 3, "no key issued for it");
 
-    // Neither record nor tags: a train key.
-    let bare = h.name("bare");
-    h.create_secret(&bare, "placeholder").await;
-    let token = h.start_rotation(&bare).await;
-    run_steps(&h, &app, &bare, &token).await;
-    assert_eq!(h.calls(&sk).await[3]["credential_type"], "train");
+    // Neither record nor tags, but a configured target: the key its place
+    // says (the deploy target holds deploy keys).
+    let deploy = h.name("deploy");
+    h.create_secret(&deploy, "placeholder").await;
+    let token = h.start_rotation(&deploy).await;
+    run_steps(&h, &app, &deploy, &token).await;
+    assert_eq!(h.calls(&sk).await[3]["credential_type"], "deploy");
+}
+
+/// SPEC section 6: a secret that holds no Prediction One key (a plain
+/// value, no p1: tags, not a configured target, not under the retrain
+/// prefix) is refused at every step, with nothing issued or written.
+#[tokio::test]
+async fn a_foreign_secret_is_not_rotated() {
+    let h = Harness::new().await;
+    let sk = h.secret_key("");
+    let app = h.app(&sk, &[]).await;
+    let foreign = h.name("database-password");
+    h.create_secret(&foreign, "hunter2").await;
+    let token = h.start_rotation(&foreign).await;
+    let before = h.stages(&foreign).await;
+    for s in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+        let (t, m) = invoke(&app, step(&foreign, &token, s)).await.unwrap_err();
+        assert_eq!(t, "RotationError", "{s}");
+        assert!(
+            m.contains("does not hold a Prediction One API key"),
+            "{s}: {m}"
+        );
+    }
+    assert!(h.calls(&sk).await.is_empty(), "nothing issued");
+    assert_eq!(h.stages(&foreign).await, before, "nothing moved");
+    let pending =
+        h.sm.get_secret_value()
+            .secret_id(&foreign)
+            .version_id(&token)
+            .version_stage("AWSPENDING")
+            .send()
+            .await;
+    assert!(
+        pending.map_or(true, |v| v.secret_string().is_none()),
+        "nothing written"
+    );
+    let current =
+        h.sm.get_secret_value()
+            .secret_id(&foreign)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(current.secret_string(), Some("hunter2"));
 }
 
 #[tokio::test]
@@ -285,6 +328,37 @@ async fn test_secret_refuses_an_expired_pending_key() {
         .unwrap_err();
     assert_eq!(t, "RotationError");
     assert!(m.contains("expired"), "{m}");
+    // A retried createSecret cannot repair it, and says so: the error names
+    // the way out, the README's runbook.
+    let (t, m) = invoke(&app, step(&secret, &token, "createSecret"))
+        .await
+        .unwrap_err();
+    assert_eq!(t, "RotationError");
+    assert!(
+        m.contains("--remove-from-version-id") && m.contains("rotate-secret"),
+        "{m}"
+    );
+    assert_eq!(
+        h.calls(&sk).await.len(),
+        2,
+        "no key issued for a stuck version"
+    );
+
+    // The runbook, against moto: take AWSPENDING off the stuck version,
+    // rotate again, and the next rotation succeeds.
+    h.sm.update_secret_version_stage()
+        .secret_id(&secret)
+        .version_stage("AWSPENDING")
+        .remove_from_version_id(&token)
+        .send()
+        .await
+        .unwrap();
+    let next = h.start_rotation(&secret).await;
+    assert_ne!(next, token);
+    run_steps(&h, &app, &secret, &next).await;
+    let (current, record) = h.record(&secret, "AWSCURRENT").await;
+    assert_eq!(current, next);
+    assert_ne!(record["end_date"], "2001-01-01 00:00:00");
 }
 
 #[tokio::test]
