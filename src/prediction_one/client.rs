@@ -29,6 +29,9 @@ pub struct PredictionOneClient {
     /// Built on the first call (see `crate::tls`): a `fresh` request never
     /// needs it.
     client: OnceLock<Client>,
+    /// For the pre-signed transfers (`retrain.rs`), built on the first one:
+    /// outside local runs it resolves names to public addresses only.
+    transfer: OnceLock<Client>,
     trust: SharedTrust,
     endpoint: Url,
     /// The API's base URL (scheme, host, port).
@@ -64,6 +67,7 @@ impl PredictionOneClient {
             .map_err(|e| format!("{base_url} cannot be joined with {PATH}: {e}"))?;
         Ok(PredictionOneClient {
             client: OnceLock::new(),
+            transfer: OnceLock::new(),
             trust,
             endpoint,
             base: base_url.clone(),
@@ -72,11 +76,32 @@ impl PredictionOneClient {
         })
     }
 
-    /// The reqwest client, built on first use.
+    /// Whether the API itself is on loopback (local runs and tests): then,
+    /// and only then, pre-signed URLs may be plain http or point at
+    /// loopback and private addresses (SPEC section 11).
+    pub(super) fn is_local(&self) -> bool {
+        crate::net::is_loopback(&self.base)
+    }
+
+    /// The reqwest client for the API calls, built on first use.
     pub(super) fn client(&self) -> Result<&Client, PredictionOneError> {
         if let Some(client) = self.client.get() {
             return Ok(client);
         }
+        let client = self.build(false)?;
+        Ok(self.client.get_or_init(|| client))
+    }
+
+    /// The reqwest client for the pre-signed transfers, built on first use.
+    pub(super) fn transfer_client(&self) -> Result<&Client, PredictionOneError> {
+        if let Some(client) = self.transfer.get() {
+            return Ok(client);
+        }
+        let client = self.build(true)?;
+        Ok(self.transfer.get_or_init(|| client))
+    }
+
+    fn build(&self, transfers: bool) -> Result<Client, PredictionOneError> {
         let unavailable = |detail: String| PredictionOneError::Unavailable {
             attempts: 0,
             detail,
@@ -86,17 +111,23 @@ impl PredictionOneClient {
             .get()
             .client_config()
             .map_err(|e| unavailable(format!("cannot set up TLS: {e}")))?;
-        let client = Client::builder()
+        let mut builder = Client::builder()
             .tls_backend_preconfigured(tls)
-            .timeout(self.timeout)
             .connect_timeout(self.timeout)
-            // A redirect would carry the x-api-key header to another place:
-            // never follow one (it surfaces as PredictionOne.BadRequest).
+            // A redirect would carry the x-api-key header (or a transfer) to
+            // another place: never follow one (it surfaces as
+            // PredictionOne.BadRequest, or a refused transfer).
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("p1-key-broker/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("p1-key-broker/", env!("CARGO_PKG_VERSION")));
+        if !transfers {
+            // Transfers stream for minutes: each one sets its own timeout.
+            builder = builder.timeout(self.timeout);
+        } else if !self.is_local() {
+            builder = builder.dns_resolver(std::sync::Arc::new(crate::net::PublicOnly));
+        }
+        builder
             .build()
-            .map_err(|e| unavailable(format!("cannot build the HTTP client: {e}")))?;
-        Ok(self.client.get_or_init(|| client))
+            .map_err(|e| unavailable(format!("cannot build the HTTP client: {e}")))
     }
 
     async fn attempt(

@@ -120,13 +120,14 @@ impl PredictionOneClient {
     }
 }
 
-/// A pre-signed URL that may be used: https, or http on loopback.
-fn usable(url: &PresignedUrl, what: &str) -> Result<Url, TransferError> {
+/// A pre-signed URL that may be used (`crate::net::transfer_refusal`):
+/// https to a public host, or anything http(s) in local runs.
+fn usable(url: &PresignedUrl, what: &str, local: bool) -> Result<Url, TransferError> {
     let parsed = Url::parse(url.expose())
         .map_err(|_| TransferError::Unusable(format!("the {what} URL is not a URL")))?;
-    if !crate::net::is_secure_or_loopback(&parsed) {
+    if let Some(why) = crate::net::transfer_refusal(&parsed, local) {
         return Err(TransferError::Unusable(format!(
-            "the {what} URL is not https (plain http is accepted only on loopback)"
+            "the {what} URL {why} (plain http, loopback and private addresses are accepted only in local runs, when P1_API_BASE_URL is on loopback)"
         )));
     }
     Ok(parsed)
@@ -137,7 +138,11 @@ fn usable(url: &PresignedUrl, what: &str) -> Result<Url, TransferError> {
 /// transfer's timeout is that time); a connect timeout is worth another
 /// attempt.
 fn transport(error: &reqwest::Error, what: &str, deadline: &Deadline) -> TransferError {
-    if error.is_connect() {
+    if crate::net::refused_by_resolver(error) {
+        TransferError::Unusable(format!(
+            "the {what} URL names a host that resolves to no public address; nothing was sent"
+        ))
+    } else if error.is_connect() {
         TransferError::Retryable(format!("could not connect for the {what}"))
     } else if error.is_timeout() && deadline.work_left() < OUT_OF_TIME {
         TransferError::Permanent(format!(
@@ -282,14 +287,14 @@ impl RetrainApi for PredictionOneClient {
         payload: Payload,
         deadline: &Deadline,
     ) -> Result<(), TransferError> {
-        let url = usable(url, "upload")?;
+        let url = usable(url, "upload", self.is_local())?;
         let length = payload.length.ok_or_else(|| {
             TransferError::Permanent(
                 "the data's length is unknown; a pre-signed PUT needs it".into(),
             )
         })?;
         let client = self
-            .client()
+            .transfer_client()
             .map_err(|e| TransferError::Permanent(e.to_string()))?;
         // No x-api-key and no Content-Type: the manual's examples send
         // neither, and a header the URL was not signed with can void it.
@@ -315,9 +320,9 @@ impl RetrainApi for PredictionOneClient {
         deadline: &Deadline,
     ) -> Result<Payload, TransferError> {
         use http_body_util::BodyExt;
-        let url = usable(url, "download")?;
+        let url = usable(url, "download", self.is_local())?;
         let client = self
-            .client()
+            .transfer_client()
             .map_err(|e| TransferError::Permanent(e.to_string()))?;
         // The timeout covers reading the body too: it ends with the work time.
         let response = client

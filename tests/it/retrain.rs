@@ -555,3 +555,91 @@ async fn a_task_step_functions_no_longer_waits_for_is_skipped() {
         "{direct}"
     );
 }
+
+/// SPEC section 11: outside local runs (the vendor's base URL is not on
+/// loopback), a pre-signed URL that is plain http or points at loopback
+/// (the Lambda Runtime API, an extension), a link-local or a private
+/// address is refused unsent, upload and download alike; in local runs the
+/// same loopback URL is used.
+#[tokio::test]
+async fn presigned_urls_inside_the_sandbox_are_refused_unsent_outside_local_runs() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use p1_key_broker::deadline::Deadline;
+    use p1_key_broker::prediction_one::{PredictionOneClient, RetrainApi};
+    use p1_key_broker::sensitive::PresignedUrl;
+    use p1_key_broker::tls::SharedTrust;
+    use p1_key_broker::transfer::Payload;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // A sink on loopback that counts connections and answers 200.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let seen = connections.clone();
+    let sink = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    let client = |base: &str| {
+        PredictionOneClient::new(
+            &url::Url::parse(base).unwrap(),
+            Duration::from_secs(2),
+            1,
+            SharedTrust::default(),
+        )
+        .unwrap()
+    };
+    let deadline = || Deadline::after(Duration::from_secs(10), Duration::from_secs(1));
+    let remote = client("https://vendor.invalid");
+    for url in [
+        format!("http://127.0.0.1:{port}/u?X-Amz-Signature=s"),
+        format!("https://127.0.0.1:{port}/u"),
+        format!("https://localhost:{port}/u"),
+        format!("https://[::ffff:127.0.0.1]:{port}/u"),
+        "https://169.254.169.254/latest/meta-data/".to_string(),
+        "https://10.0.0.7/u".to_string(),
+        "https://192.168.0.7/u".to_string(),
+        "http://uploads.example.com/u".to_string(),
+    ] {
+        let presigned = PresignedUrl::new(url.clone());
+        let up = remote
+            .upload(&presigned, Payload::from_bytes(&b"a\n1\n"[..]), &deadline())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&up, p1_key_broker::prediction_one::retrain::TransferError::Unusable(_)),
+            "{url}: {up:?}"
+        );
+        assert!(!up.detail().contains("127.0.0.1"), "{up:?}");
+        let down = remote.download(&presigned, &deadline()).await.unwrap_err();
+        assert!(
+            matches!(&down, p1_key_broker::prediction_one::retrain::TransferError::Unusable(_)),
+            "{url}: {down:?}"
+        );
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 0, "nothing was sent");
+
+    // In a local run the loopback sink is where the data goes.
+    let local = client(&format!("http://127.0.0.1:{port}"));
+    local
+        .upload(
+            &PresignedUrl::new(format!("http://127.0.0.1:{port}/u")),
+            Payload::from_bytes(&b"a\n1\n"[..]),
+            &deadline(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+    sink.abort();
+}
