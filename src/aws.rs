@@ -85,7 +85,12 @@ where
         }
         SdkError::TimeoutError(_) => "request timed out".to_string(),
         SdkError::DispatchFailure(d) => {
-            if d.is_io() {
+            let tls = d
+                .as_connector_error()
+                .and_then(|c| crate::tls::failure_of(c));
+            if let Some(tls) = tls {
+                format!("connection failed: {tls}")
+            } else if d.is_io() {
                 "connection failed".to_string()
             } else if d.is_timeout() {
                 "request timed out".to_string()

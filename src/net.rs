@@ -106,9 +106,7 @@ impl reqwest::dns::Resolve for PublicOnly {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let public: Vec<SocketAddr> = all.into_iter().filter(|a| is_public(a.ip())).collect();
             if public.is_empty() {
                 return Err(NOT_PUBLIC.into());
@@ -193,11 +191,26 @@ mod tests {
             assert_eq!(transfer_refusal(&url, false), None, "{allowed}");
         }
         // Local runs: the stand-in's own loopback URLs, plain or TLS.
-        for local in ["http://127.0.0.1:8080/u", "https://localhost:8443/u", "https://10.0.0.1/u"] {
-            assert_eq!(transfer_refusal(&Url::parse(local).unwrap(), true), None, "{local}");
+        for local in [
+            "http://127.0.0.1:8080/u",
+            "https://localhost:8443/u",
+            "https://10.0.0.1/u",
+        ] {
+            assert_eq!(
+                transfer_refusal(&Url::parse(local).unwrap(), true),
+                None,
+                "{local}"
+            );
         }
-        for refused in ["file:///etc/passwd", "http://10.0.0.1/u", "http://uploads.example.com/u"] {
-            assert!(transfer_refusal(&Url::parse(refused).unwrap(), true).is_some(), "{refused}");
+        for refused in [
+            "file:///etc/passwd",
+            "http://10.0.0.1/u",
+            "http://uploads.example.com/u",
+        ] {
+            assert!(
+                transfer_refusal(&Url::parse(refused).unwrap(), true).is_some(),
+                "{refused}"
+            );
         }
     }
 

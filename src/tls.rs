@@ -16,6 +16,7 @@
 //! connection; the Prediction One client builds reqwest on its first call.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use aws_smithy_http_client::tls;
@@ -54,6 +55,7 @@ impl TrustStore {
                 "the host's trust store holds no usable root certificate; TLS connections will fail"
             );
         }
+        NO_ROOTS.store(roots.is_empty(), Ordering::Relaxed);
         TrustStore { roots }
     }
 
@@ -91,6 +93,53 @@ impl TrustStore {
     pub fn is_empty(&self) -> bool {
         self.roots.is_empty()
     }
+}
+
+/// Set when the host's trust store was read and held no usable root.
+static NO_ROOTS: AtomicBool = AtomicBool::new(false);
+
+/// Why a connection failed in TLS, when it did: found in the error's chain
+/// of causes (rustls' own error, wherever the HTTP clients wrapped it), in
+/// words an operator can act on. Without it a missing root only ever shows
+/// as "connection failed".
+pub fn failure_of(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(describe(tls));
+        }
+        // io::Error's source() skips the error it wraps.
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && let Some(found) = failure_of(inner)
+        {
+            return Some(found);
+        }
+        cause = e.source();
+    }
+    None
+}
+
+fn describe(error: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    let certificate = match error {
+        rustls::Error::InvalidCertificate(c) => c,
+        other => return format!("TLS failed: {other}"),
+    };
+    let what = match certificate {
+        C::UnknownIssuer if NO_ROOTS.load(Ordering::Relaxed) => {
+            return "TLS failed: this host trusts no root certificate at all (SSL_CERT_FILE / SSL_CERT_DIR name no readable CA certificates, or the system has none), so no server can be verified".into();
+        }
+        C::UnknownIssuer => {
+            "is not issued by a root this host trusts (unknown issuer; a private CA must be in SSL_CERT_FILE or SSL_CERT_DIR, which replace the system's roots)"
+        }
+        C::Expired | C::ExpiredContext { .. } => "has expired",
+        C::NotValidYet | C::NotValidYetContext { .. } => "is not valid yet",
+        C::NotValidForName | C::NotValidForNameContext { .. } => "is not valid for the host name",
+        C::Revoked => "is revoked",
+        _ => return format!("TLS failed: the server's certificate was refused ({error})"),
+    };
+    format!("TLS failed: the server's certificate {what}")
 }
 
 /// The instance's trust store, read by whichever client needs it first.

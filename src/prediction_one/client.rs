@@ -45,10 +45,12 @@ pub struct PredictionOneClient {
 const MIN_ATTEMPT: Duration = Duration::from_millis(20);
 
 /// Why one attempt did not produce an outcome from a response.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) enum Failure {
     Transient(Transient),
     Connection,
+    /// The TLS handshake failed; why (no trusted roots, unknown issuer).
+    Tls(String),
 }
 
 impl PredictionOneClient {
@@ -232,6 +234,10 @@ impl PredictionOneClient {
                     last = Some(Failure::Transient(transient));
                     retry_after
                 }
+                // No other attempt can make the host trusted.
+                Err(failure @ Failure::Tls(_)) => {
+                    return Err(final_error(Some(failure), attempts));
+                }
                 Err(failure) => {
                     last = Some(failure);
                     None
@@ -307,6 +313,10 @@ fn final_error(last: Option<Failure>, attempts: u32) -> PredictionOneError {
             attempts,
             detail: format!("HTTP {status}"),
         },
+        Failure::Tls(why) => PredictionOneError::Unavailable {
+            attempts,
+            detail: why,
+        },
         Failure::Connection => PredictionOneError::Unavailable {
             attempts,
             detail: "connection failed or closed before a complete response".into(),
@@ -318,6 +328,8 @@ fn final_error(last: Option<Failure>, attempts: u32) -> PredictionOneError {
 pub(super) fn transport_failure(error: reqwest::Error) -> Failure {
     if error.is_timeout() {
         Failure::Transient(Transient::Timeout)
+    } else if let Some(why) = crate::tls::failure_of(&error) {
+        Failure::Tls(why)
     } else {
         Failure::Connection
     }

@@ -142,6 +142,8 @@ fn transport(error: &reqwest::Error, what: &str, deadline: &Deadline) -> Transfe
         TransferError::Unusable(format!(
             "the {what} URL names a host that resolves to no public address; nothing was sent"
         ))
+    } else if let Some(why) = crate::tls::failure_of(error) {
+        TransferError::Permanent(format!("{why} (for the {what})"))
     } else if error.is_connect() {
         TransferError::Retryable(format!("could not connect for the {what}"))
     } else if error.is_timeout() && deadline.work_left() < OUT_OF_TIME {

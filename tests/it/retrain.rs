@@ -618,13 +618,19 @@ async fn presigned_urls_inside_the_sandbox_are_refused_unsent_outside_local_runs
             .await
             .unwrap_err();
         assert!(
-            matches!(&up, p1_key_broker::prediction_one::retrain::TransferError::Unusable(_)),
+            matches!(
+                &up,
+                p1_key_broker::prediction_one::retrain::TransferError::Unusable(_)
+            ),
             "{url}: {up:?}"
         );
         assert!(!up.detail().contains("127.0.0.1"), "{up:?}");
         let down = remote.download(&presigned, &deadline()).await.unwrap_err();
         assert!(
-            matches!(&down, p1_key_broker::prediction_one::retrain::TransferError::Unusable(_)),
+            matches!(
+                &down,
+                p1_key_broker::prediction_one::retrain::TransferError::Unusable(_)
+            ),
             "{url}: {down:?}"
         );
     }

@@ -622,3 +622,66 @@ async fn a_write_whose_answers_are_lost_is_read_back_as_issued() {
     // One read-back (the other DescribeSecret is the warm-up's).
     assert_eq!(calls["operations"]["DescribeSecret"], 2, "{calls}");
 }
+
+/// A TLS failure names its cause (issue 15): a vendor whose certificate no
+/// trusted root signed is "unknown issuer", a host with no trusted roots at
+/// all says so, for the vendor client and the AWS SDK alike, instead of a
+/// bare "connection failed".
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tls_failure_names_its_cause() {
+    let h = Harness::new().await;
+    let sk = h.secret_key("");
+    let system = [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/cert.pem",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .expect("a system CA bundle");
+    let empty = std::env::temp_dir().join(format!("p1-no-roots-{}.pem", h.id));
+    std::fs::write(&empty, "").unwrap();
+    let tls_vendor = std::env::var("P1_STANDIN_TLS_URL").unwrap();
+    let mut base = function_env(&h, &sk).await;
+    base.retain(|(k, _)| k != "P1_API_BASE_URL");
+    base.push(("P1_API_BASE_URL".into(), tls_vendor.clone()));
+    base.push(("SSL_CERT_DIR".into(), String::new()));
+    let cases = [
+        (
+            system.to_string(),
+            None,
+            "PredictionOne.Unavailable",
+            "unknown issuer",
+        ),
+        (
+            empty.display().to_string(),
+            None,
+            "PredictionOne.Unavailable",
+            "trusts no root certificate",
+        ),
+        (
+            system.to_string(),
+            Some(tls_vendor.clone()),
+            "StoreFailed",
+            "connection failed: TLS failed: the server's certificate is not issued by a root this host trusts (unknown issuer",
+        ),
+    ];
+    for (roots, secrets_endpoint, error_type, says) in cases {
+        let mut env = base.clone();
+        env.push(("SSL_CERT_FILE".into(), roots.clone()));
+        if let Some(endpoint) = &secrets_endpoint {
+            env.push(("AWS_ENDPOINT_URL_SECRETS_MANAGER".into(), endpoint.clone()));
+        }
+        let rie = start("tls-cause", &env);
+        let call = rie.invoke(&json!({"credential_type": "train"})).await;
+        match &call.answer {
+            Answer::Error(t, m) => {
+                assert_eq!(t, error_type, "{roots} {secrets_endpoint:?}: {m}");
+                assert!(m.contains(says), "{roots} {secrets_endpoint:?}: {m}");
+            }
+            other => panic!("{other:?}\n{}", rie.logs()),
+        }
+    }
+    let _ = std::fs::remove_file(&empty);
+    assert!(h.calls(&sk).await.is_empty(), "no key was issued");
+}
