@@ -5,8 +5,10 @@
 //! SDK through `rustls-native-certs`, reqwest through its platform
 //! verifier): the bundle twice and, on hosts with a certificate directory,
 //! some 290 files twice, all inside the cold start. Here the host's roots
-//! are read once (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured, so a
-//! private CA can be added the usual way) and handed to both.
+//! are read once and handed to both. `SSL_CERT_FILE` and `SSL_CERT_DIR`
+//! are honoured, and they *replace* the system's roots: to trust a private
+//! CA as well as the public roots, point `SSL_CERT_FILE` at one bundle of
+//! both (the system bundle with the CA appended; README "Security").
 //!
 //! They still follow the system's updates: nothing is compiled in.
 //!
