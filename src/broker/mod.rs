@@ -534,11 +534,9 @@ mod tests {
             let d = || Deadline::after(Duration::from_millis(800), Duration::from_millis(600));
             let served = b.serve(&request(&b), &d()).await.unwrap();
             assert_eq!(served.result.status, Status::Issued, "{op}");
-            let values = b.store.values.lock().unwrap();
-            let versions = &values["prediction-one/api-key/train"];
+            let versions = b.store.values.lock().unwrap()["prediction-one/api-key/train"].clone();
             assert_eq!(versions.len(), 1, "{op}");
             assert_eq!(versions[0].0, served.result.version_id, "{op}");
-            drop(values);
             // The same when no time is left to read back: the answer says
             // the outcome is unknown and names the version, never
             // "discarded".

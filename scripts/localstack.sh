@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# Installs, starts or stops LocalStack's open-source core as a plain Python
+# process on loopback (no container, no auth token, no internet), for the
+# tests where the real S3 -> EventBridge -> Step Functions event path matters;
+# moto (scripts/services.sh) stays the stand-in for everything else.
+# See shared/localstack.md for what was found to work and how it differs
+# from AWS.
+#
+#   scripts/localstack.sh install
+#       Creates .venv-localstack with localstack-core[runtime], pinned, its
+#       dependencies pinned to its release date (pip's --uploaded-prior-to).
+#       localstack-core 2026.3.0 needs Python 3.12 or later: the first
+#       Python 3.12+ found (python3, python3.N on PATH, pyenv's versions; or
+#       LOCALSTACK_PYTHON) gets it; otherwise python3 (3.11) gets 4.8.1, the
+#       newest that works there. Idempotent: a stamp file names the version
+#       and Python, and a second run with the same ones does nothing.
+#       About 60-80 s and 500 MB the first time; needs PyPI.
+#   scripts/localstack.sh start
+#       Installs if needed, then starts it on a free loopback port with
+#       S3, EventBridge, Step Functions, SQS and Secrets Manager, waits for
+#       /_localstack/health and writes .local/localstack.env, one line:
+#       `export P1_LOCALSTACK_URL=http://127.0.0.1:<port>` (it leaves
+#       AWS_ENDPOINT_URL alone: the other tests use moto). Its state starts
+#       empty every time (.local/localstack/). Log: .local/localstack.log.
+#   scripts/localstack.sh stop
+#       SIGTERM, up to 15 s for it to exit, then SIGKILL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p .local
+
+VENV=.venv-localstack
+PIP_VERSION=26.0.1
+# On Python 3.12 or later:
+LOCALSTACK_VERSION=2026.3.0
+LOCALSTACK_DEPS_BEFORE=2026-03-24T00:00:00Z
+# On Python 3.11 (2026.3.0 fails there; 4.9 to 4.13.1 fail at CreateStateMachine):
+LOCALSTACK_PY311_VERSION=4.8.1
+LOCALSTACK_PY311_DEPS_BEFORE=2025-09-17T00:00:00Z
+SERVICES=s3,events,stepfunctions,sqs,secretsmanager
+
+# Prints "MAJOR.MINOR" of a working interpreter with venv and ensurepip
+# (Debian's python3.N without python3.N-venv has no ensurepip); fails if
+# it is not one (pyenv's shims fail for versions that are not selected).
+py_minor() {
+  "$1" -c 'import sys, venv, ensurepip; print("%d.%d" % sys.version_info[:2])' 2>/dev/null
+}
+
+# Sets PYTHON, PY_MINOR, VERSION and DEPS_BEFORE.
+choose() {
+  local pyenv_root=${PYENV_ROOT:-$HOME/.pyenv}
+  local candidates=() cand minor pass
+  if [ -n "${LOCALSTACK_PYTHON:-}" ]; then
+    candidates=("$LOCALSTACK_PYTHON")
+  else
+    candidates=(python3 python3.13 python3.12 python3.14 python3.15)
+    if [ -d "$pyenv_root/versions" ]; then
+      while IFS= read -r cand; do
+        candidates+=("$cand/bin/python3")
+      done < <(find "$pyenv_root/versions" -mindepth 1 -maxdepth 1 -name '3.*' | sort -rV)
+    fi
+  fi
+  # First 3.12 or 3.13 (both known to work), then anything later.
+  for pass in known later; do
+    for cand in "${candidates[@]}"; do
+      minor=$(py_minor "$cand") || continue
+      case "$pass:$minor" in
+        known:3.12 | known:3.13) ;;
+        later:3.1[4-9] | later:3.[2-9][0-9]) ;;
+        *) continue ;;
+      esac
+      PYTHON=$(command -v "$cand")
+      PY_MINOR=$minor
+      VERSION=$LOCALSTACK_VERSION
+      DEPS_BEFORE=$LOCALSTACK_DEPS_BEFORE
+      return 0
+    done
+  done
+  cand=${LOCALSTACK_PYTHON:-python3}
+  minor=$(py_minor "$cand") || {
+    echo "localstack: no usable Python 3 (with venv) found" >&2
+    exit 1
+  }
+  case $minor in
+    3.11) ;;
+    *) echo "localstack: Python $minor ($cand) is too old: need 3.11 (localstack-core" \
+      "$LOCALSTACK_PY311_VERSION) or 3.12+ ($LOCALSTACK_VERSION)" >&2; exit 1 ;;
+  esac
+  PYTHON=$(command -v "$cand")
+  PY_MINOR=$minor
+  VERSION=$LOCALSTACK_PY311_VERSION
+  DEPS_BEFORE=$LOCALSTACK_PY311_DEPS_BEFORE
+}
+
+install() {
+  choose
+  local stamp="$VENV/.p1-localstack-$VERSION-py$PY_MINOR-pip$PIP_VERSION"
+  if [ -f "$stamp" ]; then
+    return 0
+  fi
+  echo "localstack: installing localstack-core[runtime]==$VERSION into $VENV" \
+    "with $PYTHON (Python $PY_MINOR), dependencies as of $DEPS_BEFORE" >&2
+  # A venv made by another Python (or a half-finished one) is not reused.
+  rm -rf "$VENV"
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "pip==$PIP_VERSION"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --prefer-binary \
+    --uploaded-prior-to "$DEPS_BEFORE" "localstack-core[runtime]==$VERSION"
+  touch "$stamp"
+}
+
+pid_alive() {
+  [ -f .local/localstack.pid ] && kill -0 "$(cat .local/localstack.pid)" 2>/dev/null
+}
+
+stop() {
+  if [ -f .local/localstack.pid ]; then
+    local pid
+    pid=$(cat .local/localstack.pid)
+    if kill -TERM "$pid" 2>/dev/null; then
+      for _ in $(seq 1 150); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+      done
+      if kill -0 "$pid" 2>/dev/null; then
+        echo "localstack: pid $pid still running 15 s after SIGTERM; sending SIGKILL" >&2
+        kill -KILL "$pid" 2>/dev/null || true
+      fi
+    fi
+    rm -f .local/localstack.pid
+  fi
+  rm -f .local/localstack.env
+}
+
+start() {
+  install
+  stop
+  local port root url
+  port=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  root=$PWD/.local/localstack
+  rm -rf "$root"
+  mkdir -p "$root/fs" "$root/home"
+  url=http://127.0.0.1:$port
+  # DISABLE_EVENTS turns off its usage reporting, DNS_ADDRESS=0 its DNS
+  # server, SKIP_SSL_CERT_DOWNLOAD its certificate download: nothing leaves
+  # loopback. No AWS_* from the caller's shell (e.g. .local/env's moto
+  # endpoint) reaches it.
+  env -u AWS_ENDPOINT_URL -u AWS_PROFILE -u AWS_CONFIG_FILE -u AWS_SHARED_CREDENTIALS_FILE \
+    GATEWAY_LISTEN="127.0.0.1:$port" \
+    LOCALSTACK_HOST="127.0.0.1:$port" \
+    SERVICES="$SERVICES" \
+    SKIP_SSL_CERT_DOWNLOAD=1 \
+    DISABLE_EVENTS=1 \
+    DNS_ADDRESS=0 \
+    FILESYSTEM_ROOT="$root/fs" \
+    HOME="$root/home" \
+    "$VENV/bin/python" -m localstack.runtime.main >.local/localstack.log 2>&1 &
+  echo $! >.local/localstack.pid
+  local deadline=$((SECONDS + 60))
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    if ! pid_alive; then
+      echo "localstack: exited while starting; end of .local/localstack.log:" >&2
+      tail -n 30 .local/localstack.log >&2
+      rm -f .local/localstack.pid
+      return 1
+    fi
+    if "$VENV/bin/python" - "$url/_localstack/health" <<'PY' 2>/dev/null; then
+import sys, urllib.request
+urllib.request.urlopen(sys.argv[1], timeout=1)
+PY
+      echo "export P1_LOCALSTACK_URL=$url" >.local/localstack.env
+      echo "localstack: localstack-core $VERSION (Python $PY_MINOR) on $url," \
+        "pid $(cat .local/localstack.pid); env in .local/localstack.env" >&2
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "localstack: not ready after 60 s; see .local/localstack.log" >&2
+  stop
+  return 1
+}
+
+case "${1:-}" in
+  install) install ;;
+  start) start ;;
+  stop) stop ;;
+  *) echo "usage: $0 install|start|stop" >&2; exit 2 ;;
+esac
