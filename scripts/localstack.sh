@@ -108,20 +108,34 @@ install() {
   touch "$stamp"
 }
 
+# True if PID is a running LocalStack: not a reused pid, not a zombie.
+is_localstack() {
+  [[ "$(tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline")" == *localstack.runtime.main* ]]
+}
+
+# True until PID has exited: gone, or a zombie (Threads: 1) that the
+# init process has not reaped yet (that can take a second or two here).
+still_running() {
+  local st
+  st=$(awk '/^State:/ { s = $2 } /^Threads:/ { t = $2 } END { print s t }' \
+    "/proc/$1/status" 2>/dev/null) || return 1
+  [ -n "$st" ] && [ "$st" != Z1 ]
+}
+
 pid_alive() {
-  [ -f .local/localstack.pid ] && kill -0 "$(cat .local/localstack.pid)" 2>/dev/null
+  [ -f .local/localstack.pid ] && is_localstack "$(cat .local/localstack.pid)"
 }
 
 stop() {
   if [ -f .local/localstack.pid ]; then
     local pid
     pid=$(cat .local/localstack.pid)
-    if kill -TERM "$pid" 2>/dev/null; then
+    if is_localstack "$pid" && kill -TERM "$pid" 2>/dev/null; then
       for _ in $(seq 1 150); do
-        kill -0 "$pid" 2>/dev/null || break
+        still_running "$pid" || break
         sleep 0.1
       done
-      if kill -0 "$pid" 2>/dev/null; then
+      if still_running "$pid"; then
         echo "localstack: pid $pid still running 15 s after SIGTERM; sending SIGKILL" >&2
         kill -KILL "$pid" 2>/dev/null || true
       fi

@@ -41,6 +41,9 @@ pub struct Config {
     /// Retrain runner only: S3 keys under this prefix name their model in
     /// the next segment (`retrain/42/new.csv` is model 42).
     pub retrain_data_prefix: String,
+    /// Retrain runner only: where the start records live in the data's
+    /// bucket (`retrain::starts`; the workflow saves results here too).
+    pub retrain_results_prefix: String,
 }
 
 impl Config {
@@ -127,6 +130,24 @@ impl Config {
             }
         }
 
+        let retrain_data_prefix = s3_prefix(
+            "P1_RETRAIN_DATA_PREFIX",
+            &or_default("P1_RETRAIN_DATA_PREFIX", "retrain/")?,
+        )?;
+        let retrain_results_prefix = s3_prefix(
+            "P1_RETRAIN_RESULTS_PREFIX",
+            &or_default("P1_RETRAIN_RESULTS_PREFIX", "retrain-results/")?,
+        )?;
+        // Anything written under the data prefix would start a retraining.
+        if retrain_results_prefix.starts_with(&retrain_data_prefix)
+            || retrain_data_prefix.starts_with(&retrain_results_prefix)
+        {
+            return Err(config_error(
+                "P1_RETRAIN_RESULTS_PREFIX",
+                "must not contain P1_RETRAIN_DATA_PREFIX or lie under it: results and start records written under the data prefix would start retrainings of their own",
+            ));
+        }
+
         Ok(Config {
             secret_key_secret_id,
             secret_key_field: or_default("P1_SECRET_KEY_FIELD", "secret_key")?,
@@ -165,7 +186,8 @@ impl Config {
                 2_000,
                 500..=60_000,
             )?),
-            retrain_data_prefix: data_prefix(&or_default("P1_RETRAIN_DATA_PREFIX", "retrain/")?)?,
+            retrain_data_prefix,
+            retrain_results_prefix,
         })
     }
 
@@ -271,19 +293,18 @@ fn parse_int(
     Ok(parsed)
 }
 
-/// An S3 key prefix that ends a path segment, so that the model is the
-/// whole next segment.
-fn data_prefix(value: &str) -> Result<String, Error> {
-    const NAME: &str = "P1_RETRAIN_DATA_PREFIX";
+/// An S3 key prefix that ends a path segment (so that the model is the
+/// whole next segment of a data key).
+fn s3_prefix(name: &str, value: &str) -> Result<String, Error> {
     if !value.ends_with('/') || value.starts_with('/') {
         return Err(config_error(
-            NAME,
+            name,
             "must be an S3 key prefix ending in '/' and not starting with one (such as \"retrain/\")",
         ));
     }
     if value.len() > 512 || value.chars().any(char::is_control) {
         return Err(config_error(
-            NAME,
+            name,
             "must be at most 512 bytes without control characters",
         ));
     }
@@ -364,6 +385,7 @@ mod tests {
         assert_eq!(c.batch_concurrency, 8);
         assert_eq!(c.deadline_margin, Duration::from_millis(2_000));
         assert_eq!(c.retrain_data_prefix, "retrain/");
+        assert_eq!(c.retrain_results_prefix, "retrain-results/");
     }
 
     #[test]
@@ -422,6 +444,14 @@ mod tests {
             (
                 &[("P1_RETRAIN_DATA_PREFIX", "/retrain/")],
                 "P1_RETRAIN_DATA_PREFIX",
+            ),
+            (
+                &[("P1_RETRAIN_RESULTS_PREFIX", "retrain/results/")],
+                "P1_RETRAIN_RESULTS_PREFIX",
+            ),
+            (
+                &[("P1_RETRAIN_RESULTS_PREFIX", "results")],
+                "P1_RETRAIN_RESULTS_PREFIX",
             ),
         ];
         for (vars, name) in cases {

@@ -105,6 +105,7 @@ pub const ERROR_TYPES: &[&str] = &[
     "PredictionOne.ClassifierNotFound",
     "PredictionOne.RetrainNotFinished",
     "PredictionOne.UploadFailed",
+    "PredictionOne.UploadRefused",
     "StoreFailed",
     "RotationError",
     "HandOffFailed",
@@ -210,6 +211,7 @@ mod tests {
                 detail: "x".into(),
             }
             .into(),
+            P::UploadRefused { detail: "x".into() }.into(),
             Error::DataUnavailable(Context::new("x", None)),
             Error::ResultsUnavailable("x".into()),
         ];

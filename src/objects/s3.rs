@@ -20,8 +20,8 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 
-use super::{ObjectError, ObjectStore};
-use crate::aws::{describe_sdk_error, error_code};
+use super::{ObjectError, ObjectStore, ObjectVersion, WriteIf};
+use crate::aws::{describe_sdk_error, error_code, sized_attempts};
 use crate::transfer::{BoxError, Payload};
 
 /// One multipart part: S3's minimum is 5 MiB (but for the last part).
@@ -206,10 +206,9 @@ fn source_error(e: &BoxError) -> String {
     "the stream failed".into()
 }
 
-fn object_error<E, R>(err: SdkError<E, R>) -> ObjectError
+fn object_error<E>(err: SdkError<E>) -> ObjectError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     let text = describe_sdk_error(&err);
     match &err {
@@ -220,22 +219,86 @@ where
         }
         _ => {}
     }
-    match error_code(&err) {
-        Some("NoSuchKey" | "NoSuchBucket" | "NotFound") => ObjectError::NotFound(text),
-        Some("AccessDenied" | "AllAccessDisabled" | "InvalidObjectState") => {
-            ObjectError::AccessDenied(text)
+    // A HEAD's error has no body, hence no code: its status says it.
+    let status = match &err {
+        SdkError::ServiceError(s) => s.raw().status().as_u16(),
+        _ => 0,
+    };
+    match (error_code(&err), status) {
+        (Some("NoSuchKey" | "NoSuchBucket" | "NoSuchVersion" | "NotFound"), _) | (_, 404) => {
+            ObjectError::NotFound(text)
+        }
+        (Some("AccessDenied" | "AllAccessDisabled" | "InvalidObjectState" | "Forbidden"), _)
+        | (_, 403) => ObjectError::AccessDenied(text),
+        (Some("PreconditionFailed" | "ConditionalRequestConflict"), _) | (_, 409 | 412) => {
+            ObjectError::Conflict(text)
         }
         _ => ObjectError::Other(text),
     }
 }
 
+/// Each small call's attempts sized to the time it has (`crate::aws`);
+/// never a transfer's, which streams for minutes.
+fn sized() -> aws_sdk_s3::config::Builder {
+    let mut config = aws_sdk_s3::config::Builder::default();
+    if let Some((timeouts, retry)) = sized_attempts() {
+        config = config.timeout_config(timeouts).retry_config(retry);
+    }
+    config
+}
+
+/// S3's "null" version is no version at all.
+fn version_of(id: Option<String>) -> Option<String> {
+    id.filter(|v| !v.is_empty() && v != "null")
+}
+
 impl ObjectStore for S3Objects {
-    async fn open(&self, bucket: &str, key: &str) -> Result<Payload, ObjectError> {
+    async fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<ObjectVersion, ObjectError> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .set_version_id(version_id.map(str::to_string))
+            .customize()
+            .config_override(sized())
+            .send()
+            .await
+            .map_err(object_error)?;
+        Ok(ObjectVersion {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            version_id: version_of(out.version_id),
+            etag: out.e_tag,
+            last_modified: out
+                .last_modified
+                .and_then(|t| t.fmt(aws_sdk_s3::primitives::DateTimeFormat::DateTime).ok()),
+            length: out.content_length.map(|n| n.max(0) as u64),
+        })
+    }
+
+    async fn open(&self, object: &ObjectVersion) -> Result<Payload, ObjectError> {
+        // The version found, and no other: by its id, or by its ETag.
+        let if_match = match &object.version_id {
+            Some(_) => None,
+            None => object.etag.clone(),
+        };
+        // Sized like a small call: the attempt ends when the headers are
+        // in; the body streams after it.
         let object = self
             .client
             .get_object()
-            .bucket(bucket)
-            .key(key)
+            .bucket(&object.bucket)
+            .key(&object.key)
+            .set_version_id(object.version_id.clone())
+            .set_if_match(if_match)
+            .customize()
+            .config_override(sized())
             .send()
             .await
             .map_err(object_error)?;
@@ -253,5 +316,61 @@ impl ObjectStore for S3Objects {
             }
             _ => self.put_in_parts(bucket, key, payload).await,
         }
+    }
+
+    async fn read_small(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<(Vec<u8>, String)>, ObjectError> {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .customize()
+            .config_override(sized())
+            .send()
+            .await
+            .map_err(object_error)
+        {
+            Ok(out) => out,
+            Err(ObjectError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let etag = out.e_tag.clone().unwrap_or_default();
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| ObjectError::Other(format!("reading the object failed: {e}")))?;
+        Ok(Some((body.into_bytes().to_vec(), etag)))
+    }
+
+    async fn write_small(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        condition: WriteIf<'_>,
+    ) -> Result<String, ObjectError> {
+        let put = self
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(ByteStream::from(body));
+        let put = match condition {
+            WriteIf::Absent => put.if_none_match("*"),
+            WriteIf::Unchanged(etag) => put.if_match(etag),
+        };
+        let out = put
+            .customize()
+            .config_override(sized())
+            .send()
+            .await
+            .map_err(object_error)?;
+        Ok(out.e_tag.unwrap_or_default())
     }
 }

@@ -81,9 +81,14 @@ pub enum PredictionOneError {
     ClassifierNotFound,
     #[error("Prediction One says the retrain job is not finished")]
     RetrainNotFinished,
-    /// The PUT of the training data to the pre-signed upload URL failed.
+    /// The PUT of the training data to the pre-signed upload URL failed
+    /// (5xx, 408, 429, a broken or stalled connection, no time left).
     #[error("uploading the data to Prediction One failed after {attempts} attempt(s): {detail}")]
     UploadFailed { attempts: u32, detail: String },
+    /// The upload URL refused the data (a 4xx other than 408 and 429): a
+    /// new job's URL would refuse it the same way, so nothing retries it.
+    #[error("Prediction One's upload URL refused the data: {detail}; not retried")]
+    UploadRefused { detail: String },
     #[error("Prediction One refused the request (HTTP {status}): {message}")]
     BadRequest { status: u16, message: String },
     #[error("Prediction One throttled the request ({attempts} attempt(s))")]
@@ -117,6 +122,7 @@ impl PredictionOneError {
             PredictionOneError::ClassifierNotFound => "PredictionOne.ClassifierNotFound",
             PredictionOneError::RetrainNotFinished => "PredictionOne.RetrainNotFinished",
             PredictionOneError::UploadFailed { .. } => "PredictionOne.UploadFailed",
+            PredictionOneError::UploadRefused { .. } => "PredictionOne.UploadRefused",
             PredictionOneError::BadRequest { .. } => "PredictionOne.BadRequest",
             PredictionOneError::Throttled { .. } => "PredictionOne.Throttled",
             PredictionOneError::Unavailable { .. } => "PredictionOne.Unavailable",

@@ -43,6 +43,9 @@ pub struct JobStatus {
 pub enum TransferError {
     /// 408, 429, 5xx or a broken connection: another attempt may succeed.
     Retryable(String),
+    /// The URL answered a 4xx other than 408 and 429: it will refuse the
+    /// same data again.
+    Refused(String),
     /// Anything else, including running out of time.
     Permanent(String),
     /// The URL itself may not be used (not https off loopback, not a URL):
@@ -54,6 +57,7 @@ impl TransferError {
     pub fn detail(&self) -> &str {
         match self {
             TransferError::Retryable(d)
+            | TransferError::Refused(d)
             | TransferError::Permanent(d)
             | TransferError::Unusable(d) => d,
         }
@@ -163,10 +167,10 @@ const OUT_OF_TIME: std::time::Duration = std::time::Duration::from_millis(100);
 
 fn status_error(status: u16, what: &str) -> TransferError {
     let detail = format!("the {what} was answered with HTTP {status}");
-    if status == 408 || status == 429 || status >= 500 {
-        TransferError::Retryable(detail)
-    } else {
-        TransferError::Permanent(detail)
+    match status {
+        408 | 429 | 500.. => TransferError::Retryable(detail),
+        400..500 => TransferError::Refused(detail),
+        _ => TransferError::Permanent(detail),
     }
 }
 
@@ -250,8 +254,8 @@ impl RetrainApi for PredictionOneClient {
         };
         let message = match body.get("message") {
             None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(redacted(s)),
-            Some(other) => Some(redacted(&other.to_string())),
+            Some(Value::String(s)) => Some(bounded_message(&redacted(s))),
+            Some(other) => Some(bounded_message(&redacted(&other.to_string()))),
         };
         let download_url = match body.get("download_url") {
             Some(Value::String(u)) if !u.trim().is_empty() => Some(PresignedUrl::new(u.trim())),
@@ -352,8 +356,69 @@ impl RetrainApi for PredictionOneClient {
     }
 }
 
+/// The most of a vendor's job message that is passed on: it ends up in a
+/// Step Functions failure cause (at most 32,768 characters) with more text
+/// around it.
+pub const MAX_MESSAGE: usize = 4096;
+
+/// A vendor's job message as passed on (SPEC section 11's raw message,
+/// made safe): any URL in it, which could be a pre-signed one, replaced by
+/// `<url>`, and cut to [`MAX_MESSAGE`] characters.
+pub fn bounded_message(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_MESSAGE));
+    let mut rest = text;
+    loop {
+        // ASCII lower-casing keeps every byte offset.
+        let lower = rest.to_ascii_lowercase();
+        let Some(at) = [lower.find("https://"), lower.find("http://")]
+            .into_iter()
+            .flatten()
+            .min()
+        else {
+            break;
+        };
+        out.push_str(&rest[..at]);
+        out.push_str("<url>");
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>'))
+            .unwrap_or(tail.len());
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    if out.chars().count() > MAX_MESSAGE {
+        let cut: String = out.chars().take(MAX_MESSAGE - 1).collect();
+        return format!("{cut}…");
+    }
+    out
+}
+
 fn unsendable_key() -> PredictionOneError {
     PredictionOneError::MalformedResponse(
         "the stored API key holds characters that cannot be sent in an HTTP header".into(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_messages_are_scrubbed_of_urls_and_bounded() {
+        assert_eq!(
+            bounded_message(
+                "failed: see https://bucket.s3.amazonaws.com/x?X-Amz-Signature=abc for logs"
+            ),
+            "failed: see <url> for logs"
+        );
+        assert_eq!(
+            bounded_message("HTTP://a.example/1 and 'http://b/2'"),
+            "<url> and '<url>'"
+        );
+        assert_eq!(bounded_message("plain 売上"), "plain 売上");
+        let long = "é".repeat(MAX_MESSAGE * 3);
+        let cut = bounded_message(&long);
+        assert_eq!(cut.chars().count(), MAX_MESSAGE);
+        assert!(cut.ends_with('…'));
+    }
 }

@@ -108,7 +108,8 @@ fn request_of(payload: Value) -> Result<Value, Error> {
 }
 
 /// The `start` request for an S3 `Object Created` event (as S3 sends it to
-/// EventBridge: `detail.bucket.name`, `detail.object.key`).
+/// EventBridge: `detail.bucket.name`, `detail.object.key`, and
+/// `detail.object.version-id` in a versioned bucket).
 fn start_of_s3_event(event: &Value) -> Result<Value, Error> {
     let source = event.get("source").and_then(Value::as_str);
     let detail_type = event.get("detail-type").and_then(Value::as_str);
@@ -125,7 +126,13 @@ fn start_of_s3_event(event: &Value) -> Result<Value, Error> {
             .and_then(Value::as_str)
     };
     match (text(["bucket", "name"]), text(["object", "key"])) {
-        (Some(bucket), Some(key)) => Ok(json!({"action": "start", "bucket": bucket, "key": key})),
+        (Some(bucket), Some(key)) => Ok(json!({
+            "action": "start",
+            "bucket": bucket,
+            "key": key,
+            // The version that started it (absent in an unversioned bucket).
+            "version_id": text(["object", "version-id"]),
+        })),
         _ => Err(Error::invalid(
             "the S3 event has no detail.bucket.name and detail.object.key",
         )),
@@ -143,6 +150,7 @@ mod tests {
         let request = request_of(event).unwrap();
         assert_eq!(request["action"], "start");
         assert_eq!(request["key"], "retrain/42/new-data.csv");
+        assert_eq!(request["version_id"], Value::Null, "an unversioned bucket");
         let other = json!({"detail-type": "Object Deleted", "source": "aws.s3", "detail": {}});
         assert!(
             request_of(other)

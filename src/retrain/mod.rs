@@ -18,6 +18,7 @@
 
 pub mod handler;
 pub mod request;
+pub mod starts;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -34,14 +35,15 @@ use crate::deadline::Deadline;
 use crate::error::{Context, Error};
 use crate::handoff::{Handoff, HandoffError};
 use crate::metrics::{self, Unit};
-use crate::objects::{ObjectError, ObjectStore};
+use crate::objects::{self, ObjectError, ObjectStore, ObjectVersion};
 use crate::prediction_one::backoff;
 use crate::prediction_one::retrain::TransferError;
 use crate::prediction_one::{JobStatus, PredictionOneError, RetrainApi, UploadTicket};
 use crate::request::{KeyRequest, Rejected, Served, Status};
 use crate::secrets::StoreError;
 use crate::sensitive::{ApiKey, TaskToken};
-use crate::transfer::Payload;
+use crate::transfer::{Payload, Progress};
+use starts::{Found, Starts, Unclaimed};
 
 pub use request::{Action, RetrainRequest};
 
@@ -58,6 +60,17 @@ pub struct Runner<P: RunnerPorts> {
 
 /// A retry of the upload needs at least this long to be worth starting.
 const MIN_UPLOAD: Duration = Duration::from_millis(100);
+/// While a transfer runs, Step Functions hears from the task this often
+/// (SendTaskHeartbeat), so that a task whose HeartbeatSeconds is longer
+/// lives as long as its work.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+/// A transfer in which no byte moved for this long has stalled: it is
+/// ended (and retried while time is left) instead of holding the runner
+/// until its deadline.
+pub const STALL_AFTER: Duration = Duration::from_secs(30);
+
+/// A transfer that moved no byte for [`STALL_AFTER`].
+struct Stalled;
 
 /// What a job's raw status means (SPEC section 11): only `job_finished` is
 /// documented; a status that mentions failure or error is taken as final.
@@ -85,8 +98,14 @@ impl<P: RunnerPorts> Runner<P> {
         self.broker.issuer()
     }
 
-    /// Runs one action: its result object, or why it failed.
-    pub async fn run(&self, action: &Action, deadline: &Deadline) -> Result<Value, Error> {
+    /// Runs one action: its result object, or why it failed. `token`, when
+    /// the request came with one, is heartbeated while transfers run.
+    pub async fn run(
+        &self,
+        action: &Action,
+        token: Option<&TaskToken>,
+        deadline: &Deadline,
+    ) -> Result<Value, Error> {
         if !deadline.can_start() {
             return Err(PredictionOneError::Timeout { attempts: 0 }.into());
         }
@@ -94,9 +113,19 @@ impl<P: RunnerPorts> Runner<P> {
             Action::Start {
                 bucket,
                 key,
-                filename,
+                version_id,
                 model_id,
-            } => self.start(bucket, key, filename, model_id, deadline).await,
+            } => {
+                self.start(
+                    bucket,
+                    key,
+                    version_id.as_deref(),
+                    model_id,
+                    token,
+                    deadline,
+                )
+                .await
+            }
             Action::Status {
                 model_id,
                 retrain_job_id,
@@ -107,7 +136,7 @@ impl<P: RunnerPorts> Runner<P> {
                 bucket,
                 key,
             } => {
-                self.save_results(model_id, retrain_job_id, bucket, key, deadline)
+                self.save_results(model_id, retrain_job_id, bucket, key, token, deadline)
                     .await
             }
             Action::SwitchModel {
@@ -132,7 +161,7 @@ impl<P: RunnerPorts> Runner<P> {
             return Ok(json!({"action": action, "skipped": true, "reason": gone}));
         }
         let outcome = self
-            .run(&request.action, deadline)
+            .run(&request.action, request.task_token.as_ref(), deadline)
             .await
             .inspect_err(|e| metrics::retrain_failed(Some(model_id), e));
         let Some(token) = &request.task_token else {
@@ -194,17 +223,91 @@ impl<P: RunnerPorts> Runner<P> {
         .await
     }
 
+    /// `start`, once per object (SPEC section 11, `starts`): the object
+    /// found as written, its start claimed, the recorded job answered when
+    /// an earlier start has one; else a new job, the upload, and the record.
     async fn start(
         &self,
         bucket: &str,
         key: &str,
-        filename: &str,
+        version_id: Option<&str>,
         model_id: &ModelId,
+        token: Option<&TaskToken>,
         deadline: &Deadline,
     ) -> Result<Value, Error> {
-        // Know before you create: the data must be readable and non-empty
-        // before a job exists for it.
-        let data = self.open_data(bucket, key, deadline).await?;
+        // Know before you create: the data must be found, be a data file
+        // and not be empty before a job exists for it.
+        let object = self.find_data(bucket, key, version_id, deadline).await?;
+        let starts = Starts::new(&self.objects, &self.config().retrain_results_prefix);
+        let claimed = starts
+            .claim(&object, model_id, deadline, || {
+                self.heartbeat(token, deadline)
+            })
+            .await;
+        let mut claim = match claimed {
+            Ok(Found::Started {
+                retrain_job_id,
+                bytes,
+            }) => {
+                tracing::info!(model_id = model_id.as_str(), retrain_job_id = %retrain_job_id, "this object's retraining was started already; answering its job");
+                return Ok(start_result(model_id, &retrain_job_id, bytes));
+            }
+            Ok(Found::Claimed(claim)) => claim,
+            Err(Unclaimed::Busy(job)) => {
+                return Err(PredictionOneError::UploadFailed {
+                    attempts: 0,
+                    detail: format!(
+                        "another start of s3://{bucket}/{} is still uploading (retrain job {}); not started twice, try again later",
+                        object.key,
+                        job.as_deref().unwrap_or("not created yet")
+                    ),
+                }
+                .into());
+            }
+            Err(Unclaimed::Store(e)) => {
+                return Err(Error::StoreFailed(Context::new(
+                    format!(
+                        "cannot read or write the start record of s3://{bucket}/{} (under P1_RETRAIN_RESULTS_PREFIX {:?}: the role needs s3:GetObject, s3:PutObject and s3:ListBucket there); nothing was started",
+                        object.key,
+                        self.config().retrain_results_prefix
+                    ),
+                    StoreError::Other(e.to_string()),
+                )));
+            }
+        };
+        let started = self
+            .start_claimed(&object, model_id, &starts, &mut claim, token, deadline)
+            .await;
+        match started {
+            Ok((job, bytes)) => {
+                if let Err(e) = starts.started(claim, &job, bytes, deadline).await {
+                    // The job is started and uploaded; failing now would
+                    // only make a retry start a second one.
+                    tracing::error!(retrain_job_id = %job, error = %e, "the upload succeeded but its start record could not be written; a duplicate start of this object could start a second job");
+                }
+                Ok(start_result(model_id, &job, bytes))
+            }
+            Err(e) => {
+                starts.release(claim, deadline).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The claimed start's work: a new job, the data uploaded to it.
+    async fn start_claimed(
+        &self,
+        object: &ObjectVersion,
+        model_id: &ModelId,
+        starts: &Starts<'_, P::Objects>,
+        claim: &mut starts::Claim,
+        token: Option<&TaskToken>,
+        deadline: &Deadline,
+    ) -> Result<(String, u64), Error> {
+        let data = self.open_data(object, deadline).await?;
+        // The vendor gets the file's own name, decoded, any Unicode
+        // included (the client encodes it in the query).
+        let filename = request::file_name(&object.key);
         let ticket: UploadTicket = self
             .with_key(model_id, deadline, |api_key| async move {
                 self.api().upload_url(&api_key, filename, deadline).await
@@ -212,7 +315,8 @@ impl<P: RunnerPorts> Runner<P> {
             .await?;
         let retrain_job_id = ticket.retrain_job_id.clone();
         tracing::info!(model_id = model_id.as_str(), retrain_job_id = %retrain_job_id, "retrain job created; uploading the data");
-        let bytes = self.upload(bucket, key, data, &ticket, deadline).await?;
+        starts.job_created(claim, &retrain_job_id, deadline).await;
+        let bytes = self.upload(object, data, &ticket, token, deadline).await?;
         tracing::info!(model_id = model_id.as_str(), retrain_job_id = %retrain_job_id, bytes, "data uploaded; retraining starts");
         metrics::retrain(
             model_id.as_str(),
@@ -221,28 +325,68 @@ impl<P: RunnerPorts> Runner<P> {
                 ("UploadBytes", bytes as f64, Unit::Bytes),
             ],
         );
-        Ok(json!({
-            "action": "start",
-            "model_id": model_id.as_str(),
-            "retrain_job_id": retrain_job_id,
-            "bytes": bytes,
-        }))
+        Ok((retrain_job_id, bytes))
     }
 
-    /// The data object, opened: found, readable, of known length, not empty.
-    async fn open_data(
+    /// The data object a `start` names: found as S3 writes keys in its
+    /// events (`objects::find_as_written`), of the version given, a data
+    /// file, not empty.
+    async fn find_data(
         &self,
         bucket: &str,
         key: &str,
+        version_id: Option<&str>,
+        deadline: &Deadline,
+    ) -> Result<ObjectVersion, Error> {
+        let version = version_id
+            .map(|v| format!(" (version {v})"))
+            .unwrap_or_default();
+        let object = deadline
+            .work(objects::find_as_written(
+                &self.objects,
+                bucket,
+                key,
+                version_id,
+            ))
+            .await
+            .map_err(|e| {
+                Error::DataUnavailable(Context::new(
+                    format!("s3://{bucket}/{key}{version} cannot be read"),
+                    e,
+                ))
+            })?;
+        if !request::is_data_file(&object.key) {
+            return Err(request::not_data(bucket, &object.key));
+        }
+        match object.length {
+            Some(0) => Err(Error::DataUnavailable(Context::new(
+                format!("s3://{bucket}/{}{version} is empty", object.key),
+                None,
+            ))),
+            _ => Ok(object),
+        }
+    }
+
+    /// That very version of the data object, opened: readable, of known
+    /// length, not empty.
+    async fn open_data(
+        &self,
+        object: &ObjectVersion,
         deadline: &Deadline,
     ) -> Result<Payload, Error> {
         let unavailable = |problem: &str, e: Option<ObjectError>| {
-            Error::DataUnavailable(Context::new(format!("s3://{bucket}/{key} {problem}"), e))
+            Error::DataUnavailable(Context::new(
+                format!("s3://{}/{} {problem}", object.bucket, object.key),
+                e,
+            ))
         };
         let data = deadline
-            .work(self.objects.open(bucket, key))
+            .work(self.objects.open(object))
             .await
-            .map_err(|e| unavailable("cannot be read", Some(e)))?;
+            .map_err(|e| match e {
+                ObjectError::Conflict(_) => unavailable("was replaced while being read", Some(e)),
+                e => unavailable("cannot be read", Some(e)),
+            })?;
         match data.length {
             Some(0) => Err(unavailable("is empty", None)),
             None => Err(unavailable("has no known length", None)),
@@ -250,15 +394,16 @@ impl<P: RunnerPorts> Runner<P> {
         }
     }
 
-    /// PUTs the data to the job's upload URL. 5xx and broken connections are
-    /// retried (the object is read again from S3 for each attempt) while
-    /// attempts and time are left.
+    /// PUTs the data to the job's upload URL, heartbeating the task and
+    /// watching for a stall. 5xx, broken or stalled connections are retried
+    /// (the object is read again from S3 for each attempt) while attempts
+    /// and time are left; a 4xx refusal is `UploadRefused`, never retried.
     async fn upload(
         &self,
-        bucket: &str,
-        key: &str,
+        object: &ObjectVersion,
         first: Payload,
         ticket: &UploadTicket,
+        token: Option<&TaskToken>,
         deadline: &Deadline,
     ) -> Result<u64, Error> {
         let max_attempts = self.config().max_attempts;
@@ -269,7 +414,7 @@ impl<P: RunnerPorts> Runner<P> {
             let data = match next.take() {
                 Some(data) => data,
                 // The upload's failure is the news, not the re-read's.
-                None => self.open_data(bucket, key, deadline).await.map_err(|e| {
+                None => self.open_data(object, deadline).await.map_err(|e| {
                     PredictionOneError::UploadFailed {
                         attempts,
                         detail: format!("{last}; reading the data again failed: {}", e.report()),
@@ -278,9 +423,25 @@ impl<P: RunnerPorts> Runner<P> {
             };
             let length = data.length.unwrap_or_default();
             attempts += 1;
-            let failure = match self.api().upload(&ticket.upload_url, data, deadline).await {
-                Ok(()) => return Ok(length),
-                Err(failure) => failure,
+            let progress = Progress::default();
+            let sent = self
+                .keep_alive(
+                    token,
+                    &progress,
+                    Some(length),
+                    deadline,
+                    self.api()
+                        .upload(&ticket.upload_url, data.watched(&progress), deadline),
+                )
+                .await;
+            let failure = match sent {
+                Ok(Ok(())) => return Ok(length),
+                Ok(Err(failure)) => failure,
+                Err(Stalled) => TransferError::Retryable(format!(
+                    "the upload stalled: no byte moved for {} s ({} of {length} bytes sent)",
+                    STALL_AFTER.as_secs(),
+                    progress.bytes()
+                )),
             };
             let failed = |detail: &str| {
                 Error::from(PredictionOneError::UploadFailed {
@@ -294,6 +455,9 @@ impl<P: RunnerPorts> Runner<P> {
                 TransferError::Unusable(d) => {
                     return Err(PredictionOneError::MalformedResponse(d.clone()).into());
                 }
+                TransferError::Refused(d) => {
+                    return Err(PredictionOneError::UploadRefused { detail: d.clone() }.into());
+                }
                 TransferError::Permanent(d) => return Err(failed(d)),
                 TransferError::Retryable(d) => d,
             };
@@ -304,6 +468,79 @@ impl<P: RunnerPorts> Runner<P> {
                 return Err(failed(detail));
             }
             tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Runs a transfer while telling Step Functions, every
+    /// [`HEARTBEAT_EVERY`], that the task is alive (when the request came
+    /// with a token), and ends it when no byte moved for [`STALL_AFTER`]
+    /// before `expected` bytes (when known) went through.
+    async fn keep_alive<T>(
+        &self,
+        token: Option<&TaskToken>,
+        progress: &Progress,
+        expected: Option<u64>,
+        deadline: &Deadline,
+        transfer: impl Future<Output = T>,
+    ) -> Result<T, Stalled> {
+        let watch = async {
+            let mut beat = tokio::time::Instant::now();
+            let mut alive = token.is_some();
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let done = expected.is_some_and(|n| progress.bytes() >= n);
+                if !done && progress.idle() >= STALL_AFTER {
+                    return Stalled;
+                }
+                if alive && beat.elapsed() >= HEARTBEAT_EVERY {
+                    beat = tokio::time::Instant::now();
+                    // A task Step Functions stopped waiting for: the work
+                    // goes on all the same (its record makes a retry of the
+                    // task find it), but no more heartbeats.
+                    alive = !self.heartbeat_once(token, deadline).await;
+                }
+            }
+        };
+        tokio::select! {
+            out = transfer => Ok(out),
+            stalled = watch => Err(stalled),
+        }
+    }
+
+    /// One heartbeat, when the request came with a token (waiting for
+    /// another start's record).
+    async fn heartbeat(&self, token: Option<&TaskToken>, deadline: &Deadline) {
+        self.heartbeat_once(token, deadline).await;
+    }
+
+    /// Sends one heartbeat; whether the task is gone. Other failures are
+    /// logged: a heartbeat is no reason to stop the work.
+    async fn heartbeat_once(&self, token: Option<&TaskToken>, deadline: &Deadline) -> bool {
+        let Some(token) = token else {
+            return false;
+        };
+        match tokio::time::timeout(
+            HEARTBEAT_EVERY,
+            deadline.finish(self.broker.handoff().task_heartbeat(token)),
+        )
+        .await
+        {
+            Ok(Ok(())) => false,
+            Ok(Err(HandoffError::TaskGone { code, .. })) => {
+                tracing::warn!(
+                    code,
+                    "Step Functions no longer waits for this task; the work goes on and is recorded"
+                );
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "a heartbeat failed");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("a heartbeat got no answer in time");
+                false
+            }
         }
     }
 
@@ -343,6 +580,7 @@ impl<P: RunnerPorts> Runner<P> {
         job: &str,
         bucket: &str,
         key: &str,
+        token: Option<&TaskToken>,
         deadline: &Deadline,
     ) -> Result<Value, Error> {
         let status = self.job_status(model_id, job, deadline).await?;
@@ -374,11 +612,26 @@ impl<P: RunnerPorts> Runner<P> {
             .boxed();
         // The download ends by the work point (its own timeout); saving what
         // it gave, or aborting a multipart upload it broke, may use the
-        // margin after it.
-        let bytes = deadline
-            .finish(self.objects.save(bucket, key, results))
+        // margin after it. Heartbeats meanwhile, and a stall ends it.
+        let progress = Progress::default();
+        let expected = results.length;
+        let saved = self
+            .keep_alive(
+                token,
+                &progress,
+                expected,
+                deadline,
+                deadline.finish(self.objects.save(bucket, key, results.watched(&progress))),
+            )
             .await
-            .map_err(|e| match e {
+            .map_err(|Stalled| {
+                Error::ResultsUnavailable(format!(
+                    "saving the results of retrain job {job} to s3://{bucket}/{key} stalled: no byte moved for {} s ({} bytes moved)",
+                    STALL_AFTER.as_secs(),
+                    progress.bytes()
+                ))
+            })?;
+        let bytes = saved.map_err(|e| match e {
                 _ if broken.load(Ordering::Relaxed) => Error::ResultsUnavailable(format!(
                     "the results of retrain job {job} were cut short while being saved to s3://{bucket}/{key}"
                 )),
@@ -495,6 +748,16 @@ impl<P: RunnerPorts> Runner<P> {
         );
         Ok(served)
     }
+}
+
+/// `start`'s result object.
+fn start_result(model_id: &ModelId, retrain_job_id: &str, bytes: u64) -> Value {
+    json!({
+        "action": "start",
+        "model_id": model_id.as_str(),
+        "retrain_job_id": retrain_job_id,
+        "bytes": bytes,
+    })
 }
 
 #[cfg(test)]

@@ -23,11 +23,13 @@ const MAX_KEY_LEN: usize = 1024;
 /// What to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Create a job and upload `s3://bucket/key` (named `filename`) to it.
+    /// Create a job and upload `s3://bucket/key` (of `version_id`, else the
+    /// current version; the key as given, or URL-decoded as S3 events
+    /// write keys) to it, once per object version.
     Start {
         bucket: String,
         key: String,
-        filename: String,
+        version_id: Option<String>,
         model_id: ModelId,
     },
     Status {
@@ -77,7 +79,7 @@ pub struct RetrainRequest {
 /// The fields each action takes, besides `action` and `task_token`.
 fn fields_of(action: &str) -> Option<&'static [&'static str]> {
     Some(match action {
-        "start" => &["bucket", "key", "model_id"],
+        "start" => &["bucket", "key", "model_id", "version_id"],
         "status" | "switch_model" => &["model_id", "retrain_job_id"],
         "save_results" => &["model_id", "retrain_job_id", "bucket", "key"],
         _ => return None,
@@ -157,11 +159,20 @@ impl RetrainRequest {
 fn start(fields: &Map<String, Value>, config: &Config) -> Result<Action, Error> {
     let bucket = bucket(fields)?;
     let key = object_key(fields)?;
+    let version_id = version_id(fields)?;
     let given = present(fields, "model_id")
         .map(parse_model_id)
         .transpose()?;
     let prefix = &config.retrain_data_prefix;
-    let from_key = match key.strip_prefix(prefix.as_str()) {
+    // The key as S3's events write it may be URL-encoded: its model and
+    // its name are read from the decoded key when the key as given does
+    // not say them (the object itself is found in `objects`).
+    let decoded = crate::objects::decoded_key(&key);
+    let named = match &decoded {
+        Some(d) if !key.starts_with(prefix.as_str()) && d.starts_with(prefix.as_str()) => d,
+        _ => &key,
+    };
+    let from_key = match named.strip_prefix(prefix.as_str()) {
         Some(rest) => {
             let segment = rest.split('/').next().unwrap_or_default();
             if rest.contains('/') {
@@ -192,25 +203,61 @@ fn start(fields: &Map<String, Value>, config: &Config) -> Result<Action, Error> 
             )));
         }
     };
-    let filename = key.rsplit('/').next().unwrap_or_default().to_string();
-    let lower = filename.to_ascii_lowercase();
-    if !DATA_EXTENSIONS
-        .iter()
-        .any(|ext| lower.len() > ext.len() && lower.ends_with(ext))
-    {
-        return Err(Error::DataUnavailable(Context::new(
-            format!(
-                "s3://{bucket}/{key} is not a .csv or .zip file: Prediction One retrains from one CSV, or a zip of train_src/ and eval_src/ CSVs"
-            ),
-            None,
-        )));
+    if !is_data_file(&key) && !decoded.as_deref().is_some_and(is_data_file) {
+        return Err(not_data(&bucket, &key));
     }
     Ok(Action::Start {
         bucket,
         key,
-        filename,
+        version_id,
         model_id,
     })
+}
+
+/// Whether a key names a file Prediction One retrains from: its last
+/// segment ends in `.csv` or `.zip` (any case) and is more than that.
+pub fn is_data_file(key: &str) -> bool {
+    let lower = file_name(key).to_ascii_lowercase();
+    DATA_EXTENSIONS
+        .iter()
+        .any(|ext| lower.len() > ext.len() && lower.ends_with(ext))
+}
+
+/// The last segment of a key: the file name the vendor is given.
+pub fn file_name(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or_default()
+}
+
+/// The error for a key that names no data file.
+pub fn not_data(bucket: &str, key: &str) -> Error {
+    Error::DataUnavailable(Context::new(
+        format!(
+            "s3://{bucket}/{key} is not a .csv or .zip file: Prediction One retrains from one CSV, or a zip of train_src/ and eval_src/ CSVs"
+        ),
+        None,
+    ))
+}
+
+/// S3's limit for a version id.
+const MAX_VERSION_LEN: usize = 1024;
+
+/// The optional `version_id`: an S3 object version id (S3's "null" is the
+/// version of an object in a bucket without versioning: no version).
+fn version_id(fields: &Map<String, Value>) -> Result<Option<String>, Error> {
+    match present(fields, "version_id") {
+        None => Ok(None),
+        Some(Value::String(v)) if v == "null" => Ok(None),
+        Some(Value::String(v))
+            if !v.is_empty()
+                && v.len() <= MAX_VERSION_LEN
+                && !v.chars().any(|c| c.is_control() || c.is_whitespace()) =>
+        {
+            Ok(Some(v.clone()))
+        }
+        Some(_) => Err(Error::invalid(format!(
+            "version_id must be an S3 object version id (1 to {MAX_VERSION_LEN} characters without spaces or control characters)"
+        ))),
+    }
 }
 
 fn required_model(fields: &Map<String, Value>) -> Result<ModelId, Error> {
@@ -299,9 +346,7 @@ mod tests {
 
     fn start_of(v: Value) -> (String, ModelId) {
         match parse(v).unwrap().action {
-            Action::Start {
-                filename, model_id, ..
-            } => (filename, model_id),
+            Action::Start { key, model_id, .. } => (file_name(&key).to_string(), model_id),
             other => panic!("{other:?}"),
         }
     }
@@ -320,6 +365,32 @@ mod tests {
             json!({"action": "start", "bucket": "data-1", "key": "elsewhere/x.csv", "model_id": 9}),
         );
         assert_eq!(model.as_str(), "9");
+        // Keys as S3 events write them: the model and the file name are
+        // read through the encoding.
+        for key in [
+            "retrain/42/red+flower.csv",
+            "retrain%2F42%2Fred%20flower.csv",
+            "retrain/42/%E5%A3%B2%E4%B8%8A.CSV",
+        ] {
+            let (_, model) = start_of(json!({"action": "start", "bucket": "data-1", "key": key}));
+            assert_eq!(model.as_str(), "42", "{key}");
+        }
+        match parse(json!({"action": "start", "bucket": "data-1", "key": "retrain/42/a.csv", "version_id": "3HL4kqtJlcpXroDTDmJ"})).unwrap().action {
+            Action::Start { version_id, .. } => assert_eq!(version_id.as_deref(), Some("3HL4kqtJlcpXroDTDmJ")),
+            other => panic!("{other:?}"),
+        }
+        for absent in [json!(null), json!("null")] {
+            match parse(json!({"action": "start", "bucket": "data-1", "key": "retrain/42/a.csv", "version_id": absent})).unwrap().action {
+                Action::Start { version_id, .. } => assert_eq!(version_id, None),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(
+            parse(json!({"action": "start", "bucket": "data-1", "key": "retrain/42/a.csv", "version_id": "a b"}))
+                .unwrap_err()
+                .report()
+                .contains("version_id")
+        );
     }
 
     #[test]

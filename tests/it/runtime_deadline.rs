@@ -445,12 +445,14 @@ async fn retrain_runner_answers_before_the_deadline(
     let model = h.model("");
     h.control("retrain", json!({"model_id": model, "running_polls": 0}))
         .await;
-    h.put_object(
-        &bucket,
-        &format!("retrain/{model}/d.csv"),
-        vec![b'1'; 100_000],
-    )
-    .await;
+    for name in ["d.csv", "d2.csv"] {
+        h.put_object(
+            &bucket,
+            &format!("retrain/{model}/{name}"),
+            vec![b'1'; 100_000],
+        )
+        .await;
+    }
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let rie = Rie::start_binary(RETRAIN_FUNCTION, "retrain", FUNCTION_TIMEOUT, &env);
     // A job to ask about, made before the vendor turns slow.
@@ -485,8 +487,10 @@ async fn retrain_runner_answers_before_the_deadline(
 async fn retrain_runner_slow_upload_fails_before_the_deadline() {
     retrain_runner_answers_before_the_deadline(
         "upload",
+        // Another object: d.csv's start is recorded, and a start of it
+        // again answers its job without uploading.
         |bucket, model, _| {
-            json!({"action": "start", "bucket": bucket, "key": format!("retrain/{model}/d.csv")})
+            json!({"action": "start", "bucket": bucket, "key": format!("retrain/{model}/d2.csv")})
         },
         "PredictionOne.UploadFailed",
     )
