@@ -14,14 +14,15 @@
 #       LOCALSTACK_PYTHON) gets it; otherwise python3 (3.11) gets 4.8.1, the
 #       newest that works there. Idempotent: a stamp file names the version
 #       and Python, and a second run with the same ones does nothing.
-#       About 60-80 s and 500 MB the first time; needs PyPI.
+#       About 1-2 minutes and 500 MB the first time; needs PyPI.
 #   scripts/localstack.sh start
 #       Installs if needed, then starts it on a free loopback port with
 #       S3, EventBridge, Step Functions, SQS and Secrets Manager, waits for
 #       /_localstack/health and writes .local/localstack.env, one line:
 #       `export P1_LOCALSTACK_URL=http://127.0.0.1:<port>` (it leaves
 #       AWS_ENDPOINT_URL alone: the other tests use moto). Its state starts
-#       empty every time (.local/localstack/). Log: .local/localstack.log.
+#       empty every time; its files (and cache) are in .local/localstack/.
+#       Log: .local/localstack.log. A running one is stopped first.
 #   scripts/localstack.sh stop
 #       SIGTERM, up to 15 s for it to exit, then SIGKILL.
 set -euo pipefail
@@ -122,10 +123,6 @@ still_running() {
   [ -n "$st" ] && [ "$st" != Z1 ]
 }
 
-pid_alive() {
-  [ -f .local/localstack.pid ] && is_localstack "$(cat .local/localstack.pid)"
-}
-
 stop() {
   if [ -f .local/localstack.pid ]; then
     local pid
@@ -151,13 +148,22 @@ start() {
   local port root url
   port=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   root=$PWD/.local/localstack
-  rm -rf "$root"
-  mkdir -p "$root/fs" "$root/home"
+  # A fresh filesystem every start, but for its cache: the index of AWS's
+  # service specs that it builds at its first request (without it, that run
+  # ends up ~340 MB bigger) and its self-signed certificate. Its service
+  # state lives in memory only.
+  local cache=$root/fs/var/lib/localstack/cache
+  if [ -d "$cache" ]; then mv "$cache" "$root/cache.keep"; fi
+  rm -rf "$root/fs"
+  mkdir -p "$root/fs/var/lib/localstack" "$root/home"
+  if [ -d "$root/cache.keep" ]; then mv "$root/cache.keep" "$cache"; fi
   url=http://127.0.0.1:$port
   # DISABLE_EVENTS turns off its usage reporting, DNS_ADDRESS=0 its DNS
   # server, SKIP_SSL_CERT_DOWNLOAD its certificate download: nothing leaves
-  # loopback. No AWS_* from the caller's shell (e.g. .local/env's moto
-  # endpoint) reaches it.
+  # loopback. OVERRIDE_IN_DOCKER=0: these machines have a /.dockerenv, from
+  # which it would think it runs in its container, ignore FILESYSTEM_ROOT and
+  # write to /var/lib/localstack. No AWS_* from the caller's shell (e.g.
+  # .local/env's moto endpoint) reaches it.
   env -u AWS_ENDPOINT_URL -u AWS_PROFILE -u AWS_CONFIG_FILE -u AWS_SHARED_CREDENTIALS_FILE \
     GATEWAY_LISTEN="127.0.0.1:$port" \
     LOCALSTACK_HOST="127.0.0.1:$port" \
@@ -165,13 +171,16 @@ start() {
     SKIP_SSL_CERT_DOWNLOAD=1 \
     DISABLE_EVENTS=1 \
     DNS_ADDRESS=0 \
+    OVERRIDE_IN_DOCKER=0 \
     FILESYSTEM_ROOT="$root/fs" \
     HOME="$root/home" \
     "$VENV/bin/python" -m localstack.runtime.main >.local/localstack.log 2>&1 &
-  echo $! >.local/localstack.pid
+  local pid=$!
+  echo "$pid" >.local/localstack.pid
   local deadline=$((SECONDS + 60))
   while [ "$SECONDS" -lt "$deadline" ]; do
-    if ! pid_alive; then
+    # Not is_localstack: until the fork has exec'd, its cmdline is this script's.
+    if ! still_running "$pid"; then
       echo "localstack: exited while starting; end of .local/localstack.log:" >&2
       tail -n 30 .local/localstack.log >&2
       rm -f .local/localstack.pid
@@ -183,7 +192,7 @@ urllib.request.urlopen(sys.argv[1], timeout=1)
 PY
       echo "export P1_LOCALSTACK_URL=$url" >.local/localstack.env
       echo "localstack: localstack-core $VERSION (Python $PY_MINOR) on $url," \
-        "pid $(cat .local/localstack.pid); env in .local/localstack.env" >&2
+        "pid $pid; env in .local/localstack.env" >&2
       return 0
     fi
     sleep 0.1
