@@ -61,6 +61,7 @@ def definition(queue_url, poll_queue_url):
     for name, value in {"Partition": "aws", "RunnerQueueUrl": queue_url,
                         "RunnerPollQueueUrl": poll_queue_url,
                         "PollIntervalSeconds": "1", "TimeLimitSeconds": "60",
+                        "TaskTimeoutSeconds": "300", "TaskHeartbeatSeconds": "120",
                         "ResultsPrefix": "retrain-results/", "SwitchModel": "false"}.items():
         text = text.replace("${%s}" % name, value)
     return text

@@ -48,6 +48,7 @@ const RUNNER_ONLY: &[&str] = &[
     "PredictionOne.ClassifierNotFound",
     "PredictionOne.RetrainNotFinished",
     "PredictionOne.UploadFailed",
+    "PredictionOne.UploadRefused",
     "DataUnavailable",
     "ResultsUnavailable",
 ];
@@ -280,14 +281,19 @@ fn the_next_state_gets_the_key_by_reference_never_the_key() {
 const RUNNER_DEFINITION: &str = include_str!("../../infra/retrain-runner.asl.json");
 
 /// Retryable for the runner: the broker's, and a failed upload (5xx or
-/// network after the runner's own attempts; a new job gets the data).
+/// network after the runner's own attempts; a new job gets the data). Not
+/// `HandOffFailed`: it means the runner's report never reached Step
+/// Functions, so Step Functions can never see it.
 const RUNNER_RETRYABLE: &[&str] = &[
     "PredictionOne.Throttled",
     "PredictionOne.Unavailable",
     "PredictionOne.Timeout",
     "PredictionOne.UploadFailed",
-    "HandOffFailed",
 ];
+
+/// Step Functions' names for a SendMessage of the optimized SQS integration
+/// that failed (throttled, a service or client error): retried.
+const SQS_SEND_ERRORS: &[&str] = &["SQS.AmazonSQSException", "SQS.SdkClientException"];
 
 /// Storage and data failures that may be passing (S3 5xx or throttling
 /// after the SDK's own retries, Secrets Manager throttling): retried twice,
@@ -318,9 +324,15 @@ fn the_retraining_workflow_sends_each_runner_action_with_its_token() {
         let body = &task["Parameters"]["MessageBody"];
         assert_eq!(body["task_token.$"], "$$.Task.Token", "{state}");
         actions.insert(body["action"].as_str().expect("an action").to_string());
-        assert!(
-            task["TimeoutSeconds"].as_u64().is_some(),
+        // The time limits come from the stack (RunnerTimings), counted
+        // from the message being sent: queue wait and redeliveries included.
+        assert_eq!(
+            task["TimeoutSecondsPath"], "$.settings.task_timeout_seconds",
             "{state}: no task waits forever"
+        );
+        assert_eq!(
+            task["HeartbeatSecondsPath"], "$.settings.task_heartbeat_seconds",
+            "{state}"
         );
     }
     assert_eq!(
@@ -342,9 +354,14 @@ fn the_retraining_workflow_retries_the_retryable_and_names_every_permanent_error
         .collect();
     for (state, task) in runner_tasks() {
         let mut retried = BTreeSet::new();
+        let mut sqs_retried = BTreeSet::new();
         for rule in task["Retry"].as_array().expect("the task retries") {
             for name in error_equals(rule) {
                 if name == "States.Timeout" || name == "States.HeartbeatTimeout" {
+                    continue;
+                }
+                if SQS_SEND_ERRORS.contains(&name.as_str()) {
+                    sqs_retried.insert(name);
                     continue;
                 }
                 assert!(
@@ -357,6 +374,15 @@ fn the_retraining_workflow_retries_the_retryable_and_names_every_permanent_error
         for name in RUNNER_RETRYABLE {
             assert!(retried.contains(*name), "{state} does not retry {name}");
         }
+        assert_eq!(
+            sqs_retried.len(),
+            SQS_SEND_ERRORS.len(),
+            "{state}: a throttled SendMessage is retried, not a failure"
+        );
+        assert!(
+            !retried.contains("HandOffFailed") && !retried.contains("PredictionOne.UploadRefused"),
+            "{state} retries what can never come or never helps"
+        );
         for name in &retried {
             assert!(
                 RUNNER_RETRYABLE.contains(&name.as_str())
@@ -374,7 +400,7 @@ fn the_retraining_workflow_retries_the_retryable_and_names_every_permanent_error
         );
         let named: BTreeSet<String> = catchers.iter().flat_map(error_equals).collect();
         for t in &runner_types {
-            if !RUNNER_RETRYABLE.contains(t) {
+            if !RUNNER_RETRYABLE.contains(t) && *t != "HandOffFailed" {
                 assert!(named.contains(*t), "{state}: {t} is not caught by name");
             }
         }

@@ -17,6 +17,10 @@ use serde_json::{Value, json};
 use crate::common::{Harness, data, run, sha256_hex};
 
 const POLL_INTERVAL_SECONDS: u32 = 1;
+/// The tasks' time limits for these tests (the template derives them from
+/// the runner's timeout and its queues'; infra/tests checks that).
+const TASK_TIMEOUT_SECONDS: u32 = 120;
+const TASK_HEARTBEAT_SECONDS: u32 = 60;
 
 struct Workflow {
     h: Harness,
@@ -45,7 +49,12 @@ fn definition(runner_queues: &[String; 2], time_limit_seconds: u32, switch_model
         .replace("${PollIntervalSeconds}", &POLL_INTERVAL_SECONDS.to_string())
         .replace("${TimeLimitSeconds}", &time_limit_seconds.to_string())
         .replace("${ResultsPrefix}", "retrain-results/")
-        .replace("${SwitchModel}", &switch_model.to_string());
+        .replace("${SwitchModel}", &switch_model.to_string())
+        .replace("${TaskTimeoutSeconds}", &TASK_TIMEOUT_SECONDS.to_string())
+        .replace(
+            "${TaskHeartbeatSeconds}",
+            &TASK_HEARTBEAT_SECONDS.to_string(),
+        );
     assert!(!text.contains("${"), "a placeholder is left: {text}");
     text
 }
