@@ -5,6 +5,7 @@
 
 mod broker;
 mod common;
+mod exactly_once;
 mod faults;
 mod infra;
 mod lambda_runtime;
