@@ -75,7 +75,9 @@ error PREDA_EXTERNAL_BAD_REQUEST unless said otherwise.
         (refused bodies are read and discarded so the client sees the answer)
         then a scripted "upload" response: sent after reading and discarding
         the body; with "drop" the connection is closed after reading at most
-        64 KiB of it, with no answer.
+        64 KiB of it, with no answer; with "accept" (and "delay_ms") the
+        upload is taken as a normal one after the delay, before the body is
+        read (a slow but successful upload).
         Else the body is read in 64 KiB chunks (never held whole), its SHA-256
         and byte count computed, and the job's upload becomes {bytes, sha256,
         content_length_header, content_type (or None), x_api_key_seen: False};
@@ -256,7 +258,7 @@ RESULTS_SEED = b"p1-standin-results\0"
 
 SCRIPT_FIELDS = {
     "status", "json", "body", "content_type", "headers",
-    "delay_ms", "body_size", "chunked", "drop", "cut_after",
+    "delay_ms", "body_size", "chunked", "drop", "cut_after", "accept",
 }
 # Framing headers are always computed by the stand-in; scripted values for
 # these are ignored so keep-alive clients never get a desynchronised stream.
@@ -390,7 +392,7 @@ def validate_script_item(item, index: int) -> dict:
         raise BadRequest(f"{where}.body_size must be a non-negative integer")
     if "cut_after" in item and not (is_int(item["cut_after"]) and item["cut_after"] >= 0):
         raise BadRequest(f"{where}.cut_after must be a non-negative integer")
-    for flag in ("chunked", "drop"):
+    for flag in ("chunked", "drop", "accept"):
         if flag in item and not isinstance(item[flag], bool):
             raise BadRequest(f"{where}.{flag} must be a boolean")
     return item
@@ -1083,6 +1085,9 @@ class Handler(BaseHTTPRequestHandler):
 
         with state.lock:
             scripted = state.pop_model_script(model_id, "upload")
+        if scripted is not None and scripted.get("accept"):
+            time.sleep((scripted.get("delay_ms") or 0) / 1000.0)
+            scripted = None
         if scripted is not None:
             if scripted.get("drop"):
                 delay_ms = scripted.get("delay_ms") or 0

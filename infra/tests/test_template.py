@@ -22,23 +22,35 @@ Run by scripts/check_infra.sh with the infra venv (infra/requirements.txt):
 - the workflow's partition substitution;
 - the retraining workflow (SPEC section 11): the retrain runner's role
   against the runner's calls in src/ (S3 only on the data and results
-  prefixes, secrets only under the retrain prefix), the new-data rule's
-  pattern evaluated on S3 events, the state machine definition
-  (infra/retrain-runner.asl.json: SQS waitForTaskToken tasks, placeholders,
-  requests the runner accepts, Retry/Catch names against src/error.rs), and
-  that results are never saved where they would start it again;
+  prefixes and the start records, secrets only under the retrain prefix),
+  the new-data rule's pattern evaluated on S3 events as EventBridge would
+  (a .csv or .zip in a model's folder, every casing the runner takes), the
+  state machine definition (infra/retrain-runner.asl.json: SQS
+  waitForTaskToken tasks, placeholders, requests the runner accepts,
+  Retry/Catch names against src/error.rs, the event's object version), the
+  runner's timings for every allowed function timeout (queue visibility,
+  task time limits and heartbeats), and that results are never saved where
+  they would start it again;
+- exactly one retraining per object: the router (infra/retrain-router.asl.json)
+  starts the workflow under a name made from the object's identity, run on
+  example events; only the rule starts it, and only it starts the workflow;
 - deliberately broken copies of the template (runtime, timeout, schedule
   expression) are rejected by cfn-lint on the expanded form.
 """
 
 from __future__ import annotations
 
+import copy
 import fnmatch
+import hashlib
+import itertools
 import json
 import re
 import shutil
+import string
 import subprocess
 import sys
+import urllib.parse
 from importlib import resources
 from pathlib import Path
 
@@ -156,6 +168,19 @@ def raw() -> dict:
 @pytest.fixture(scope="module")
 def expanded() -> dict:
     return expand(TEMPLATE)
+
+
+@pytest.fixture(scope="module")
+def expanded_cn(tmp_path_factory) -> dict:
+    """infra/template.yaml expanded for a China region (partition aws-cn),
+    by the script check_infra.sh runs."""
+    out = tmp_path_factory.mktemp("cn") / "cn.json"
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "expand_sam.py"), "--region", "cn-north-1", str(TEMPLATE), str(out)],
+        check=True,
+        capture_output=True,
+    )
+    return json.loads(out.read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")
@@ -749,6 +774,7 @@ def test_template_shape(expanded):
         ("AWS/Lambda", "Errors"),
         ("AWS/Lambda", "Throttles"),
         ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
+        ("AWS/States", "ExecutionsFailed"),  # the router's: test_retrain_workflow_alarms
         ("PredictionOne/KeyBroker", "SecondsUntilExpiry"),
     }
     dlq_alarms = [
@@ -764,7 +790,7 @@ def test_template_shape(expanded):
     ]
 
 
-def test_workflow_definition_names_no_partition_and_every_placeholder_is_substituted(raw, tmp_path):
+def test_workflow_definition_names_no_partition_and_every_placeholder_is_substituted(raw, expanded_cn):
     text = (INFRA / "retrain-workflow.asl.json").read_text(encoding="utf-8")
     arns = re.findall(r"arn:[^\"]*", text)
     assert arns, "the workflow calls a service integration by ARN"
@@ -775,13 +801,7 @@ def test_workflow_definition_names_no_partition_and_every_placeholder_is_substit
     assert placeholders == set(substitutions), (placeholders, set(substitutions))
     assert substitutions["Partition"] == {"Ref": "AWS::Partition"}
     # Expanded for a China region, the task ARN is in that partition.
-    out = tmp_path / "cn.json"
-    subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "expand_sam.py"), "--region", "cn-north-1", str(TEMPLATE), str(out)],
-        check=True,
-        capture_output=True,
-    )
-    cn = json.loads(out.read_text())["Resources"]["RetrainWorkflow"]["Properties"]["Definition"]
+    cn = expanded_cn["Resources"]["RetrainWorkflow"]["Properties"]["Definition"]
     assert cn["States"]["GetRetrainKey"]["Resource"] == "arn:aws-cn:states:::lambda:invoke"
 
 
@@ -1195,11 +1215,26 @@ def _cfn_lint() -> str:
     return found
 
 
+def definition_files(template_text: str) -> set[str]:
+    """The state machine definitions a template names (DefinitionUri), which
+    its expansion inlines from beside it."""
+    return set(re.findall(r"^\s+DefinitionUri:\s*(\S+)\s*$", template_text, re.MULTILINE))
+
+
+def test_the_copies_carry_every_definition_the_template_names():
+    # A copy without one fails to expand, and every broken-copy case below
+    # would then fail for that reason instead of its own.
+    named = definition_files(TEMPLATE.read_text(encoding="utf-8"))
+    assert named == {"retrain-workflow.asl.json", "retrain-runner.asl.json", "retrain-router.asl.json"}, named
+    for name in named:
+        assert (INFRA / name).is_file(), name
+
+
 def _expand_and_lint(tmp_path: Path, template_text: str) -> subprocess.CompletedProcess:
     infra = tmp_path / "infra"
     infra.mkdir()
-    shutil.copy(INFRA / "retrain-workflow.asl.json", infra)
-    shutil.copy(INFRA / "retrain-runner.asl.json", infra)
+    for name in definition_files(template_text):
+        shutil.copy(INFRA / name, infra)
     (infra / "template.yaml").write_text(template_text, encoding="utf-8")
     out = tmp_path / "expanded.json"
     subprocess.run(
@@ -1264,6 +1299,7 @@ def test_broken_copy_is_rejected_on_the_expanded_form(tmp_path, case):
 # --------------------------------------------------------------------------
 
 RUNNER_ASL = INFRA / "retrain-runner.asl.json"
+ROUTER_ASL = INFRA / "retrain-router.asl.json"
 
 # The DefinitionSubstitutions the definition uses, exactly.
 RUNNER_PLACEHOLDERS = {
@@ -1274,10 +1310,26 @@ RUNNER_PLACEHOLDERS = {
     "TimeLimitSeconds",
     "ResultsPrefix",
     "SwitchModel",
+    "TaskTimeoutSeconds",
+    "TaskHeartbeatSeconds",
 }
 # Those that are numbers or booleans: strings in the file, turned into JSON
 # by States.StringToJson in the workflow's settings state.
-RUNNER_JSON_PLACEHOLDERS = {"PollIntervalSeconds": int, "TimeLimitSeconds": int, "SwitchModel": bool}
+RUNNER_JSON_PLACEHOLDERS = {
+    "PollIntervalSeconds": int,
+    "TimeLimitSeconds": int,
+    "SwitchModel": bool,
+    "TaskTimeoutSeconds": int,
+    "TaskHeartbeatSeconds": int,
+}
+# Where each of them lands in the workflow's settings.
+RUNNER_SETTINGS = {
+    "PollIntervalSeconds": "poll_interval_seconds",
+    "TimeLimitSeconds": "time_limit_seconds",
+    "SwitchModel": "switch_model",
+    "TaskTimeoutSeconds": "task_timeout_seconds",
+    "TaskHeartbeatSeconds": "task_heartbeat_seconds",
+}
 
 # The errorTypes the retrain runner adds to src/error.rs ERROR_TYPES (SPEC
 # section 11). The workflow names them in Retry/Catch; until the runner's code
@@ -1289,23 +1341,36 @@ RUNNER_ERROR_TYPES = {
     "PredictionOne.ClassifierNotFound",
     "PredictionOne.RetrainNotFinished",
     "PredictionOne.UploadFailed",
+    "PredictionOne.UploadRefused",
     "DataUnavailable",
     "ResultsUnavailable",
 }
 # Retried on every task; everything else the code returns is permanent.
+# (PredictionOne.UploadRefused is not: a 4xx from the upload URL, which a new
+# job's URL would answer the same way.)
 RUNNER_RETRYABLE = {
     "PredictionOne.Throttled",
     "PredictionOne.Unavailable",
     "PredictionOne.Timeout",
     "PredictionOne.UploadFailed",
-    "HandOffFailed",
 }
+# errorTypes of src/error.rs that no task can ever fail with: HandOffFailed
+# means that reporting to Step Functions (or EventBridge) failed, so there is
+# no report to carry it. Naming it in a Retry or Catch would be dead text.
+RUNNER_NEVER_REPORTED = {"HandOffFailed"}
 
 RUNNER_BRIEFLY_RETRIED = ("StoreFailed", "DataUnavailable")
 
-# The runner's requests (unknown fields are refused) and results.
+# Step Functions' own names for a failing SendMessage of the optimized SQS
+# integration (the request never reached the queue: throttled, a 5xx, a
+# network failure). Nothing is queued, so nothing runs twice: retried.
+SQS_INTEGRATION_ERRORS = ("SQS.AmazonSQSException", "SQS.SdkClientException")
+
+# The runner's requests (unknown fields are refused) and results;
+# test_runner_requests_are_the_ones_the_runner_takes reads them back from
+# src/retrain/request.rs.
 RUNNER_REQUESTS = {
-    "start": ({"action", "bucket", "key", "task_token"}, {"model_id"}),
+    "start": ({"action", "bucket", "key", "task_token"}, {"model_id", "version_id"}),
     "status": ({"action", "model_id", "retrain_job_id", "task_token"}, set()),
     "save_results": ({"action", "model_id", "retrain_job_id", "bucket", "key", "task_token"}, set()),
     "switch_model": ({"action", "model_id", "retrain_job_id", "task_token"}, set()),
@@ -1320,8 +1385,12 @@ RUNNER_RESULTS = {
 # Every SDK call the runner makes (the contract; sdk_calls("runner") finds
 # them once the runner's code is merged, and the role is checked for both).
 RUNNER_CONTRACT_CALLS = {
-    "s3:GetObject",
-    "s3:PutObject",  # also CreateMultipartUpload, UploadPart, CompleteMultipartUpload
+    "s3:GetObject",  # also HeadObject
+    # GetObject and HeadObject with a versionId: IAM authorises them as
+    # s3:GetObjectVersion (each execution reads the version its event names).
+    # The scan sees the operation, not its arguments: RUNNER_CALLS_BY_ARGUMENT.
+    "s3:GetObjectVersion",
+    "s3:PutObject",  # also CreateMultipartUpload, UploadPart, CompleteMultipartUpload, conditional writes
     "s3:AbortMultipartUpload",
     "secretsmanager:GetSecretValue",
     "secretsmanager:PutSecretValue",
@@ -1332,6 +1401,10 @@ RUNNER_CONTRACT_CALLS = {
     "states:SendTaskFailure",
     "states:SendTaskHeartbeat",
 }
+# Actions a call needs only with one of its arguments, which the scan of
+# `.operation()` calls cannot see: the action, and the builder call in the
+# runner's S3 adapter (src/objects/s3.rs) that makes it needed.
+RUNNER_CALLS_BY_ARGUMENT = {"s3:GetObjectVersion": "set_version_id("}
 
 RUNNER_STATEMENTS = {
     "WriteOwnLogs": (None, {"logs:CreateLogStream", "logs:PutLogEvents"}),
@@ -1352,7 +1425,8 @@ RUNNER_STATEMENTS = {
     "ReportToWorkflow": (None, {"states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"}),
     "ConsumeRunnerQueue": (None, {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}),
     "ListRetrainData": (None, {"s3:ListBucket"}),
-    "ReadRetrainData": (None, {"s3:GetObject"}),
+    "ReadRetrainData": (None, {"s3:GetObject", "s3:GetObjectVersion"}),
+    "ReadStartRecords": (None, {"s3:GetObject"}),
     "WriteRetrainResults": (None, {"s3:PutObject", "s3:AbortMultipartUpload"}),
 }
 
@@ -1382,6 +1456,50 @@ def task_action(state: dict) -> str:
 
 def field_names(obj: dict) -> set[str]:
     return {k[:-2] if k.endswith(".$") else k for k in obj}
+
+
+def rust_source(relative: str) -> str:
+    return (ROOT / relative).read_text(encoding="utf-8")
+
+
+def rust_const(relative: str, name: str, pattern: str) -> re.Match:
+    """A `const NAME: ... = <value>;` of a source file, its value matched
+    against `pattern` (so that a changed form fails here, by name)."""
+    m = re.search(r"const " + name + r": [^=]+= (.*?);", rust_source(relative), re.DOTALL)
+    assert m, f"{relative} no longer declares {name}"
+    value = re.fullmatch(pattern, m.group(1).strip(), re.DOTALL)
+    assert value, f"{relative} {name} = {m.group(1)!r}: not of the form this test reads"
+    return value
+
+
+def start_records_folder() -> str:
+    """Where the runner keeps its start records under the results prefix
+    (src/retrain/starts.rs FOLDER)."""
+    return rust_const("src/retrain/starts.rs", "FOLDER", r'"([^"]+)"').group(1)
+
+
+def heartbeat_every_seconds() -> float:
+    """How often a working runner heartbeats (src/retrain/mod.rs HEARTBEAT_EVERY)."""
+    m = rust_const("src/retrain/mod.rs", "HEARTBEAT_EVERY", r"Duration::from_(secs|millis)\((\d+)\)")
+    return int(m.group(2)) / (1000 if m.group(1) == "millis" else 1)
+
+
+def runner_data_extensions() -> list[str]:
+    """The extensions the runner takes for data (src/retrain/request.rs
+    DATA_EXTENSIONS), compared in any ASCII case by is_data_file."""
+    m = rust_const("src/retrain/request.rs", "DATA_EXTENSIONS", r"&\[(.*)\]")
+    extensions = re.findall(r'"([^"]+)"', m.group(1))
+    body = rust_source("src/retrain/request.rs").split("pub fn is_data_file", 1)[1].split("\n}\n", 1)[0]
+    assert "to_ascii_lowercase()" in body, "is_data_file no longer compares in any case: revisit the rule's casings"
+    assert all(e == e.lower() and e.startswith(".") for e in extensions), extensions
+    return extensions
+
+
+def runner_takes_file(key: str) -> bool:
+    """src/retrain/request.rs is_data_file: the key's last segment ends in
+    one of the extensions, in any ASCII case, and is more than that."""
+    name = key.rsplit("/", 1)[-1].lower()
+    return any(len(name) > len(ext) and name.endswith(ext) for ext in runner_data_extensions())
 
 
 def bucket_values(expanded: dict, created: bool) -> dict:
@@ -1435,9 +1553,15 @@ def test_runner_role_grants_exactly_the_documented_actions(runner, expanded):
 def test_the_runner_code_calls_the_sdk_operations_this_test_knows():
     """Fails until the retrain runner's code (src/objects/s3.rs) is merged:
     the role below is written to the contract's calls (RUNNER_CONTRACT_CALLS)
-    and the scan must find them, and nothing else, in the code."""
+    and the scan must find them, and nothing else, in the code (those that
+    only an argument makes needed, RUNNER_CALLS_BY_ARGUMENT, by that
+    argument)."""
     calls = sdk_calls("runner")
-    missing = RUNNER_CONTRACT_CALLS - calls
+    adapter = rust_source("src/objects/s3.rs")
+    for action, argument in RUNNER_CALLS_BY_ARGUMENT.items():
+        assert action in RUNNER_CONTRACT_CALLS, action
+        assert argument in adapter, f"src/objects/s3.rs no longer calls {argument}: is {action} still needed?"
+    missing = RUNNER_CONTRACT_CALLS - set(RUNNER_CALLS_BY_ARGUMENT) - calls
     assert not missing, (
         f"src/ does not make the runner's calls {sorted(missing)} yet "
         "(expected until the p1-retrain code, src/objects/s3.rs, is merged)"
@@ -1454,38 +1578,56 @@ def test_every_runner_call_is_allowed_where_it_is_needed_and_nowhere_else(runner
     bucket = CREATED_BUCKET if values["Condition:CreatesRetrainBucket"] else GIVEN_BUCKET
     data, results = values["RetrainDataPrefix"], values["RetrainResultsPrefix"]
     calls = RUNNER_CONTRACT_CALLS | sdk_calls("runner")
-    # S3: read the data, write the results, in that bucket only.
+    # S3: read the data (any version of it), read and write the start
+    # records, write the results; in that bucket only.
     data_object = s3_object(bucket, f"{data}42/new.csv")
     results_object = s3_object(bucket, f"{results}42/job-1/results")
-    assert allowed(sts, "s3:GetObject", data_object, {}) == ["ReadRetrainData"]
+    records = f"{results}{start_records_folder()}"
+    record = s3_object(bucket, f"{records}{'ab12' * 16}")
+    for action in ("s3:GetObject", "s3:GetObjectVersion"):
+        assert allowed(sts, action, data_object, {}) == ["ReadRetrainData"], action
+    assert allowed(sts, "s3:GetObject", record, {}) == ["ReadStartRecords"]
     for action in ("s3:PutObject", "s3:AbortMultipartUpload"):
         assert allowed(sts, action, results_object, {}) == ["WriteRetrainResults"], action
+        # The records' conditional writes (If-None-Match, If-Match) are
+        # PutObject, under the results prefix.
+        assert allowed(sts, action, record, {}) == ["WriteRetrainResults"], action
     elsewhere = [
         s3_object(bucket, "other/42/new.csv"),
         s3_object(bucket, data.rstrip("/") + "x/42/new.csv"),  # a sibling folder sharing the prefix's text
         s3_object(bucket, "new.csv"),
+        s3_object(bucket, f"{start_records_folder()}x"),  # the records' folder, outside the results prefix
         s3_object("other-bucket", f"{data}42/new.csv"),
         s3_object("other-bucket", f"{results}42/job-1/results"),
+        s3_object("other-bucket", f"{records}x"),
         s3_object(bucket + "-copy", f"{data}42/new.csv"),
     ]
     for arn in elsewhere:
-        for action in ("s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"):
+        for action in ("s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:AbortMultipartUpload"):
             assert not allowed(sts, action, arn, {}), (action, arn)
-    # No read outside the data, no write under it.
-    assert not allowed(sts, "s3:GetObject", results_object, {})
+    # No read of the results beyond the records, no old version of a
+    # record or a result, no write under the data prefix.
+    for arn in (results_object, s3_object(bucket, f"{results}.other/x"), s3_object(bucket, records.rstrip("/"))):
+        for action in ("s3:GetObject", "s3:GetObjectVersion"):
+            assert not allowed(sts, action, arn, {}), (action, arn)
+    assert not allowed(sts, "s3:GetObjectVersion", record, {})
     for action in ("s3:PutObject", "s3:AbortMultipartUpload"):
         assert not allowed(sts, action, data_object, {}), action
-    # Listing: the bucket, under the data prefix only (a missing object is then
-    # NoSuchKey rather than AccessDenied).
+    # The records' folder is never a results folder: a model id has no '.'.
+    assert not MODEL_ID.fullmatch(start_records_folder().rstrip("/")), start_records_folder()
+    # Listing: the bucket, under the data prefix and the records only (a
+    # missing object or record is then a 404 rather than AccessDenied).
     bucket_arn = f"arn:{PARTITION}:s3:::{bucket}"
-    assert allowed(sts, "s3:ListBucket", bucket_arn, {"s3:prefix": f"{data}42/new.csv"}) == ["ListRetrainData"]
-    for prefix in ("", results, "other/", data.rstrip("/")):
+    for prefix in (f"{data}42/new.csv", f"{records}{'ab12' * 16}"):
+        assert allowed(sts, "s3:ListBucket", bucket_arn, {"s3:prefix": prefix}) == ["ListRetrainData"], prefix
+    for prefix in ("", results, f"{results}42/", records.rstrip("/"), "other/", data.rstrip("/")):
         assert not allowed(sts, "s3:ListBucket", bucket_arn, {"s3:prefix": prefix}), prefix
     assert not allowed(sts, "s3:ListBucket", bucket_arn, {})
     assert not allowed(sts, "s3:ListBucket", "arn:aws:s3:::other-bucket", {"s3:prefix": f"{data}42/"})
     # Whatever S3 call the code makes, it is one of these, on its own side.
     where = {
         "s3:GetObject": (data_object, {}),
+        "s3:GetObjectVersion": (data_object, {}),
         "s3:ListBucket": (bucket_arn, {"s3:prefix": f"{data}42/new.csv"}),
         "s3:PutObject": (results_object, {}),
         "s3:AbortMultipartUpload": (results_object, {}),
@@ -1499,7 +1641,8 @@ def test_every_runner_call_is_allowed_where_it_is_needed_and_nowhere_else(runner
             assert action not in ("s3:*", "*"), sid
         if any(a.startswith("s3:") for a in as_list(st["Action"])):
             for r in as_list(st["Resource"]):
-                assert r in (bucket_arn, f"{bucket_arn}/{data}*", f"{bucket_arn}/{results}*"), (sid, r)
+                narrow = (bucket_arn, f"{bucket_arn}/{data}*", f"{bucket_arn}/{results}*", f"{bucket_arn}/{records}*")
+                assert r in narrow, (sid, r)
 
     # Secrets: retrain keys only (bare while missing, suffixed once created),
     # and the secret key read-only.
@@ -1550,32 +1693,127 @@ def test_runner_function_shape_and_environment(expanded):
     env = p["Environment"]["Variables"]
     assert set(env) == {
         "P1_SECRET_KEY_SECRET_ID", "P1_SECRET_KEY_FIELD", "P1_API_BASE_URL", "P1_RETRAIN_SECRET_PREFIX",
-        "P1_RETRAIN_DATA_PREFIX", "P1_CREATE_MISSING_SECRET", "P1_TARGET_KMS_KEY_ID", "P1_RENEW_BEFORE_SECONDS",
-        "P1_SECRET_KEY_CACHE_TTL_SECONDS", "P1_HTTP_TIMEOUT_MS", "P1_MAX_ATTEMPTS", "P1_DEADLINE_MARGIN_MS",
-        "P1_BATCH_CONCURRENCY",
+        "P1_RETRAIN_DATA_PREFIX", "P1_RETRAIN_RESULTS_PREFIX", "P1_CREATE_MISSING_SECRET", "P1_TARGET_KMS_KEY_ID",
+        "P1_RENEW_BEFORE_SECONDS", "P1_SECRET_KEY_CACHE_TTL_SECONDS", "P1_HTTP_TIMEOUT_MS", "P1_MAX_ATTEMPTS",
+        "P1_DEADLINE_MARGIN_MS", "P1_BATCH_CONCURRENCY",
     }  # fmt: skip
     broker_env = broker["Environment"]["Variables"]
     for name, value in env.items():
         if name in broker_env:
             assert value == broker_env[name], f"{name}: the same parameter as the broker's"
     assert env["P1_RETRAIN_DATA_PREFIX"] == {"Ref": "RetrainDataPrefix"}
+    # The start records live under the results prefix, which the role
+    # grants: the same parameter.
+    assert env["P1_RETRAIN_RESULTS_PREFIX"] == {"Ref": "RetrainResultsPrefix"}
 
-    mappings = {
-        m["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]: m["Properties"]
-        for m in r.values()
-        if m["Type"] == "AWS::Lambda::EventSourceMapping" and m["Properties"]["FunctionName"] == {"Ref": "RetrainRunnerFunction"}
-    }
+    mappings = runner_mappings(expanded)
     # Transfers and polls on queues of their own: polls never wait behind
     # uploads that hold every runner for minutes.
     assert set(mappings) == {"RetrainRunnerQueue", "RetrainRunnerPollQueue"}
-    longest = expanded["Parameters"]["RetrainRunnerTimeoutSeconds"]["MaxValue"]
     for queue_name, mapping in mappings.items():
         assert mapping["BatchSize"] == 1
         assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
         queue = r[queue_name]["Properties"]
-        assert queue["VisibilityTimeout"] >= 6 * longest, "six times the longest function timeout"
         assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["RetrainRunnerDeadLetterQueue", "Arn"]}
-    assert longest <= 900
+    # Lambda's limit for a function timeout.
+    assert max(expanded["Parameters"]["RetrainRunnerTimeoutSeconds"]["AllowedValues"]) <= 900
+
+
+def runner_mappings(expanded: dict) -> dict:
+    """The runner's SQS event source mappings' properties, by queue."""
+    return {
+        m["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]: m["Properties"]
+        for m in expanded["Resources"].values()
+        if m["Type"] == "AWS::Lambda::EventSourceMapping" and m["Properties"]["FunctionName"] == {"Ref": "RetrainRunnerFunction"}
+    }
+
+
+# How long a request may wait in the runner's queue for a free runner (the
+# transfer queue's MaximumConcurrency of uploads ahead of it), which every
+# task's time limit allows for: Step Functions starts the clock when the
+# message is sent, not when a runner takes it.
+QUEUE_WAIT_ALLOWANCE = 3600
+# The receive count the timings table was computed for.
+RUNNER_MAX_RECEIVE_COUNT = 3
+# SQS's longest visibility timeout (12 hours).
+SQS_MAX_VISIBILITY = 43200
+
+
+def find_in_map(expanded: dict, node, values: dict):
+    """Resolves `Fn::FindInMap` (its keys a string or a `Ref`), as
+    CloudFormation does with these parameter values (strings)."""
+    assert list(node) == ["Fn::FindInMap"], node
+    name, top, second = node["Fn::FindInMap"]
+    keys = [values[k["Ref"]] if isinstance(k, dict) else k for k in (top, second)]
+    assert all(isinstance(k, str) for k in keys), keys
+    table = expanded["Mappings"][name]
+    assert keys[0] in table, f"{name} has no row {keys[0]!r}: CloudFormation fails the stack"
+    assert keys[1] in table[keys[0]], f"{name}[{keys[0]!r}] has no {keys[1]!r}"
+    return table[keys[0]][keys[1]]
+
+
+@pytest.mark.parametrize("queue_name", ["RetrainRunnerQueue", "RetrainRunnerPollQueue"])
+def test_runner_timings_let_every_delivery_happen_while_its_task_waits(expanded, queue_name):
+    """SPEC section 11: a runner that is still working keeps its task alive,
+    a task's time limit allows for the time its message waits in the queue,
+    and a message whose invocation failed without a report comes back while
+    its task still waits. So, for every function timeout T the stack
+    accepts: the queue hides a message for at least T (Lambda requires it of
+    an event source mapping; a message is never worked on twice at once), a
+    task waits for the queue allowance plus every delivery the queue makes
+    before its dead-letter queue, and a task without a heartbeat for one
+    redelivery after the queue wait is still alive; the heartbeat limit is
+    below the time limit (ASL requires it) and far above the runner's
+    heartbeat interval."""
+    r = expanded["Resources"]
+    param = expanded["Parameters"]["RetrainRunnerTimeoutSeconds"]
+    timeouts = param["AllowedValues"]
+    assert param["Type"] == "Number" and param["Default"] in timeouts
+    assert "MinValue" not in param and "MaxValue" not in param, "only the table's rows"
+    table = expanded["Mappings"]["RunnerTimings"]
+    # A row for every allowed value, and no row for anything else.
+    assert set(table) == {str(t) for t in timeouts}, (sorted(table), timeouts)
+
+    # The mapping feeds the runner with that timeout, from that queue.
+    mapping = runner_mappings(expanded)[queue_name]
+    assert mapping["FunctionName"] == {"Ref": "RetrainRunnerFunction"}
+    assert r["RetrainRunnerFunction"]["Properties"]["Timeout"] == {"Ref": "RetrainRunnerTimeoutSeconds"}
+    queue = r[queue_name]["Properties"]
+    assert queue["VisibilityTimeout"] == {
+        "Fn::FindInMap": ["RunnerTimings", {"Ref": "RetrainRunnerTimeoutSeconds"}, "VisibilityTimeout"]
+    }, "the queue's visibility follows the runner's timeout (RunnerTimings)"
+    max_receive = queue["RedrivePolicy"]["maxReceiveCount"]
+    assert max_receive == RUNNER_MAX_RECEIVE_COUNT, "the table's task time limits assume this receive count"
+    # The tasks' limits come from the same row (and the definition uses
+    # them: test_runner_workflow_tasks_are_runner_requests_over_sqs).
+    subs = r["RetrainRunnerWorkflow"]["Properties"]["DefinitionSubstitutions"]
+    for name in ("TaskTimeoutSeconds", "TaskHeartbeatSeconds"):
+        assert subs[name] == {"Fn::FindInMap": ["RunnerTimings", {"Ref": "RetrainRunnerTimeoutSeconds"}, name]}, name
+    heartbeat_every = heartbeat_every_seconds()
+    assert heartbeat_every > 0
+
+    for t in timeouts:
+        values = {"RetrainRunnerTimeoutSeconds": str(t)}
+        visibility = find_in_map(expanded, queue["VisibilityTimeout"], values)
+        task_timeout = find_in_map(expanded, subs["TaskTimeoutSeconds"], values)
+        task_heartbeat = find_in_map(expanded, subs["TaskHeartbeatSeconds"], values)
+        row = (t, visibility, task_timeout, task_heartbeat)
+        for n in (visibility, task_timeout, task_heartbeat):
+            assert type(n) is int and n > 0, row  # TimeoutSecondsPath and HeartbeatSecondsPath need positive integers
+        assert visibility <= SQS_MAX_VISIBILITY, row
+        assert visibility >= t, f"{row}: Lambda refuses an SQS mapping whose visibility is below the function's timeout"
+        assert visibility < task_timeout, f"{row}: a message must come back while its task waits"
+        assert task_timeout >= QUEUE_WAIT_ALLOWANCE + max_receive * visibility, (
+            f"{row}: the task times out (and is retried) while the queue may still deliver its message"
+        )
+        assert task_heartbeat < task_timeout, f"{row}: ASL requires HeartbeatSeconds below TimeoutSeconds"
+        assert task_heartbeat >= visibility + 60, f"{row}: a redelivered message's first heartbeat comes too late"
+        assert task_heartbeat >= QUEUE_WAIT_ALLOWANCE + visibility + 60, (
+            f"{row}: a message that waited in the queue, then was redelivered, is declared dead before its first heartbeat"
+        )
+        assert task_heartbeat >= 10 * heartbeat_every, f"{row}: within ten of the runner's heartbeats"
+        # The queue keeps a message at least as long as its task waits.
+        assert queue["MessageRetentionPeriod"] >= task_timeout, row
 
 
 def test_workflow_role_only_sends_to_the_runner_queue(expanded):
@@ -1607,27 +1845,59 @@ def test_workflow_role_only_sends_to_the_runner_queue(expanded):
 # --- the new-data rule --------------------------------------------------------
 
 
+def wildcard_matches(pattern: str, value: str) -> bool:
+    """EventBridge's "wildcard" operator: `*` matches any run of characters
+    (none, or any number, '/' included), every other character itself,
+    case-sensitively, over the whole value."""
+    assert "\\" not in pattern, f"escapes are not evaluated here: {pattern}"
+    assert "**" not in pattern, f"EventBridge refuses consecutive wildcards: {pattern}"
+    regex = ".*".join(re.escape(part) for part in pattern.split("*"))
+    return re.fullmatch(regex, value, re.DOTALL) is not None
+
+
+def test_the_wildcard_model_is_not_trivially_true():
+    assert wildcard_matches("retrain/*/*.csv", "retrain/42/sub/a.csv")
+    assert wildcard_matches("a*b", "ab") and wildcard_matches("a*b", "a/x/b")
+    assert not wildcard_matches("retrain/*/*.csv", "retrain/42/a.CSV")  # case-sensitive
+    assert not wildcard_matches("retrain/*/*.csv", "retrain/a.csv")  # every literal character is needed
+    assert not wildcard_matches("retrain/*/*.csv", "x/retrain/42/a.csv")  # anchored at the start
+    assert not wildcard_matches("retrain/*/*.csv", "retrain/42/a.csvx")  # and at the end
+    assert not wildcard_matches("a.b", "axb")  # "." is itself
+
+
 def pattern_matches(pattern, event) -> bool:
     """EventBridge matching for what the rule uses: nested objects, arrays of
-    exact strings and {"prefix": ...}; every field of the pattern must match."""
+    exact strings, {"prefix": ...} and {"wildcard": ...}; every field of the
+    pattern must match, any candidate of an array."""
     if isinstance(pattern, dict):
         return all(isinstance(event, dict) and key in event and pattern_matches(p, event[key]) for key, p in pattern.items())
     assert isinstance(pattern, list), pattern
     for candidate in pattern:
         if isinstance(candidate, dict):
             (op, arg), = candidate.items()
-            assert op == "prefix", f"pattern operator {op} is not evaluated here"
-            if isinstance(event, str) and event.startswith(arg):
+            assert op in ("prefix", "wildcard") and isinstance(arg, str), f"pattern operator {op} is not evaluated here"
+            if not isinstance(event, str):
+                continue
+            if (op == "prefix" and event.startswith(arg)) or (op == "wildcard" and wildcard_matches(arg, event)):
                 return True
         elif candidate == event:
             return True
     return False
 
 
-def s3_event(bucket: str, key: str, detail_type: str = "Object Created", source: str = "aws.s3") -> dict:
+def s3_event(
+    bucket: str,
+    key: str,
+    detail_type: str = "Object Created",
+    source: str = "aws.s3",
+    version_id: str | None = None,
+    sequencer: str = "0062E99A88DC407460",
+    etag: str = "b1946ac92492d2347c6235b4d2611184",
+) -> dict:
     """An S3 event as EventBridge delivers it (the bucket's EventBridge
-    notifications on)."""
-    return {
+    notifications on); `key` as S3 writes it there, URL-encoded; a
+    version-id in a versioned bucket only."""
+    event = {
         "version": "0",
         "id": "17793124-05d4-b198-2fde-7ededc63b103",
         "detail-type": detail_type,
@@ -1639,12 +1909,15 @@ def s3_event(bucket: str, key: str, detail_type: str = "Object Created", source:
         "detail": {
             "version": "0",
             "bucket": {"name": bucket},
-            "object": {"key": key, "size": 5, "etag": "b1946ac92492d2347c6235b4d2611184", "sequencer": "0062E99A88DC407460"},
+            "object": {"key": key, "size": 5, "etag": etag, "sequencer": sequencer},
             "request-id": "N4N7GDK58NMKJ12R",
             "requester": ACCOUNT,
             "reason": "PutObject",
         },
     }
+    if version_id is not None:
+        event["detail"]["object"]["version-id"] = version_id
+    return event
 
 
 def rule_pattern(expanded: dict, values: dict) -> dict:
@@ -1660,35 +1933,112 @@ def results_key(values: dict, model_id: str, job_id: str) -> str:
     return m.group(1).replace("${ResultsPrefix}", values["RetrainResultsPrefix"]).replace("{}", model_id, 1).replace("{}", job_id, 1)
 
 
+# Keys as the event carries them (URL-encoded: "+" a space, %XX a UTF-8
+# byte), under the default data prefix.
+RULE_STARTS = [
+    "retrain/42/a.csv",
+    "retrain/42/A.CSV",
+    "retrain/42/sub/x.Zip",
+    "retrain/42/%E5%A3%B2%E4%B8%8A%20data%2B1.csv",  # 売上 data+1.csv
+    "retrain/42/red+flower.csv",  # red flower.csv
+    "retrain/churn_v-2/train.zip",
+]
+RULE_IGNORES = [
+    "retrain/42/a.txt",
+    "retrain/42/",  # a folder the console created
+    "retrain/x.csv",  # directly under the prefix: no model folder
+    "other/42/a.csv",
+    "retrain-results/42/j/results",
+    "retrain/42/a.csv.txt",
+    "retrain/42/a.csv/",
+    "retrain/42/a_csv",
+    "retrain",
+    "x/retrain/42/a.csv",
+    "Retrain/42/a.csv",
+]
+
+
 @pytest.mark.parametrize("created", [False, True], ids=["given bucket", "created bucket"])
-def test_rule_starts_the_workflow_for_new_data_only(expanded, created):
+def test_rule_starts_the_router_for_new_data_only(expanded, created):
+    """The rule matched the way EventBridge matches it: one execution for a
+    .csv or .zip file (any case) in a model's folder under the data prefix
+    of this bucket, nothing for anything else (no execution that the runner
+    would refuse, no folder markers, no results)."""
     values = bucket_values(expanded, created)
     bucket = CREATED_BUCKET if created else GIVEN_BUCKET
     pattern = rule_pattern(expanded, values)
-    data = values["RetrainDataPrefix"]
-    assert pattern_matches(pattern, s3_event(bucket, f"{data}42/new.csv"))
-    assert pattern_matches(pattern, s3_event(bucket, f"{data}churn-v2/train.zip"))
+    assert values["RetrainDataPrefix"] == "retrain/", "the example keys are under the default prefix"
+    for key in RULE_STARTS:
+        assert pattern_matches(pattern, s3_event(bucket, key)), key
+        assert pattern_matches(pattern, s3_event(bucket, key, version_id="3HL4kqtJlcpXroDTDmjVBH40Nrjfkd")), key
+        # And the runner takes what the rule starts (decoded or not).
+        assert runner_takes_file(urllib.parse.unquote_plus(key)) and runner_takes_file(key), key
+    for key in RULE_IGNORES:
+        assert not pattern_matches(pattern, s3_event(bucket, key)), key
     refused = [
-        s3_event(bucket, "other/42/new.csv"),
-        s3_event(bucket, "new.csv"),
-        s3_event(bucket, data.rstrip("/")),
-        s3_event(bucket, f"x/{data}42/new.csv"),
         s3_event(bucket, results_key(values, "42", "job-1")),  # saved results never start it again
-        s3_event("other-bucket", f"{data}42/new.csv"),
-        s3_event(bucket, f"{data}42/new.csv", detail_type="Object Deleted"),
-        s3_event(bucket, f"{data}42/new.csv", source="ml.pipeline"),
+        s3_event(bucket, f"{values['RetrainResultsPrefix']}{start_records_folder()}{'ab12' * 16}"),  # nor start records
+        s3_event("other-bucket", "retrain/42/new.csv"),
+        s3_event(bucket, "retrain/42/new.csv", detail_type="Object Deleted"),
+        s3_event(bucket, "retrain/42/new.csv", detail_type="Object Restore Completed"),
+        s3_event(bucket, "retrain/42/new.csv", source="ml.pipeline"),
     ]
     for event in refused:
         assert not pattern_matches(pattern, event), (event["detail"], event["detail-type"], event["source"])
     rule = expanded["Resources"]["RetrainDataCreatedRule"]["Properties"]
+    assert rule["State"] == "ENABLED"
     (target,) = rule["Targets"]
-    assert target["Arn"] == {"Ref": "RetrainRunnerWorkflow"}
+    # The router, which starts the workflow once per object.
+    assert target["Arn"] == {"Ref": "RetrainRouter"}
     assert target["RoleArn"] == {"Fn::GetAtt": ["RetrainDataRuleRole", "Arn"]}
     assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["RetrainDataRuleDeadLetterQueue", "Arn"]}}
     assert not {"Input", "InputPath", "InputTransformer"} & set(target), "the whole event is the input"
 
 
-def test_rule_role_only_starts_the_workflow(expanded):
+def casings(extension: str) -> set[str]:
+    """Every upper/lower-case spelling of an extension."""
+    return {"".join(chars) for chars in itertools.product(*({c.lower(), c.upper()} for c in extension))}
+
+
+def test_rule_lists_every_casing_of_the_runners_extensions_once(expanded):
+    """EventBridge's wildcard is case-sensitive and the runner takes the
+    extensions in any case (src/retrain/request.rs): so the rule lists
+    PREFIX*/*<ext> for exactly every casing of each, once. A prefix and a
+    suffix cannot both be put on one key, hence "wildcard"; the first "*" is
+    the model's folder, the second the file's name (a '/' in it, a
+    sub-folder, is allowed: the model is the first segment)."""
+    rule = expanded["Resources"]["RetrainDataCreatedRule"]["Properties"]
+    keys = rule["EventPattern"]["detail"]["object"]["key"]
+    subs = []
+    for candidate in keys:
+        (op, arg), = candidate.items()
+        assert op == "wildcard", candidate
+        assert list(arg) == ["Fn::Sub"] and isinstance(arg["Fn::Sub"], str), arg
+        subs.append(arg["Fn::Sub"])
+    assert len(subs) == len(set(subs)), "a casing listed twice"
+    extensions = runner_data_extensions()
+    assert extensions == [".csv", ".zip"], extensions
+    expected = {f"${{RetrainDataPrefix}}*/*{variant}" for ext in extensions for variant in casings(ext)}
+    assert len(expected) == 16
+    assert set(subs) == expected, sorted(set(subs) ^ expected)
+    # Every file name the runner takes, whatever its case, is started.
+    pattern = rule_pattern(expanded, bucket_values(expanded, False))
+    for ext in extensions:
+        for variant in casings(ext):
+            key = f"retrain/42/data{variant}"
+            assert runner_takes_file(key), key
+            assert pattern_matches(pattern, s3_event(GIVEN_BUCKET, key)), key
+    # The key arrives URL-encoded: the prefix's characters (its
+    # AllowedPattern), a model id's and the extensions' never are.
+    prefix_pattern = expanded["Parameters"]["RetrainDataPrefix"]["AllowedPattern"]
+    assert prefix_pattern == "^[A-Za-z0-9_.-]{1,64}/$", prefix_pattern
+    never_encoded = string.ascii_letters + string.digits + "_.-/"
+    for text in (*extensions, string.ascii_letters + string.digits + "_-"):
+        assert all(c in never_encoded for c in text), text
+        assert urllib.parse.quote_plus(text, safe="/") == text, text
+
+
+def test_rule_role_only_starts_the_router(expanded):
     r = expanded["Resources"]
     role = r["RetrainDataRuleRole"]["Properties"]
     (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
@@ -1696,7 +2046,8 @@ def test_rule_role_only_starts_the_workflow(expanded):
     assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
     (( _, st),) = list(statements(r["RetrainDataRuleRole"]))
     assert as_list(st["Action"]) == ["states:StartExecution"]
-    assert st["Resource"] == {"Ref": "RetrainRunnerWorkflow"}
+    assert st["Resource"] == {"Ref": "RetrainRouter"}
+    assert "ManagedPolicyArns" not in role
     # Only that rule may park events in its dead-letter queue.
     policy = r["RetrainDataRuleDeadLetterQueuePolicy"]["Properties"]
     (park,) = policy["PolicyDocument"]["Statement"]
@@ -1718,6 +2069,11 @@ def test_results_are_never_saved_where_they_start_the_workflow(raw, expanded):
             values = {**bucket_values(expanded, False), **overrides}
             key = results_key(values, "42", "job-1")
             assert not pattern_matches(rule_pattern(expanded, values), s3_event(GIVEN_BUCKET, key)), overrides
+            # Nor are the start records, which the runner writes there too.
+            record = f"{results}{start_records_folder()}{'ab12' * 16}"
+            assert not pattern_matches(rule_pattern(expanded, values), s3_event(GIVEN_BUCKET, record)), overrides
+            # While new data under that prefix does start it.
+            assert pattern_matches(rule_pattern(expanded, values), s3_event(GIVEN_BUCKET, f"{data}42/new.csv")), overrides
             # And the runner may not write where the rule listens.
             assert not fnmatch.fnmatchcase(f"{data}42/new.csv", f"{results}*"), overrides
     assert accepted_pairs > 20
@@ -1752,6 +2108,30 @@ def test_retrain_bucket_is_private_encrypted_tls_only_and_sends_events(expanded)
     assert "EventBridge" in description and "yourself" in description
 
 
+def test_created_bucket_expires_start_records_long_after_any_duplicate(expanded, params):
+    """The start records (one retraining per object) must outlive every
+    delivery of their object's event: EventBridge's retries and S3's
+    duplicates within hours, a workflow's retries within its run, and the
+    router's execution names, which Step Functions keeps for 90 days. Then
+    they go, with their old versions (the bucket is versioned), so they do
+    not pile up; only they, under the folder the runner writes them to."""
+    rules = {
+        rule["Id"]: rule
+        for rule in expanded["Resources"]["RetrainBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    }
+    records = rules["ExpireStartRecords"]
+    assert records["Status"] == "Enabled"
+    assert records["Prefix"] == {"Fn::Sub": "${RetrainResultsPrefix}" + start_records_folder()}
+    assert resolve(records["Prefix"], params) == params["RetrainResultsPrefix"] + start_records_folder()
+    assert 90 < records["ExpirationInDays"] <= 3650, records
+    assert records["NoncurrentVersionExpiration"]["NoncurrentDays"] >= 1
+    assert not {"Transitions", "TagFilters", "ObjectSizeGreaterThan"} & set(records), "every record, kept where it is"
+    # The rule that was there is still there, for everything.
+    everything = rules["ExpireOldVersionsAndAbandonedUploads"]
+    assert "Prefix" not in everything and "Filter" not in everything
+    assert set(rules) == {"ExpireOldVersionsAndAbandonedUploads", "ExpireStartRecords"}
+
+
 def test_retrain_workflow_alarms(expanded):
     r = expanded["Resources"]
     alarm = r["RetrainWorkflowFailuresAlarm"]["Properties"]
@@ -1773,23 +2153,65 @@ def test_retrain_workflow_alarms(expanded):
     assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold" and alarm["Threshold"] == 1
     runner_errors = r["RetrainRunnerErrorsAlarm"]["Properties"]
     assert runner_errors["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "RetrainRunnerFunction"}}]
+    # An object whose retraining the router could not start (its
+    # StartExecution still failing after its retries) was not retrained:
+    # one failed router execution is an alarm.
+    router = r["RetrainRouterFailuresAlarm"]["Properties"]
+    assert (router["Namespace"], router["MetricName"]) == ("AWS/States", "ExecutionsFailed")
+    assert router["Dimensions"] == [{"Name": "StateMachineArn", "Value": {"Ref": "RetrainRouter"}}]
+    assert (router["Statistic"], router["ComparisonOperator"], router["Threshold"]) == (
+        "Sum", "GreaterThanOrEqualToThreshold", 1
+    )
+    assert router["EvaluationPeriods"] == 1 and router["TreatMissingData"] == "notBreaching"
     for name in ("RetrainWorkflowFailuresAlarm", "RetrainRunnerErrorsAlarm", "RetrainRunnerDeadLetterQueueAlarm",
-                 "RetrainDataRuleDeadLetterQueueAlarm"):  # fmt: skip
-        assert r[name]["Properties"]["AlarmActions"] == {
-            "Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
-        }, name
+                 "RetrainDataRuleDeadLetterQueueAlarm", "RetrainRouterFailuresAlarm"):  # fmt: skip
+        for actions in ("AlarmActions", "OKActions"):
+            assert r[name]["Properties"][actions] == {
+                "Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
+            }, (name, actions)
 
 
 def test_retrain_outputs(raw):
     outputs = raw["Outputs"]
-    for name in ("RetrainDataBucketName", "RetrainRunnerQueueUrl", "RetrainRunnerWorkflowArn", "RetrainRunnerFunctionArn"):
+    for name in ("RetrainDataBucketName", "RetrainRunnerQueueUrl", "RetrainRunnerWorkflowArn", "RetrainRunnerFunctionArn",
+                 "RetrainRouterArn"):  # fmt: skip
         assert name in outputs, name
+    assert outputs["RetrainRouterArn"]["Value"] == {"Ref": "RetrainRouter"}
 
 
 # --- the state machine definition ---------------------------------------------
 
 
-def test_runner_workflow_placeholders_are_exactly_the_substitutions(raw, tmp_path):
+def substitution_values(raw: dict, value) -> list[str]:
+    """Every string a DefinitionSubstitution can take (CloudFormation
+    substitutes strings): a parameter's allowed values, its bounds and
+    default, or the whole numbers its pattern accepts; a mapping's column,
+    for every row a parameter can select."""
+    if list(value) == ["Ref"]:
+        param = raw["Parameters"][value["Ref"]]
+        if "AllowedValues" in param:
+            return [str(v) for v in param["AllowedValues"]]
+        if "AllowedPattern" in param:
+            candidates = [str(n) for n in range(0, 100_000)] + ["90.5", "1e3", "060", "-60", "true", ""]
+            accepted = [c for c in candidates if re.fullmatch(param["AllowedPattern"], c)]
+            assert accepted, value
+            return accepted
+        return [str(param["MinValue"]), str(param["Default"]), str(param["MaxValue"])]
+    name, top, second = value["Fn::FindInMap"]
+    rows = substitution_values(raw, top) if isinstance(top, dict) else [top]
+    return [str(raw["Mappings"][name][row][second]) for row in rows]
+
+
+def default_substitution(raw: dict, value) -> str:
+    """What a DefinitionSubstitution is with the parameters' defaults."""
+    if list(value) == ["Ref"]:
+        return str(raw["Parameters"][value["Ref"]]["Default"])
+    name, top, second = value["Fn::FindInMap"]
+    row = default_substitution(raw, top) if isinstance(top, dict) else top
+    return str(raw["Mappings"][name][row][second])
+
+
+def test_runner_workflow_placeholders_are_exactly_the_substitutions(raw, expanded_cn):
     text = RUNNER_ASL.read_text(encoding="utf-8")
     placeholders = set(re.findall(r"\$\{([^}]+)\}", text))
     assert placeholders == RUNNER_PLACEHOLDERS, placeholders
@@ -1797,6 +2219,10 @@ def test_runner_workflow_placeholders_are_exactly_the_substitutions(raw, tmp_pat
     assert props["DefinitionUri"] == "retrain-runner.asl.json"
     substitutions = props["DefinitionSubstitutions"]
     assert set(substitutions) == RUNNER_PLACEHOLDERS
+
+    def timing(column):
+        return {"Fn::FindInMap": ["RunnerTimings", {"Ref": "RetrainRunnerTimeoutSeconds"}, column]}
+
     assert substitutions == {
         "Partition": {"Ref": "AWS::Partition"},
         "RunnerQueueUrl": {"Ref": "RetrainRunnerQueue"},
@@ -1805,22 +2231,32 @@ def test_runner_workflow_placeholders_are_exactly_the_substitutions(raw, tmp_pat
         "TimeLimitSeconds": {"Ref": "RetrainTimeLimitSeconds"},
         "ResultsPrefix": {"Ref": "RetrainResultsPrefix"},
         "SwitchModel": {"Ref": "RetrainSwitchModel"},
+        "TaskTimeoutSeconds": timing("TaskTimeoutSeconds"),
+        "TaskHeartbeatSeconds": timing("TaskHeartbeatSeconds"),
     }
     for arn in re.findall(r"arn:[^\"]*", text):
         assert arn.startswith("arn:${Partition}:"), arn
-    # Numbers and the boolean enter as strings, only through StringToJson, and
-    # every value the parameters allow becomes JSON of the right type.
+    # Numbers and the boolean enter as strings, only through StringToJson
+    # into their setting, and every value the parameters (and the timings
+    # table) allow becomes JSON of the right type.
+    settings = runner_definition()["States"]["ReadSettings"]["Parameters"]["settings"]
+    assert set(settings) == {f"{v}.$" for v in RUNNER_SETTINGS.values()}, settings
     for name, kind in RUNNER_JSON_PLACEHOLDERS.items():
         uses = re.findall(r'"[^"]*\$\{' + name + r'\}[^"]*"', text)
         assert uses == [f"\"States.StringToJson('${{{name}}}')\""], (name, uses)
-        param = raw["Parameters"][substitutions[name]["Ref"]]
-        samples = [str(v) for v in param.get("AllowedValues", [])] or [
-            str(param["MinValue"]), str(param["Default"]), str(param["MaxValue"])
-        ]
+        assert settings[f"{RUNNER_SETTINGS[name]}.$"] == f"States.StringToJson('${{{name}}}')", name
+        samples = substitution_values(raw, substitutions[name])
+        assert samples, name
         for value in samples:
             assert type(json.loads(value)) is kind, (name, value)
+            if kind is int:
+                assert json.loads(value) > 0, (name, value)
     # Substituted with the defaults, the file is still valid JSON.
-    defaults = {n: str(raw["Parameters"][v["Ref"]]["Default"]) for n, v in substitutions.items() if v["Ref"] in raw["Parameters"]}
+    defaults = {
+        n: default_substitution(raw, v)
+        for n, v in substitutions.items()
+        if "Fn::FindInMap" in v or v["Ref"] in raw["Parameters"]
+    }
     filled = text
     queues = {
         "RunnerQueueUrl": "https://sqs.us-east-1.amazonaws.com/123456789012/q",
@@ -1828,24 +2264,36 @@ def test_runner_workflow_placeholders_are_exactly_the_substitutions(raw, tmp_pat
     }
     for n, v in {**defaults, "Partition": "aws", **queues}.items():
         filled = filled.replace("${" + n + "}", v)
+    assert "${" not in filled
     json.loads(filled)
     # Expanded for a China region, every task is in that partition.
-    out = tmp_path / "cn.json"
-    subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "expand_sam.py"), "--region", "cn-north-1", str(TEMPLATE), str(out)],
-        check=True,
-        capture_output=True,
-    )
-    cn = json.loads(out.read_text())["Resources"]["RetrainRunnerWorkflow"]["Properties"]["Definition"]
+    cn = expanded_cn["Resources"]["RetrainRunnerWorkflow"]["Properties"]["Definition"]
     for name, state in runner_tasks(cn).items():
         assert state["Resource"] == "arn:aws-cn:states:::sqs:sendMessage.waitForTaskToken", name
+
+
+def test_poll_interval_is_a_whole_number_of_seconds_from_60_to_3600(raw):
+    """The Wait state's SecondsPath takes a whole number only, and it is
+    checked when the execution gets there, after a vendor job exists: so
+    the parameter is a String whose pattern takes exactly the whole numbers
+    60 to 3600, written plainly (StringToJson refuses "060")."""
+    param = raw["Parameters"]["RetrainPollIntervalSeconds"]
+    assert param["Type"] == "String"
+    assert template_accepts(raw, {})  # the default
+    assert param["Default"] == "60"
+    pattern = param["AllowedPattern"]
+    for n in range(0, 10_000):
+        assert bool(re.fullmatch(pattern, str(n))) == (60 <= n <= 3600), n
+    for value in ("60", "3600", "90", "61", "599", "1000", "2999", "3000", "3599"):
+        assert template_accepts(raw, {"RetrainPollIntervalSeconds": value}), value
+    for value in ("59", "3601", "90.5", "060", "", "0", "-60", "+60", " 60", "60 ", "6e1", "60s", "1e3", "4000", "9999"):
+        assert not template_accepts(raw, {"RetrainPollIntervalSeconds": value}), value
 
 
 def test_runner_workflow_tasks_are_runner_requests_over_sqs(expanded):
     definition = runner_definition()
     tasks = runner_tasks(definition)
     assert sorted(task_action(s) for s in tasks.values()) == sorted(RUNNER_REQUESTS), "one task per request"
-    longest_runner = expanded["Parameters"]["RetrainRunnerTimeoutSeconds"]["MaxValue"]
     for name, state in tasks.items():
         assert state["Resource"] == "arn:${Partition}:states:::sqs:sendMessage.waitForTaskToken", name
         params = state["Parameters"]
@@ -1867,15 +2315,97 @@ def test_runner_workflow_tasks_are_runner_requests_over_sqs(expanded):
             assert path[2:] in RUNNER_RESULTS[action], f"{name}: {path} is not in the {action} result"
         data_in_and_out = json.dumps([body, selected]).lower()
         assert not re.search(r"url|api_key|secret", data_in_and_out), name
-        assert isinstance(state["TimeoutSeconds"], int), name
-        assert state["TimeoutSeconds"] >= 120, name
-        if action in ("start", "save_results"):
-            # Streams a file for up to the runner's whole timeout, plus queueing.
-            assert state["TimeoutSeconds"] > longest_runner, name
+        # Every task's limits are the stack's (RunnerTimings, through the
+        # settings), never a literal that would not follow the runner's
+        # timeout: test_runner_timings_let_every_delivery_happen_while_its_task_waits.
+        assert "TimeoutSeconds" not in state and "HeartbeatSeconds" not in state, name
+        assert state["TimeoutSecondsPath"] == "$.settings.task_timeout_seconds", name
+        assert state["HeartbeatSecondsPath"] == "$.settings.task_heartbeat_seconds", name
     # The results go to the data's bucket under the results prefix.
     save = [s for s in tasks.values() if task_action(s) == "save_results"][0]["Parameters"]["MessageBody"]
     assert save["bucket.$"] == "$.data.bucket"
     assert save["key.$"].startswith("States.Format('${ResultsPrefix}{}/{}/results'")
+    # The start names the version the event named (test_runner_workflow_trains_the_version_its_event_names).
+    start = [s for s in tasks.values() if task_action(s) == "start"][0]["Parameters"]["MessageBody"]
+    assert start["version_id.$"] == "$.data.version_id"
+
+
+def test_runner_workflow_keeps_its_settings_until_the_last_task():
+    """The tasks read their time limits from $.settings: no state on the
+    way may drop or overwrite it (a missing path fails the execution at
+    that task, after a vendor job may exist)."""
+    states = runner_definition()["States"]
+    # Those that build the state anew: before the first task, or after the last.
+    rebuilders = {"ReadSettings", "ForgetInput", "Summarize"}
+    assert states["Summarize"]["Next"] == "Done" and states["Done"]["Type"] == "Succeed"
+    for name, state in states.items():
+        result_path = state.get("ResultPath", "$")
+        if state["Type"] in ("Task", "Pass"):
+            assert result_path is not None, f"{name} discards its input"
+            assert result_path not in ("$", "$.settings") or name in rebuilders, (name, result_path)
+        assert "OutputPath" not in state, name
+    forget = states["ForgetInput"]["Parameters"]
+    assert forget["settings.$"] == "$.settings" and forget["data.$"] == "$.data", forget
+    assert "ResultPath" not in states["ReadSettings"] and "ResultPath" not in states["ForgetInput"]
+    # Only the switch may change a setting, and only by the input's boolean.
+    writers = {n for n, s in states.items() if str(s.get("ResultPath", "")).startswith("$.settings")}
+    assert writers == {"TakeSwitchModelFromInput"}, writers
+    assert states["TakeSwitchModelFromInput"]["ResultPath"] == "$.settings.switch_model"
+
+
+def test_runner_workflow_trains_the_version_its_event_names():
+    """SPEC section 11: the workflow passes the event's
+    detail.object.version-id, so each execution trains the version that
+    started it, even after a newer one replaced it; an unversioned bucket's
+    event has none, and the workflow then says "null", which the runner
+    takes as no version (the current object)."""
+    states = runner_definition()["States"]
+    version = "$.detail.object['version-id']"
+    # A version-id that is not a string is refused before anything runs.
+    refuse = [c for c in states["CheckInput"]["Choices"] if c["Next"] == "InvalidInput" and version in json.dumps(c)]
+    assert refuse == [
+        {
+            "And": [{"Variable": version, "IsPresent": True}, {"Not": {"Variable": version, "IsString": True}}],
+            "Next": "InvalidInput",
+        }
+    ], refuse
+    assert {c["Next"] for c in states["CheckInput"]["Choices"]} == {"InvalidInput", "FindVersion"}
+    find = states["FindVersion"]
+    assert find["Type"] == "Choice"
+    assert find["Choices"] == [{"Variable": version, "IsPresent": True, "Next": "TakeVersion"}]
+    assert find["Default"] == "NoVersion"
+    assert states["TakeVersion"]["Parameters"] == {"id.$": version}
+    assert states["NoVersion"]["Result"] == {"id": "null"}
+    for name in ("TakeVersion", "NoVersion"):
+        assert states[name]["Type"] == "Pass" and states[name]["ResultPath"] == "$.version", name
+        assert states[name]["Next"] == "ReadSettings", name
+    assert states["ReadSettings"]["Parameters"]["data"] == {
+        "bucket.$": "$.detail.bucket.name",
+        "key.$": "$.detail.object.key",
+        "version_id.$": "$.version.id",
+    }
+    # The runner reads "null" as no version (src/retrain/request.rs).
+    request_rs = rust_source("src/retrain/request.rs")
+    assert re.search(r'Some\(Value::String\(v\)\) if v == "null" => Ok\(None\)', request_rs), (
+        "the runner no longer takes version_id \"null\" as no version: NoVersion must change with it"
+    )
+    # And the summary says which version was trained.
+    assert states["Summarize"]["Parameters"]["data"]["version_id.$"] == "$.data.version_id"
+
+
+def test_runner_requests_are_the_ones_the_runner_takes():
+    """RUNNER_REQUESTS, against src/retrain/request.rs fields_of (each
+    action's fields besides action and task_token): a field the workflow
+    sends that the runner does not take is refused, by name, at run time."""
+    request_rs = rust_source("src/retrain/request.rs")
+    body = request_rs.split("fn fields_of", 1)[1].split("\n}\n", 1)[0]
+    taken = {}
+    for actions, fields in re.findall(r'((?:"[a-z_]+"\s*\|?\s*)+)=>\s*&\[([^\]]*)\]', body):
+        for action in re.findall(r'"([a-z_]+)"', actions):
+            taken[action] = set(re.findall(r'"([a-z_]+)"', fields))
+    assert set(taken) == set(RUNNER_REQUESTS), taken
+    for action, (required, optional) in RUNNER_REQUESTS.items():
+        assert required | optional == taken[action] | {"action", "task_token"}, action
 
 
 def test_runner_workflow_graph(expanded):
@@ -1932,19 +2462,22 @@ def test_runner_workflow_graph(expanded):
     # The poll loop fits a Standard execution's history (25,000 events):
     # about 14 events per poll, at the fastest interval for the longest limit.
     params = expanded["Parameters"]
-    polls = params["RetrainTimeLimitSeconds"]["MaxValue"] / params["RetrainPollIntervalSeconds"]["MinValue"]
+    fastest = min(int(v) for v in substitution_values(expanded, {"Ref": "RetrainPollIntervalSeconds"}))
+    polls = params["RetrainTimeLimitSeconds"]["MaxValue"] / fastest
     assert polls * 14 < 25_000 * 0.9
 
 
 def test_runner_workflow_error_names_are_known():
-    """Every name in Retry/Catch is an errorType of the code (src/error.rs
-    ERROR_TYPES), one the runner adds (RUNNER_ERROR_TYPES), or Step Functions'
-    own (States.*)."""
-    known = code_error_types() | RUNNER_ERROR_TYPES
+    """Every name in Retry/Catch is an errorType the runner can report (src/error.rs
+    ERROR_TYPES, or one the runner adds, RUNNER_ERROR_TYPES, but none of
+    RUNNER_NEVER_REPORTED), Step Functions' own (States.*), or its names for
+    the SQS integration's failures."""
+    known = (code_error_types() | RUNNER_ERROR_TYPES | set(SQS_INTEGRATION_ERRORS)) - RUNNER_NEVER_REPORTED
     for name, state in runner_tasks(runner_definition()).items():
         for rule in state["Retry"] + state["Catch"]:
             for error in rule["ErrorEquals"]:
-                assert error.startswith("States.") or error in known, f"{name}: unknown errorType {error}"
+                assert error.startswith("States.") or error in known, f"{name}: unknown or unreportable errorType {error}"
+    assert RUNNER_NEVER_REPORTED <= code_error_types(), "a never-reported errorType left the code: drop it here"
 
 
 def test_runner_error_types_are_in_the_code():
@@ -1958,29 +2491,385 @@ def test_runner_error_types_are_in_the_code():
 
 def test_runner_workflow_retries_the_retryable_and_catches_the_rest():
     known = code_error_types() | RUNNER_ERROR_TYPES
-    permanent = known - RUNNER_RETRYABLE
+    permanent = known - RUNNER_RETRYABLE - RUNNER_NEVER_REPORTED
+    assert "PredictionOne.UploadRefused" in permanent, "a refused upload is never retried, not even with a new job"
     for name, state in runner_tasks(runner_definition()).items():
         retries = {tuple(r["ErrorEquals"]): r for r in state["Retry"]}
+        assert len(retries) == len(state["Retry"]), f"{name}: one rule per list of names"
         retried = set(state["Retry"][0]["ErrorEquals"])
         assert retried == RUNNER_RETRYABLE, name
         assert state["Retry"][0]["MaxAttempts"] >= 2, name
+        # The request never reached the queue: nothing runs twice, so SQS's
+        # refusals and network failures are retried, patiently.
+        sqs = retries[SQS_INTEGRATION_ERRORS]
+        assert sqs["MaxAttempts"] >= 3 and sqs["BackoffRate"] > 1, name
         no_answer = ("States.Timeout", "States.HeartbeatTimeout")
         assert retries[no_answer]["MaxAttempts"] == 1, f"{name}: a task without an answer is retried once"
         # Storage and data failures that may be passing (S3 5xx or
         # throttling, Secrets Manager throttling): two brief retries.
         briefly = retries[RUNNER_BRIEFLY_RETRIED]
         assert briefly["MaxAttempts"] == 2 and briefly["IntervalSeconds"] <= 30, name
-        extra = {e for r in state["Retry"][1:] for e in r["ErrorEquals"]} - set(no_answer) - set(RUNNER_BRIEFLY_RETRIED)
+        extra = (
+            {e for r in state["Retry"][1:] for e in r["ErrorEquals"]}
+            - set(no_answer)
+            - set(RUNNER_BRIEFLY_RETRIED)
+            - set(SQS_INTEGRATION_ERRORS)
+        )
         if task_action(state) == "save_results":
             assert extra == {"ResultsUnavailable"}, name
             assert retries[("ResultsUnavailable",)]["MaxAttempts"] == 2, name
         else:
             assert not extra, name
-        # The heartbeat the runner sends before it works needs one.
-        assert 0 < state["HeartbeatSeconds"] < state["TimeoutSeconds"], name
+        named = {e for r in state["Retry"] + state["Catch"] for e in r["ErrorEquals"]}
+        assert not named & RUNNER_NEVER_REPORTED, f"{name}: names an errorType no runner can report"
+        assert "PredictionOne.UploadRefused" not in {e for r in state["Retry"] for e in r["ErrorEquals"]}, name
         assert "States.ALL" not in {e for r in state["Retry"] for e in r["ErrorEquals"]}, name
         first, last = state["Catch"]
         assert set(first["ErrorEquals"]) == permanent, f"{name}: catches the permanent errorTypes by name"
         assert last["ErrorEquals"] == ["States.ALL"], name
         assert first["Next"] == f"{name}Refused" and last["Next"] == f"{name}Unavailable", name
         assert first["ResultPath"] == last["ResultPath"] == "$.error", name
+
+
+# --------------------------------------------------------------------------
+# Exactly one retraining per object (SPEC section 11): the rule starts the
+# router (infra/retrain-router.asl.json, Express), which starts the
+# retraining workflow under a name made from the object's identity
+# --------------------------------------------------------------------------
+
+ROUTER_PLACEHOLDERS = {"Partition", "WorkflowArn"}
+# Step Functions' name for StartExecution refusing a name it already ran
+# (90 days) or runs with another input, through its optimized integration.
+ALREADY_STARTED = "StepFunctions.ExecutionAlreadyExistsException"
+# Execution names: at most 80 characters; these characters are also safe for
+# CloudWatch (no whitespace, brackets, wildcards or punctuation).
+EXECUTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
+# An Express execution's longest run.
+EXPRESS_MAX_SECONDS = 300
+REFERENCE_PATH = re.compile(r"\$(?:\.[A-Za-z_][A-Za-z0-9_-]*|\['[^'\\]+'\])*")
+
+
+def router_definition() -> dict:
+    return json.loads(ROUTER_ASL.read_text(encoding="utf-8"))
+
+
+def json_path(data, path: str):
+    """A reference path ($.a.b, $.a['b-c']) on the state; KeyError when it
+    names nothing."""
+    assert REFERENCE_PATH.fullmatch(path), path
+    node = data
+    for dotted, bracketed in re.findall(r"\.([A-Za-z_][A-Za-z0-9_-]*)|\['([^']+)'\]", path[1:]):
+        if not isinstance(node, dict):
+            raise KeyError(path)
+        node = node[dotted or bracketed]
+    return node
+
+
+def path_present(data, path: str) -> bool:
+    try:
+        json_path(data, path)
+    except KeyError:
+        return False
+    return True
+
+
+def choice_holds(rule: dict, data) -> bool:
+    """A Choice rule on the state: And, Or, Not, and the tests IsPresent,
+    IsString and StringEquals (a comparison on a path that names nothing
+    fails the execution, States.Runtime)."""
+    if "And" in rule:
+        return all(choice_holds(r, data) for r in rule["And"])
+    if "Or" in rule:
+        return any(choice_holds(r, data) for r in rule["Or"])
+    if "Not" in rule:
+        return not choice_holds(rule["Not"], data)
+    (test, argument), = [(k, v) for k, v in rule.items() if k not in ("Variable", "Next")]
+    present = path_present(data, rule["Variable"])
+    if test == "IsPresent":
+        return present == argument
+    assert present, f"{rule['Variable']} names nothing: States.Runtime"
+    value = json_path(data, rule["Variable"])
+    if test == "IsString":
+        return isinstance(value, str) == argument
+    if test == "StringEquals":
+        return isinstance(value, str) and value == argument
+    raise AssertionError(f"Choice test {test} is not evaluated here")
+
+
+def intrinsic(text: str, data):
+    """Evaluates the intrinsic functions the router uses, States.Format and
+    States.Hash, on the state: their arguments are quoted strings,
+    reference paths and nested calls. A path that names nothing fails, as
+    it fails the execution."""
+
+    def skip_spaces(i: int) -> int:
+        while text[i] == " ":
+            i += 1
+        return i
+
+    def value(i: int):
+        if text[i] == "'":
+            end = text.index("'", i + 1)
+            literal = text[i + 1 : end]
+            assert "\\" not in literal, f"escapes are not evaluated here: {text}"
+            return literal, end + 1
+        if text[i] == "$":
+            m = REFERENCE_PATH.match(text, i)
+            return json_path(data, m.group(0)), m.end()
+        m = re.compile(r"States\.(Format|Hash)\(").match(text, i)
+        assert m, f"not evaluated here: {text[i:]}"
+        args, i = [], skip_spaces(m.end())
+        while text[i] != ")":
+            arg, i = value(i)
+            args.append(arg)
+            i = skip_spaces(i)
+            if text[i] == ",":
+                i = skip_spaces(i + 1)
+        if m.group(1) == "Format":
+            template, *values = args
+            parts = template.split("{}")
+            assert len(parts) == len(values) + 1, text
+            assert all(isinstance(v, str) for v in values), values
+            return "".join(part + v for part, v in zip(parts, values)) + parts[-1], i + 1
+        hashed, algorithm = args
+        assert algorithm == "SHA-256" and isinstance(hashed, str), args
+        return hashlib.sha256(hashed.encode("utf-8")).hexdigest(), i + 1
+
+    out, end = value(0)
+    assert end == len(text), text
+    return out
+
+
+def parameters(node, data):
+    """A state's Parameters resolved on its input: "x.$" fields by path or
+    intrinsic function, the rest as written."""
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, v in node.items():
+        if key.endswith(".$"):
+            assert isinstance(v, str), (key, v)
+            if v == "$":
+                out[key[:-2]] = copy.deepcopy(data)
+            elif v.startswith("$"):
+                out[key[:-2]] = json_path(data, v)
+            else:
+                out[key[:-2]] = intrinsic(v, data)
+        else:
+            out[key] = parameters(v, data)
+    return out
+
+
+def run_router(event: dict) -> tuple[str, dict]:
+    """Runs the router's definition on an event, as Step Functions would, up
+    to its task: (the task's name, its resolved Parameters)."""
+    definition = router_definition()
+    states = definition["States"]
+    data = copy.deepcopy(event)
+    name = definition["StartAt"]
+    for _ in range(len(states)):
+        state = states[name]
+        if state["Type"] == "Choice":
+            chosen = state["Default"]
+            for choice in state["Choices"]:
+                if choice_holds(choice, data):
+                    chosen = choice["Next"]
+                    break
+            name = chosen
+        elif state["Type"] == "Pass":
+            assert set(state) <= {"Type", "Comment", "Parameters", "ResultPath", "Next"}, state
+            m = re.fullmatch(r"\$\.([a-z_]+)", state["ResultPath"])
+            assert m, state["ResultPath"]
+            data[m.group(1)] = parameters(state["Parameters"], data)
+            name = state["Next"]
+        elif state["Type"] == "Task":
+            return name, parameters(state["Parameters"], data)
+        else:
+            raise AssertionError(f"{name}: a {state['Type']} state before the task")
+    raise AssertionError("the router never reaches its task")
+
+
+def router_name(event: dict) -> str:
+    _, started = run_router(event)
+    return started["Name"]
+
+
+def test_router_placeholders_are_exactly_the_substitutions(raw, expanded, expanded_cn):
+    text = ROUTER_ASL.read_text(encoding="utf-8")
+    placeholders = set(re.findall(r"\$\{([^}]+)\}", text))
+    assert placeholders == ROUTER_PLACEHOLDERS, placeholders
+    props = raw["Resources"]["RetrainRouter"]["Properties"]
+    assert raw["Resources"]["RetrainRouter"]["Type"] == "AWS::Serverless::StateMachine"
+    assert props["Type"] == "EXPRESS"
+    assert props["DefinitionUri"] == "retrain-router.asl.json"
+    assert props["DefinitionSubstitutions"] == {
+        "Partition": {"Ref": "AWS::Partition"},
+        "WorkflowArn": {"Ref": "RetrainRunnerWorkflow"},
+    }
+    for arn in re.findall(r"arn:[^\"]*", text):
+        assert arn.startswith("arn:${Partition}:"), arn
+    # What deploys is this file, its partition substituted.
+    deployed = expanded["Resources"]["RetrainRouter"]["Properties"]
+    assert deployed["StateMachineType"] == "EXPRESS"
+    assert deployed["Definition"] == json.loads(text.replace("${Partition}", PARTITION))
+    cn = expanded_cn["Resources"]["RetrainRouter"]["Properties"]["Definition"]
+    (task,) = [s for s in cn["States"].values() if s["Type"] == "Task"]
+    assert task["Resource"] == "arn:aws-cn:states:::states:startExecution"
+
+
+def test_router_only_starts_the_workflow_and_forgets_it():
+    """One task: StartExecution of the retraining workflow, request-response
+    (no .sync: an Express execution lives 5 minutes, a retraining hours),
+    under the computed name, with the whole event as its input. Nothing of a
+    key or a URL anywhere."""
+    definition = router_definition()
+    states = definition["States"]
+    tasks = {n: s for n, s in states.items() if s["Type"] == "Task"}
+    assert list(tasks) == ["StartOncePerObject"], list(tasks)
+    task = tasks["StartOncePerObject"]
+    assert task["Resource"] == "arn:${Partition}:states:::states:startExecution"
+    assert task["Parameters"] == {"StateMachineArn": "${WorkflowArn}", "Name.$": "$.execution.name", "Input.$": "$"}
+    assert task.get("End") is True
+    resources = {s["Resource"] for s in states.values() if "Resource" in s}
+    assert resources == {task["Resource"]}
+    # Every state reachable; it ends at the task or in success.
+    seen, todo = set(), [definition["StartAt"]]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        state = states[name]
+        todo += [state[k] for k in ("Next", "Default") if k in state]
+        todo += [c["Next"] for c in state.get("Choices", []) + state.get("Catch", [])]
+    assert seen == set(states), set(states) - seen
+    for name, state in states.items():
+        assert "Next" in state or "Default" in state or state.get("End") or state["Type"] == "Succeed", name
+    assert not [n for n, s in states.items() if s["Type"] == "Fail"], "a failure fails the execution, which alarms"
+    # No key, URL or token: ids and S3 locations only.
+    without_comments = json.dumps({n: {k: v for k, v in s.items() if k != "Comment"} for n, s in states.items()})
+    assert not re.search(r"url|api_key|apikey|secret|token|password", without_comments.lower())
+
+
+def test_router_names_the_execution_by_the_objects_identity():
+    """Run on example events: a second delivery of an object's event gets
+    the first one's name (Step Functions then refuses it, or answers the
+    running execution); another version, key, bucket, or another upload of
+    the same content (its own sequencer), gets another. The name is a
+    SHA-256 of that identity (States.Hash), within 80 characters however
+    long the key."""
+    key = "retrain/42/%E5%A3%B2%E4%B8%8A%20data%2B1.csv"
+    versioned = s3_event(GIVEN_BUCKET, key, version_id="3HL4kqtJlcpXroDTDmjVBH40Nrjfkd")
+    again = copy.deepcopy(versioned)
+    again.update({"id": "another-delivery", "time": "2025-01-01T00:00:07Z"})
+    assert router_name(again) == router_name(versioned)
+    others = [
+        s3_event(GIVEN_BUCKET, key, version_id="mV9ZTYfz1lIOfb8Ww2zqnB7vW8EKzh1Q"),
+        s3_event(GIVEN_BUCKET, "retrain/42/other.csv", version_id="3HL4kqtJlcpXroDTDmjVBH40Nrjfkd"),
+        s3_event("other-bucket", key, version_id="3HL4kqtJlcpXroDTDmjVBH40Nrjfkd"),
+    ]
+    names = {router_name(versioned)} | {router_name(e) for e in others}
+    assert len(names) == 1 + len(others), names
+    # Without a version (a bucket without versioning): the content and the
+    # upload that wrote it.
+    plain = s3_event(GIVEN_BUCKET, key)
+    assert router_name(copy.deepcopy(plain)) == router_name(plain)
+    reuploaded = s3_event(GIVEN_BUCKET, key, sequencer="0062E99A88DC40FFFF")  # same content, a new upload
+    changed = s3_event(GIVEN_BUCKET, key, etag="5d41402abc4b2a76b9719d911017c592", sequencer="0062E99A88DC40FFFF")
+    plain_names = {router_name(plain), router_name(reuploaded), router_name(changed)}
+    assert len(plain_names) == 3 and not plain_names & names, plain_names
+    # The longest key S3 allows still gives a valid name.
+    longest = s3_event(GIVEN_BUCKET, "retrain/42/" + "a" * 1009 + ".csv", version_id="v" * 1024)
+    for event in [versioned, plain, longest, *others]:
+        name = router_name(event)
+        assert EXECUTION_NAME.fullmatch(name), name
+    # Made with States.Hash, SHA-256, in each naming state.
+    namers = [s for s in router_definition()["States"].values() if s["Type"] == "Pass"]
+    assert namers
+    for state in namers:
+        assert "States.Hash(" in state["Parameters"]["name.$"] and "'SHA-256')" in state["Parameters"]["name.$"], state
+    # The workflow gets the event as it came (and the name, which it ignores).
+    task, started = run_router(versioned)
+    assert task == "StartOncePerObject" and started["StateMachineArn"] == "${WorkflowArn}"
+    assert started["Input"]["detail"] == versioned["detail"]
+    assert {k: v for k, v in started["Input"].items() if k != "execution"} == versioned
+
+
+def test_router_takes_version_null_as_no_version():
+    """S3's version id "null" (an object written while its bucket's
+    versioning is suspended) names no version: two uploads of one key both
+    say "null". The workflow and the runner read it as no version; the
+    router must too, and name such an object by its content and upload."""
+    key = "retrain/42/a.csv"
+    first = s3_event(GIVEN_BUCKET, key, version_id="null")
+    second = s3_event(
+        GIVEN_BUCKET, key, version_id="null", etag="5d41402abc4b2a76b9719d911017c592", sequencer="0062E99A88DC40FFFF"
+    )
+    assert router_name(first) != router_name(second)
+
+
+def test_router_ends_a_duplicate_in_success_and_retries_the_rest():
+    """A duplicate (ExecutionAlreadyExists) is not retried and ends in a
+    Succeed state: nothing to do, no alarm. Anything else (throttling, an
+    outage) is retried within the Express execution's 5 minutes, and then
+    fails the execution, which RetrainRouterFailuresAlarm watches. A retry of
+    a StartExecution whose answer was lost meets the duplicate rule: the
+    first rule that names the error is the one applied."""
+    states = router_definition()["States"]
+    task = states["StartOncePerObject"]
+    first, rest = task["Retry"]
+    assert first == {"ErrorEquals": [ALREADY_STARTED], "MaxAttempts": 0}
+    assert rest["ErrorEquals"] == ["States.ALL"] and rest["MaxAttempts"] >= 2
+    delays = [
+        min(rest["IntervalSeconds"] * rest["BackoffRate"] ** n, rest.get("MaxDelaySeconds", float("inf")))
+        for n in range(rest["MaxAttempts"])
+    ]
+    assert sum(delays) < EXPRESS_MAX_SECONDS / 2, delays
+    (catch,) = task["Catch"]
+    assert catch["ErrorEquals"] == [ALREADY_STARTED]
+    assert states[catch["Next"]]["Type"] == "Succeed"
+    assert catch["ResultPath"] not in ("$", None) and not catch["ResultPath"].startswith("$.execution")
+
+
+def test_router_role_only_starts_the_workflow(expanded):
+    r = expanded["Resources"]
+    sm = r["RetrainRouter"]["Properties"]
+    role_name = sm["RoleArn"]["Fn::GetAtt"][0]
+    started = []
+    for _, st in statements(r[role_name]):
+        actions = set(as_list(st["Action"]))
+        if actions <= NO_RESOURCE_TYPE_ACTIONS:
+            assert not {a for a in actions if not a.startswith("logs:")}, (role_name, actions)  # log delivery only
+            continue
+        started.append((actions, st["Resource"]))
+    assert started == [({"states:StartExecution"}, {"Ref": "RetrainRunnerWorkflow"})]
+    assert set(r[role_name]["Properties"].get("ManagedPolicyArns", [])) <= ALLOWED_MANAGED_POLICIES
+    (trust,) = r[role_name]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert as_list(trust["Principal"]["Service"]) == ["states.amazonaws.com"]
+    # Errors only, without the events (S3 locations, but still the user's).
+    assert sm["LoggingConfiguration"]["Level"] == "ERROR"
+    assert sm["LoggingConfiguration"]["IncludeExecutionData"] is False
+    (destination,) = sm["LoggingConfiguration"]["Destinations"]
+    assert destination["CloudWatchLogsLogGroup"]["LogGroupArn"] == {"Fn::GetAtt": ["RetrainRouterLogGroup", "Arn"]}
+    group = r["RetrainRouterLogGroup"]["Properties"]
+    assert group["LogGroupName"]["Fn::Sub"].startswith("/aws/vendedlogs/states/")
+    assert "${AWS::StackName}" in group["LogGroupName"]["Fn::Sub"], "one log group per stack"
+    assert group["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    assert sm["TracingConfiguration"] == {"Enabled": True}
+
+
+def test_only_the_router_starts_the_workflow_and_only_the_rule_starts_the_router(expanded):
+    """Every execution of the retraining workflow that the stack starts goes
+    through the router's name, and the router through the rule."""
+    starts = set()
+    for name, role in roles(expanded).items():
+        for _, st in statements(role):
+            if "states:StartExecution" in as_list(st["Action"]):
+                for resource in as_list(st["Resource"]):
+                    starts.add((name, json.dumps(resource, sort_keys=True)))
+    by_target = {}
+    for name, resource in starts:
+        by_target.setdefault(resource, set()).add(name)
+    assert by_target[json.dumps({"Ref": "RetrainRunnerWorkflow"})] == {"RetrainRouterRole"}
+    assert by_target[json.dumps({"Ref": "RetrainRouter"})] == {"RetrainDataRuleRole"}
+    assert expanded["Resources"]["RetrainRouter"]["Properties"]["RoleArn"] == {"Fn::GetAtt": ["RetrainRouterRole", "Arn"]}

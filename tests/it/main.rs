@@ -9,6 +9,7 @@ mod exactly_once;
 mod faults;
 mod infra;
 mod lambda_runtime;
+mod localstack;
 mod large_transfer;
 mod no_leak;
 mod reliability;

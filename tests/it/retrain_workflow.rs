@@ -24,6 +24,7 @@ const TASK_HEARTBEAT_SECONDS: u32 = 60;
 
 struct Workflow {
     h: Harness,
+    sk: String,
     app: p1_key_broker::RetrainApp,
     bucket: String,
     model: String,
@@ -36,7 +37,11 @@ struct Workflow {
 }
 
 /// The definition as SAM deploys it, with the test's substitutions.
-fn definition(runner_queues: &[String; 2], time_limit_seconds: u32, switch_model: bool) -> String {
+fn definition(
+    runner_queues: &[String; 2],
+    time_limit_seconds: u32,
+    switch_model: bool,
+) -> String {
     let path = format!(
         "{}/infra/retrain-runner.asl.json",
         env!("CARGO_MANIFEST_DIR")
@@ -60,6 +65,17 @@ fn definition(runner_queues: &[String; 2], time_limit_seconds: u32, switch_model
 }
 
 async fn workflow(settings: Value, time_limit_seconds: u32, switch_model: bool) -> Workflow {
+    workflow_with(settings, time_limit_seconds, switch_model, 30).await
+}
+
+/// The same with the runner queues' visibility timeout (after which a
+/// message whose invocation failed comes back).
+async fn workflow_with(
+    settings: Value,
+    time_limit_seconds: u32,
+    switch_model: bool,
+    visibility_seconds: u32,
+) -> Workflow {
     let h = Harness::new().await;
     let sk = h.secret_key("");
     let app = h.runner(&sk, &[]).await;
@@ -73,11 +89,27 @@ async fn workflow(settings: Value, time_limit_seconds: u32, switch_model: bool) 
         h.create_queue("p1-retrain-runner").await,
         h.create_queue("p1-retrain-polls").await,
     ];
+    for queue in &runner_queues {
+        h.sqs
+            .set_queue_attributes()
+            .queue_url(queue)
+            .attributes(
+                aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+                visibility_seconds.to_string(),
+            )
+            .send()
+            .await
+            .expect("visibility timeout");
+    }
     let state_machine = h
         .sfn
         .create_state_machine()
         .name(format!("p1-retraining-{}", h.id))
-        .definition(definition(&runner_queues, time_limit_seconds, switch_model))
+        .definition(definition(
+            &runner_queues,
+            time_limit_seconds,
+            switch_model,
+        ))
         .role_arn("arn:aws:iam::123456789012:role/p1-retraining")
         .send()
         .await
@@ -142,6 +174,7 @@ async fn workflow(settings: Value, time_limit_seconds: u32, switch_model: bool) 
 
     Workflow {
         h,
+        sk,
         app,
         bucket,
         model,
@@ -196,8 +229,10 @@ impl Workflow {
 
     /// Plays the Lambda SQS event source mappings until the execution ends:
     /// each message of the runner's queues goes to the runner as an SQS
-    /// batch of one and is deleted unless the batch response lists it.
-    /// Returns the final description and the actions the runner served.
+    /// batch of one and is deleted unless the batch response lists it (then
+    /// it comes back after the queue's visibility timeout, as on AWS).
+    /// Returns the final description and the actions the runner served;
+    /// every batch must succeed.
     async fn drive(
         &self,
         execution: &str,
@@ -205,23 +240,46 @@ impl Workflow {
         aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput,
         Vec<String>,
     ) {
-        let deadline = Instant::now() + Duration::from_secs(90);
+        let (mut ended, actions, failed) = self.drive_all(&self.app, &[execution]).await;
+        assert_eq!(failed, 0, "a runner batch failed: {actions:?}");
+        (ended.remove(0), actions)
+    }
+
+    /// The same for several executions at once, with the runner `app`;
+    /// also returns how many batches listed their record as failed.
+    async fn drive_all(
+        &self,
+        app: &p1_key_broker::RetrainApp,
+        executions: &[&str],
+    ) -> (
+        Vec<aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput>,
+        Vec<String>,
+        usize,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(120);
         let mut actions = Vec::new();
+        let mut failed = 0;
         loop {
-            let described = self
-                .h
-                .sfn
-                .describe_execution()
-                .execution_arn(execution)
-                .send()
-                .await
-                .unwrap();
-            if described.status() != &aws_sdk_sfn::types::ExecutionStatus::Running {
-                return (described, actions);
+            let mut ended = Vec::new();
+            for execution in executions {
+                let described = self
+                    .h
+                    .sfn
+                    .describe_execution()
+                    .execution_arn(*execution)
+                    .send()
+                    .await
+                    .unwrap();
+                if described.status() != &aws_sdk_sfn::types::ExecutionStatus::Running {
+                    ended.push(described);
+                }
+            }
+            if ended.len() == executions.len() {
+                return (ended, actions, failed);
             }
             assert!(
                 Instant::now() < deadline,
-                "the execution did not end: {actions:?}"
+                "the executions did not end: {actions:?}"
             );
             let mut received = None;
             for queue in &self.runner_queues {
@@ -248,12 +306,15 @@ impl Workflow {
             actions.push(request["action"].as_str().unwrap_or("?").to_string());
             let id = message.message_id().unwrap().to_string();
             let answer = run(
-                &self.app,
+                app,
                 json!({"Records": [{"messageId": id, "eventSource": "aws:sqs", "body": body}]}),
             )
             .await
             .expect("the runner answers an SQS batch");
-            assert_eq!(answer, json!({"batchItemFailures": []}), "{request}");
+            if answer != json!({"batchItemFailures": []}) {
+                failed += 1;
+                continue;
+            }
             self.h
                 .sqs
                 .delete_message()
@@ -452,4 +513,93 @@ async fn a_refused_start_ends_in_a_failure_naming_the_error_type() {
     assert_eq!(described.error(), Some("InvalidRequest"));
     assert_eq!(actions, ["start"]);
     assert!(w.h.jobs(&w.model).await.is_empty());
+}
+
+/// The same S3 event delivered twice (two executions with the same input,
+/// as a duplicate delivery without the router starts them): one vendor job,
+/// one upload, and both executions end with it.
+#[tokio::test]
+async fn the_same_event_delivered_twice_makes_one_vendor_job() {
+    let w = workflow(json!({"running_polls": 1}), 600, false).await;
+    let key = format!("retrain/{}/twice.csv", w.model);
+    let event = w.upload(&key, data(100_000, 41)).await;
+    let first = w.start(&event).await;
+    let second = w.start(&event).await;
+    let (ended, actions, failed) = w.drive_all(&w.app, &[&first, &second]).await;
+    assert_eq!(failed, 0, "{actions:?}");
+    let jobs = w.h.jobs(&w.model).await;
+    assert_eq!(jobs.len(), 1, "one vendor job: {jobs:?}");
+    assert_eq!(jobs[0]["upload_puts"], 1, "one upload");
+    for described in &ended {
+        assert_eq!(
+            described.status(),
+            &aws_sdk_sfn::types::ExecutionStatus::Succeeded,
+            "{described:?}"
+        );
+        assert_eq!(output(described)["retrain_job_id"], jobs[0]["retrain_job_id"]);
+    }
+    assert_eq!(actions.iter().filter(|a| *a == "start").count(), 2);
+}
+
+/// The runner's first report of a `start` fails (SendTaskSuccess answered
+/// 500 by the fault proxy): its SQS record is listed as failed, the message
+/// comes back after the visibility timeout while the task still waits, and
+/// the second delivery answers the recorded job: one job, one upload.
+#[tokio::test]
+async fn a_start_whose_report_failed_comes_back_and_makes_no_second_job() {
+    let w = workflow_with(json!({"running_polls": 0}), 600, false, 2).await;
+    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(crate::faults::proxy_url())
+        .load()
+        .await;
+    let config = w.h.config(&w.sk, &[]).await;
+    let app = p1_key_broker::RetrainApp::with_aws(config, &aws).expect("runner");
+    // The start's SendTaskSuccess (its output, a JSON string in the body,
+    // names the action) fails on each of the SDK's 3 attempts: the report
+    // fails.
+    crate::faults::add_rule(
+        &w.h,
+        json!({"operation": "SendTaskSuccess", "match": r#"\"action\":\"start\""#, "fault": "server_error", "times": 3}),
+    )
+    .await;
+    let key = format!("retrain/{}/reported-late.csv", w.model);
+    let event = w.upload(&key, data(50_000, 42)).await;
+    let execution = w.start(&event).await;
+    let (ended, actions, failed) = w.drive_all(&app, &[&execution]).await;
+    assert_eq!(failed, 1, "the first start's report failed: {actions:?}");
+    assert_eq!(
+        ended[0].status(),
+        &aws_sdk_sfn::types::ExecutionStatus::Succeeded,
+        "{:?}",
+        ended[0]
+    );
+    assert_eq!(actions.iter().filter(|a| *a == "start").count(), 2, "{actions:?}");
+    let jobs = w.h.jobs(&w.model).await;
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0]["upload_puts"], 1);
+}
+
+/// A 4xx from the upload URL: `PredictionOne.UploadRefused` ends the
+/// execution, with no retry and no second job.
+#[tokio::test]
+async fn a_refused_upload_ends_the_execution_without_a_retry() {
+    let w = workflow(json!({}), 600, false).await;
+    w.h.control(
+        "script",
+        json!({"model_id": w.model, "endpoint": "upload", "responses": [{"status": 403}]}),
+    )
+    .await;
+    let key = format!("retrain/{}/refused.csv", w.model);
+    let event = w.upload(&key, data(1000, 44)).await;
+    let (described, actions) = w.drive(&w.start(&event).await).await;
+    assert_eq!(
+        described.status(),
+        &aws_sdk_sfn::types::ExecutionStatus::Failed,
+        "{described:?}"
+    );
+    assert_eq!(described.error(), Some("PredictionOne.UploadRefused"));
+    assert_eq!(actions, ["start"]);
+    let jobs = w.h.jobs(&w.model).await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0]["upload_puts"], 1);
 }
