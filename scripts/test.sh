@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, integration tests against moto and the vendor
-# stand-in, the Lambda runtime path through cargo lambda watch/invoke, and
-# the offline checks of the SAM template in infra/.
+# stand-in, the real S3 -> EventBridge -> Step Functions path on LocalStack,
+# the Lambda runtime path through cargo lambda watch/invoke, and the offline
+# checks of the SAM template in infra/.
 # Installs and starts what it needs, and stops it again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-trap 'scripts/services.sh stop' EXIT
+trap 'scripts/services.sh stop; scripts/localstack.sh stop' EXIT
 scripts/services.sh start
+scripts/localstack.sh start
 # shellcheck disable=SC1091
 source .local/env
+# shellcheck disable=SC1091
+source .local/localstack.env
 export PATH="$PWD/.venv/bin:$PATH"
 cargo test --all-targets "$@"
 # The vendor stand-in's own contract (what the tests above rely on).

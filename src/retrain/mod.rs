@@ -155,7 +155,13 @@ impl<P: RunnerPorts> Runner<P> {
     ) -> Result<Value, Error> {
         let model_id = request.action.model_id().as_str();
         let action = request.action.name();
+        // A transfer asks first whether its task is still waited for (a
+        // message SQS delivered again after its task timed out would make a
+        // job, or move a file, for nobody). A quick action does not: its work
+        // is a read or an idempotent switch, and its task has no heartbeat
+        // limit to send a heartbeat to (LocalStack refuses one then).
         if let Some(token) = &request.task_token
+            && request.action.is_transfer()
             && let Some(gone) = self.task_gone(token, deadline).await
         {
             return Ok(json!({"action": action, "skipped": true, "reason": gone}));

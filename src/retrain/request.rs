@@ -59,6 +59,11 @@ impl Action {
         }
     }
 
+    /// Whether the action moves a file (and heartbeats while it does).
+    pub fn is_transfer(&self) -> bool {
+        matches!(self, Action::Start { .. } | Action::SaveResults { .. })
+    }
+
     pub fn model_id(&self) -> &ModelId {
         match self {
             Action::Start { model_id, .. }

@@ -43,7 +43,7 @@ pub enum Found {
     /// An earlier start recorded this job for the object.
     Started { retrain_job_id: String, bytes: u64 },
     /// The object is this start's to start.
-    Claimed(Claim),
+    Claimed(Box<Claim>),
 }
 
 /// A claim held: the record as written and its ETag.
@@ -166,11 +166,11 @@ impl<'a, O: ObjectStore> Starts<'a, O> {
                         // Our own claim, written by an attempt whose answer
                         // was lost.
                         Some(r) if r.owner == owner => {
-                            return Ok(Found::Claimed(Claim {
+                            return Ok(Found::Claimed(Box::new(Claim {
                                 key,
                                 etag: etag.clone(),
                                 record: r,
-                            }));
+                            })));
                         }
                         Some(r) if r.state == STARTED => {
                             if let Some(job) = r.retrain_job_id {
@@ -217,11 +217,11 @@ impl<'a, O: ObjectStore> Starts<'a, O> {
                 .await
             {
                 Ok(etag) => {
-                    return Ok(Found::Claimed(Claim {
+                    return Ok(Found::Claimed(Box::new(Claim {
                         key,
                         etag,
                         record: mine,
-                    }));
+                    })));
                 }
                 // Someone else wrote it meanwhile (or our own write landed
                 // without an answer): look again.
@@ -246,7 +246,7 @@ impl<'a, O: ObjectStore> Starts<'a, O> {
     /// answers it. Written before the start reports success.
     pub async fn started(
         &self,
-        claim: Claim,
+        claim: Box<Claim>,
         retrain_job_id: &str,
         bytes: u64,
         deadline: &Deadline,
@@ -260,7 +260,7 @@ impl<'a, O: ObjectStore> Starts<'a, O> {
 
     /// Gives the object up after a failed start, so that a retry may claim
     /// it at once. Best effort: a claim left behind expires with its lease.
-    pub async fn release(&self, claim: Claim, deadline: &Deadline) {
+    pub async fn release(&self, claim: Box<Claim>, deadline: &Deadline) {
         let mut record = claim.record.clone();
         record.state = RELEASED.into();
         if let Err(e) = self.write(&claim, &record, deadline).await {

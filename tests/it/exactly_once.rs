@@ -118,7 +118,10 @@ async fn a_second_start_of_one_object_answers_the_first_job() {
     s.put(&key, &newer).await;
     let second = s.start(&key, None).await.unwrap();
     assert_ne!(second["retrain_job_id"], first["retrain_job_id"]);
-    assert_eq!(s.job(&second["retrain_job_id"]).await["upload"]["sha256"], sha256_hex(&newer));
+    assert_eq!(
+        s.job(&second["retrain_job_id"]).await["upload"]["sha256"],
+        sha256_hex(&newer)
+    );
     assert_eq!(s.jobs().await.len(), 2);
 }
 
@@ -151,10 +154,16 @@ async fn each_version_trains_itself() {
     // The older version, named, after the newer one replaced it.
     let old = s.start(&key, Some(&v1)).await.unwrap();
     assert_eq!(old["bytes"], 5000);
-    assert_eq!(s.job(&old["retrain_job_id"]).await["upload"]["sha256"], sha256_hex(&v1_body));
+    assert_eq!(
+        s.job(&old["retrain_job_id"]).await["upload"]["sha256"],
+        sha256_hex(&v1_body)
+    );
     let new = s.start(&key, Some(&v2)).await.unwrap();
     assert_ne!(new["retrain_job_id"], old["retrain_job_id"]);
-    assert_eq!(s.job(&new["retrain_job_id"]).await["upload"]["sha256"], sha256_hex(&v2_body));
+    assert_eq!(
+        s.job(&new["retrain_job_id"]).await["upload"]["sha256"],
+        sha256_hex(&v2_body)
+    );
     // Each again: its own job, nothing new.
     assert_eq!(s.start(&key, Some(&v1)).await.unwrap(), old);
     assert_eq!(s.start(&key, Some(&v2)).await.unwrap(), new);
@@ -162,7 +171,10 @@ async fn each_version_trains_itself() {
     assert_eq!(s.start(&key, None).await.unwrap(), new);
     assert_eq!(s.jobs().await.len(), 2);
     // A version that is not one of this key's is not data.
-    let (t, m) = s.start(&key, Some("not-a-version-of-it")).await.unwrap_err();
+    let (t, m) = s
+        .start(&key, Some("not-a-version-of-it"))
+        .await
+        .unwrap_err();
     assert_eq!(t, "DataUnavailable", "{m}");
 }
 
@@ -179,7 +191,10 @@ async fn keys_are_found_as_s3_events_write_them() {
         ("100%.csv", &["100%25.csv"]),
         (
             "売上 データ+1.zip",
-            &["%E5%A3%B2%E4%B8%8A%20%E3%83%87%E3%83%BC%E3%82%BF%2B1.zip", "%E5%A3%B2%E4%B8%8A+%E3%83%87%E3%83%BC%E3%82%BF%2B1.zip"],
+            &[
+                "%E5%A3%B2%E4%B8%8A%20%E3%83%87%E3%83%BC%E3%82%BF%2B1.zip",
+                "%E5%A3%B2%E4%B8%8A+%E3%83%87%E3%83%BC%E3%82%BF%2B1.zip",
+            ],
         ),
     ];
     for (i, (name, encoded)) in cases.iter().enumerate() {
@@ -251,7 +266,10 @@ async fn a_failed_or_abandoned_start_does_not_block_the_next() {
     let mut record: Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(record["state"], "started");
     assert_eq!(record["retrain_job_id"], done["retrain_job_id"]);
-    assert!(!String::from_utf8_lossy(&bytes).contains("http"), "no URL in a record");
+    assert!(
+        !String::from_utf8_lossy(&bytes).contains("http"),
+        "no URL in a record"
+    );
     record["state"] = json!("uploading");
     record["owner"] = json!("a-runner-that-died");
     record["lease_until_ms"] = json!(chrono::Utc::now().timestamp_millis() - 1000);

@@ -37,11 +37,7 @@ struct Workflow {
 }
 
 /// The definition as SAM deploys it, with the test's substitutions.
-fn definition(
-    runner_queues: &[String; 2],
-    time_limit_seconds: u32,
-    switch_model: bool,
-) -> String {
+fn definition(runner_queues: &[String; 2], time_limit_seconds: u32, switch_model: bool) -> String {
     let path = format!(
         "{}/infra/retrain-runner.asl.json",
         env!("CARGO_MANIFEST_DIR")
@@ -105,11 +101,7 @@ async fn workflow_with(
         .sfn
         .create_state_machine()
         .name(format!("p1-retraining-{}", h.id))
-        .definition(definition(
-            &runner_queues,
-            time_limit_seconds,
-            switch_model,
-        ))
+        .definition(definition(&runner_queues, time_limit_seconds, switch_model))
         .role_arn("arn:aws:iam::123456789012:role/p1-retraining")
         .send()
         .await
@@ -536,7 +528,10 @@ async fn the_same_event_delivered_twice_makes_one_vendor_job() {
             &aws_sdk_sfn::types::ExecutionStatus::Succeeded,
             "{described:?}"
         );
-        assert_eq!(output(described)["retrain_job_id"], jobs[0]["retrain_job_id"]);
+        assert_eq!(
+            output(described)["retrain_job_id"],
+            jobs[0]["retrain_job_id"]
+        );
     }
     assert_eq!(actions.iter().filter(|a| *a == "start").count(), 2);
 }
@@ -573,7 +568,11 @@ async fn a_start_whose_report_failed_comes_back_and_makes_no_second_job() {
         "{:?}",
         ended[0]
     );
-    assert_eq!(actions.iter().filter(|a| *a == "start").count(), 2, "{actions:?}");
+    assert_eq!(
+        actions.iter().filter(|a| *a == "start").count(),
+        2,
+        "{actions:?}"
+    );
     let jobs = w.h.jobs(&w.model).await;
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     assert_eq!(jobs[0]["upload_puts"], 1);
