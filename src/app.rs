@@ -151,6 +151,7 @@ impl Broker<Aws> {
         let handoff = AwsHandoff::new(
             aws_sdk_sfn::Client::new(aws),
             aws_sdk_eventbridge::Client::new(aws),
+            aws_sdk_sqs::Client::new(aws),
         );
         Ok(Broker::new(config, issuer, store, handoff))
     }

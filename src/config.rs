@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 
-use crate::credential::{CredentialType, ModelId};
+use crate::credential::{Credential, CredentialType, ModelId};
 use crate::error::Error;
 use crate::secret_id;
 
@@ -44,6 +44,13 @@ pub struct Config {
     /// Retrain runner only: where the start records live in the data's
     /// bucket (`retrain::starts`; the workflow saves results here too).
     pub retrain_results_prefix: String,
+    /// The renewal sweep (SPEC section 12) hands due keys to this SQS queue
+    /// instead of renewing them itself.
+    pub renew_queue_url: Option<String>,
+    /// Credentials whose targets the sweep creates when missing.
+    pub sweep_ensure: Vec<Credential>,
+    /// Most renewals one sweep starts or hands off.
+    pub sweep_max_renewals: usize,
 }
 
 impl Config {
@@ -188,6 +195,11 @@ impl Config {
             )?),
             retrain_data_prefix,
             retrain_results_prefix,
+            renew_queue_url: var("P1_RENEW_QUEUE_URL")?
+                .map(|u| queue_url("P1_RENEW_QUEUE_URL", &u))
+                .transpose()?,
+            sweep_ensure: sweep_ensure(&or_default("P1_SWEEP_ENSURE", "train")?)?,
+            sweep_max_renewals: int("P1_SWEEP_MAX_RENEWALS", 200, 1..=10_000)? as usize,
         })
     }
 
@@ -293,6 +305,56 @@ fn parse_int(
     Ok(parsed)
 }
 
+/// An SQS queue URL: https, or http on loopback (local stand-ins).
+fn queue_url(name: &str, value: &str) -> Result<String, Error> {
+    let url =
+        Url::parse(value).map_err(|e| config_error(name, &format!("is not a valid URL ({e})")))?;
+    if !crate::net::is_secure_or_loopback(&url) || url.host().is_none() {
+        return Err(config_error(
+            name,
+            "must be an SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<queue>; plain http only on loopback)",
+        ));
+    }
+    Ok(value.to_string())
+}
+
+/// `P1_SWEEP_ENSURE`: comma-separated `train`, `deploy`, `retrain:<model_id>`;
+/// `none` for none (an empty value counts as unset, which is `train`).
+fn sweep_ensure(value: &str) -> Result<Vec<Credential>, Error> {
+    const NAME: &str = "P1_SWEEP_ENSURE";
+    if value.trim().eq_ignore_ascii_case("none") {
+        return Ok(Vec::new());
+    }
+    let mut out: Vec<Credential> = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let credential = match item.split_once(':') {
+            None if item == "train" => Credential::new(CredentialType::Train, None),
+            None if item == "deploy" => Credential::new(CredentialType::Deploy, None),
+            Some(("retrain", id)) => match ModelId::parse(id) {
+                Some(id) => Credential::new(CredentialType::Retrain, Some(id)),
+                None => {
+                    return Err(config_error(
+                        NAME,
+                        &format!("has {item:?}: a model id is 1 to 64 of A-Z a-z 0-9 _ -"),
+                    ));
+                }
+            },
+            _ => {
+                return Err(config_error(
+                    NAME,
+                    &format!(
+                        "has {item:?}; expected a comma-separated list of train, deploy and retrain:<model_id>, or none"
+                    ),
+                ));
+            }
+        };
+        if !out.contains(&credential) {
+            out.push(credential);
+        }
+    }
+    Ok(out)
+}
+
 /// An S3 key prefix that ends a path segment (so that the model is the
 /// whole next segment of a data key).
 fn s3_prefix(name: &str, value: &str) -> Result<String, Error> {
@@ -386,6 +448,51 @@ mod tests {
         assert_eq!(c.deadline_margin, Duration::from_millis(2_000));
         assert_eq!(c.retrain_data_prefix, "retrain/");
         assert_eq!(c.retrain_results_prefix, "retrain-results/");
+        assert_eq!(c.renew_queue_url, None);
+        assert_eq!(
+            c.sweep_ensure,
+            [Credential::new(CredentialType::Train, None)]
+        );
+        assert_eq!(c.sweep_max_renewals, 200);
+    }
+
+    #[test]
+    fn sweep_settings() {
+        let base = ("P1_SECRET_KEY_SECRET_ID", "s");
+        let c = load(&[
+            base,
+            ("P1_SWEEP_ENSURE", " deploy, retrain:42 ,train,deploy"),
+            ("P1_SWEEP_MAX_RENEWALS", "10000"),
+            (
+                "P1_RENEW_QUEUE_URL",
+                "https://sqs.eu-west-1.amazonaws.com/123456789012/p1-requests",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.sweep_ensure,
+            [
+                Credential::new(CredentialType::Deploy, None),
+                Credential::new(CredentialType::Retrain, ModelId::parse("42")),
+                Credential::new(CredentialType::Train, None),
+            ]
+        );
+        assert_eq!(c.sweep_max_renewals, 10_000);
+        assert!(c.renew_queue_url.is_some());
+        let none = load(&[base, ("P1_SWEEP_ENSURE", "none")]).unwrap();
+        assert!(none.sweep_ensure.is_empty());
+        for (name, value) in [
+            ("P1_SWEEP_ENSURE", "retrain"),
+            ("P1_SWEEP_ENSURE", "retrain:4/2"),
+            ("P1_SWEEP_ENSURE", "train,predict"),
+            ("P1_SWEEP_MAX_RENEWALS", "0"),
+            ("P1_SWEEP_MAX_RENEWALS", "10001"),
+            ("P1_RENEW_QUEUE_URL", "http://sqs.example.com/1/q"),
+            ("P1_RENEW_QUEUE_URL", "not a url"),
+        ] {
+            let msg = err_of(&[base, (name, value)]);
+            assert!(msg.starts_with(name), "{name}={value}: {msg}");
+        }
     }
 
     #[test]

@@ -12,10 +12,16 @@ use crate::deadline::Deadline;
 use crate::handoff::{Handoff, HandoffError};
 use crate::prediction_one::{IssuedKey, KeyIssuer, PredictionOneError};
 use crate::secrets::{
-    AWSCURRENT, NewSecret, NewVersion, SecretDescription, SecretStore, SecretValue, StoreError,
-    VersionRef,
+    AWSCURRENT, BatchValues, ListFilter, ListedSecret, NewSecret, NewVersion, SecretDescription,
+    SecretPage, SecretStore, SecretValue, StoreError, VersionRef,
 };
 use crate::sensitive::{ApiKey, SecretKey, SecretString, TaskToken};
+
+/// A fake secret's ARN, in AWS's form (name and a six-character suffix),
+/// so that names and ARNs relate as they do in Secrets Manager.
+pub fn fake_arn(name: &str) -> String {
+    format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{name}-AbCdEf")
+}
 
 /// The broker on the fakes.
 pub struct Fakes;
@@ -49,6 +55,8 @@ pub struct FakeStore {
     hang: Mutex<Vec<&'static str>>,
     /// Writes that are carried out but whose answer never comes.
     lose_answer: Mutex<Vec<&'static str>>,
+    /// Tags by secret (set on create).
+    pub tags: Mutex<HashMap<String, HashMap<String, String>>>,
 }
 
 impl FakeStore {
@@ -98,6 +106,7 @@ impl FakeStore {
         }
     }
     fn put(&self, id: &str, value: &SecretString, token: Option<&str>) -> VersionRef {
+        let id = crate::secret_id::name_of(id);
         let mut values = self.values.lock().unwrap();
         let versions = values.entry(id.to_string()).or_default();
         for v in versions.iter_mut() {
@@ -110,7 +119,7 @@ impl FakeStore {
             vec![AWSCURRENT.into()],
         ));
         VersionRef {
-            arn: format!("arn:{id}"),
+            arn: fake_arn(id),
             version_id,
         }
     }
@@ -124,13 +133,14 @@ impl SecretStore for FakeStore {
         _: Option<&str>,
     ) -> Result<SecretValue, StoreError> {
         self.take("get").await?;
+        let id = crate::secret_id::name_of(id);
         let values = self.values.lock().unwrap();
         let (version_id, value, stages) = values
             .get(id)
             .and_then(|vs| vs.iter().find(|v| v.2.iter().any(|s| s == stage)))
             .ok_or_else(|| StoreError::NotFound(id.into()))?;
         Ok(SecretValue {
-            arn: format!("arn:{id}"),
+            arn: fake_arn(id),
             version_id: version_id.clone(),
             secret_string: Some(SecretString::new(value.clone())),
             stages: stages.clone(),
@@ -142,6 +152,7 @@ impl SecretStore for FakeStore {
         version: &NewVersion<'_>,
     ) -> Result<VersionRef, StoreError> {
         self.take("put").await?;
+        let id = crate::secret_id::name_of(id);
         if !self.values.lock().unwrap().contains_key(id) {
             return Err(StoreError::NotFound(id.into()));
         }
@@ -155,17 +166,22 @@ impl SecretStore for FakeStore {
         new: &NewSecret,
     ) -> Result<VersionRef, StoreError> {
         self.take("create").await?;
+        self.tags
+            .lock()
+            .unwrap()
+            .insert(id.to_string(), new.tags.iter().cloned().collect());
         let written = self.put(id, value, new.client_request_token.as_deref());
         self.answer("create", written).await
     }
     async fn describe(&self, id: &str) -> Result<SecretDescription, StoreError> {
         self.take("describe").await?;
+        let id = crate::secret_id::name_of(id);
         let values = self.values.lock().unwrap();
         let versions = values
             .get(id)
             .ok_or_else(|| StoreError::NotFound(id.into()))?;
         Ok(SecretDescription {
-            arn: format!("arn:{id}"),
+            arn: fake_arn(id),
             versions: versions
                 .iter()
                 .map(|(v, _, stages)| (v.clone(), stages.clone()))
@@ -181,6 +197,60 @@ impl SecretStore for FakeStore {
         _: Option<&str>,
     ) -> Result<(), StoreError> {
         self.take("move_stage").await
+    }
+
+    async fn list(&self, filter: &ListFilter, _: Option<&str>) -> Result<SecretPage, StoreError> {
+        self.take("list").await?;
+        let values = self.values.lock().unwrap();
+        let tags = self.tags.lock().unwrap();
+        let mut names: Vec<&String> = values.keys().collect();
+        names.sort();
+        let secrets = names
+            .into_iter()
+            .filter(|name| {
+                filter
+                    .name_prefix
+                    .as_ref()
+                    .is_none_or(|p| name.starts_with(p.as_str()))
+                    && filter
+                        .tag
+                        .as_ref()
+                        .is_none_or(|(k, v)| tags.get(*name).and_then(|t| t.get(k)) == Some(v))
+            })
+            .map(|name| ListedSecret {
+                arn: fake_arn(name),
+                name: name.clone(),
+                tags: tags.get(name).cloned().unwrap_or_default(),
+            })
+            .collect();
+        Ok(SecretPage {
+            secrets,
+            next_token: None,
+        })
+    }
+
+    async fn batch_get(&self, ids: &[String]) -> Result<BatchValues, StoreError> {
+        self.take("batch_get").await?;
+        let mut out = BatchValues::default();
+        for id in ids {
+            let name = crate::secret_id::name_of(id);
+            let values = self.values.lock().unwrap();
+            let current = values
+                .get(name)
+                .and_then(|vs| vs.iter().find(|v| v.2.iter().any(|s| s == AWSCURRENT)));
+            match current {
+                Some((version_id, value, stages)) => out.values.push(SecretValue {
+                    arn: fake_arn(name),
+                    version_id: version_id.clone(),
+                    secret_string: Some(SecretString::new(value.clone())),
+                    stages: stages.clone(),
+                }),
+                None => out
+                    .errors
+                    .push((id.clone(), "ResourceNotFoundException".into())),
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -216,6 +286,8 @@ impl KeyIssuer for FakeIssuer {
 #[derive(Default)]
 pub struct FakeHandoff {
     pub announced: Mutex<Vec<String>>,
+    /// Request bodies sent to a queue, in order.
+    pub sent: Mutex<Vec<String>>,
 }
 
 impl Handoff for FakeHandoff {
@@ -231,5 +303,9 @@ impl Handoff for FakeHandoff {
     async fn announce(&self, _: &str, detail: &str) -> Result<(), HandoffError> {
         self.announced.lock().unwrap().push(detail.to_string());
         Ok(())
+    }
+    async fn send_requests(&self, _: &str, bodies: &[String]) -> Result<Vec<usize>, HandoffError> {
+        self.sent.lock().unwrap().extend(bodies.iter().cloned());
+        Ok(Vec::new())
     }
 }

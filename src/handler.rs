@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use crate::batch;
+use crate::broker::sweep::SweepRequest;
 use crate::broker::{Broker, Ports};
 use crate::deadline::Deadline;
 use crate::error::Error;
@@ -36,5 +37,14 @@ pub async fn handle<P: Ports>(
             .await
             .map(|()| Value::Null)
             .inspect_err(|e| metrics::failed(None, e)),
+        Trigger::Sweep(payload) => {
+            let request =
+                SweepRequest::parse(&payload).inspect_err(|e| metrics::failed(None, e))?;
+            broker
+                .sweep(&request, deadline)
+                .await
+                .map(|report| report.to_json())
+                .inspect_err(|e| metrics::failed(None, e))
+        }
     }
 }

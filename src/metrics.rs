@@ -104,6 +104,27 @@ pub fn key_served(
     emit(credential_type.as_str(), &values);
 }
 
+/// A renewal sweep's counts (SPEC section 12), without dimensions:
+/// `KeysDue`, `KeysRenewed`, `KeysQueued`, `SweepLeft`, and `Failures` with
+/// `Reason=Sweep` for renewals or reads that failed.
+pub fn swept(due: usize, renewed: usize, queued: usize, left: usize, failed: usize) {
+    emit_with(
+        &[],
+        &[
+            ("KeysDue", due as f64, Unit::Count),
+            ("KeysRenewed", renewed as f64, Unit::Count),
+            ("KeysQueued", queued as f64, Unit::Count),
+            ("SweepLeft", left as f64, Unit::Count),
+        ],
+    );
+    if failed > 0 {
+        emit_with(
+            &[("Reason", "Sweep")],
+            &[("Failures", failed as f64, Unit::Count)],
+        );
+    }
+}
+
 /// A report that Step Functions refused because it no longer waits for it
 /// (SPEC section 10): logged at WARN with the code and counted as a
 /// `Failures` with `Reason=TaskGone`; no retry could deliver it.

@@ -2,8 +2,9 @@
 //!
 //! One function serves them all, so the payload's shape decides: an SQS
 //! batch has `Records`, a rotation event has `SecretId`/`ClientRequestToken`/
-//! `Step`, an EventBridge envelope has `detail-type`; anything else with a
-//! request field is a direct request, and the rest is refused by name.
+//! `Step`, an EventBridge envelope has `detail-type`, a renewal sweep has
+//! `sweep`; anything else with a request field is a direct request, and the
+//! rest is refused by name.
 
 use serde_json::{Map, Value, json};
 
@@ -18,6 +19,8 @@ pub enum Trigger {
     EventBridge(Value),
     Sqs(Vec<SqsMessage>),
     Rotation(RotationEvent),
+    /// The renewal sweep: `{"sweep": "due"}` (SPEC section 12).
+    Sweep(Value),
 }
 
 /// The rotation event. Not `aws_lambda_events`' type: that one drops the
@@ -41,7 +44,7 @@ pub struct SqsMessage {
     pub request: Result<Value, Rejected>,
 }
 
-const EXPECTED: &str = "expected a request object (credential_type, ...), an EventBridge event (detail-type, source, detail), an SQS batch (Records) or a Secrets Manager rotation event (SecretId, ClientRequestToken, Step)";
+const EXPECTED: &str = "expected a request object (credential_type, ...), an EventBridge event (detail-type, source, detail), an SQS batch (Records), a Secrets Manager rotation event (SecretId, ClientRequestToken, Step) or a renewal sweep ({\"sweep\": \"due\"})";
 
 impl Trigger {
     pub fn from_payload(payload: Value) -> Result<Trigger, Error> {
@@ -55,6 +58,10 @@ impl Trigger {
             return sqs_records(records, request_of_body).map(Trigger::Sqs);
         }
         let has_request_field = fields.keys().any(|k| request::FIELDS.contains(&k.as_str()));
+        // A request with a stray `sweep` is a request with an unknown field.
+        if !has_request_field && fields.contains_key("sweep") {
+            return Ok(Trigger::Sweep(payload));
+        }
         // A request with a stray `Step` is a request with an unknown field.
         if !has_request_field
             && ["SecretId", "ClientRequestToken", "Step"]
@@ -184,6 +191,7 @@ mod tests {
             Ok(Trigger::EventBridge(_)) => "eventbridge",
             Ok(Trigger::Sqs(_)) => "sqs",
             Ok(Trigger::Rotation(_)) => "rotation",
+            Ok(Trigger::Sweep(_)) => "sweep",
             Err(e) => {
                 assert_eq!(e.error_type(), "InvalidRequest");
                 "invalid"
@@ -217,6 +225,12 @@ mod tests {
             "direct"
         );
         assert_eq!(kind(json!({"Records": []})), "sqs");
+        assert_eq!(kind(json!({"sweep": "due"})), "sweep");
+        assert_eq!(kind(json!({"sweep": "due", "dry_run": true})), "sweep");
+        assert_eq!(
+            kind(json!({"credential_type": "train", "sweep": "due"})),
+            "direct"
+        );
         assert_eq!(kind(json!("train")), "invalid");
         assert_eq!(kind(json!(null)), "invalid");
     }
@@ -377,6 +391,11 @@ mod tests {
                         }
                     }
                     Ok(Trigger::Rotation(_)) => {}
+                    Ok(Trigger::Sweep(v)) => {
+                        if let Err(e) = crate::broker::sweep::SweepRequest::parse(&v) {
+                            prop_assert_eq!(e.error_type(), "InvalidRequest");
+                        }
+                    }
                     Err(e) => prop_assert_eq!(e.error_type(), "InvalidRequest"),
                 }
             }

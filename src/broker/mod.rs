@@ -5,12 +5,14 @@
 //! [`Broker`] is closed: its ports and configuration are private, and the
 //! entry points (`handler`, `batch`) call only its methods:
 //! [`Broker::serve`], [`Broker::answer`] / [`Broker::answer_rejected`]
-//! (`answer.rs`) and [`Broker::rotate`] (`rotation.rs`). The ports are
+//! (`answer.rs`), [`Broker::rotate`] (`rotation.rs`) and [`Broker::sweep`]
+//! (`sweep.rs`). The ports are
 //! traits, bundled in [`Ports`] so that code generic over the adapters
 //! names one bound; `App` is the broker on its AWS and HTTP adapters.
 
 mod answer;
 mod rotation;
+pub mod sweep;
 
 use std::time::Instant;
 

@@ -12,17 +12,30 @@ use crate::sensitive::TaskToken;
 pub struct AwsHandoff {
     sfn: aws_sdk_sfn::Client,
     events: aws_sdk_eventbridge::Client,
+    sqs: aws_sdk_sqs::Client,
 }
 
 impl AwsHandoff {
-    pub fn new(sfn: aws_sdk_sfn::Client, events: aws_sdk_eventbridge::Client) -> Self {
-        AwsHandoff { sfn, events }
+    pub fn new(
+        sfn: aws_sdk_sfn::Client,
+        events: aws_sdk_eventbridge::Client,
+        sqs: aws_sdk_sqs::Client,
+    ) -> Self {
+        AwsHandoff { sfn, events, sqs }
     }
 }
 
 /// Each call's attempts sized to the time it has (`crate::aws`).
 fn sized_sfn() -> aws_sdk_sfn::config::Builder {
     let mut config = aws_sdk_sfn::config::Builder::default();
+    if let Some((timeouts, retry)) = sized_attempts() {
+        config = config.timeout_config(timeouts).retry_config(retry);
+    }
+    config
+}
+
+fn sized_sqs() -> aws_sdk_sqs::config::Builder {
+    let mut config = aws_sdk_sqs::config::Builder::default();
     if let Some((timeouts, retry)) = sized_attempts() {
         config = config.timeout_config(timeouts).retry_config(retry);
     }
@@ -142,5 +155,42 @@ impl Handoff for AwsHandoff {
             });
         }
         Ok(())
+    }
+
+    async fn send_requests(
+        &self,
+        queue_url: &str,
+        bodies: &[String],
+    ) -> Result<Vec<usize>, HandoffError> {
+        let entries = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
+                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(body)
+                    .build()
+                    .map_err(|e| HandoffError::Failed {
+                        operation: "SendMessageBatch",
+                        detail: format!("cannot build the batch: {e}"),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let out = self
+            .sqs
+            .send_message_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(entries))
+            .customize()
+            .config_override(sized_sqs())
+            .send()
+            .await
+            .map_err(|e| handoff_error("SendMessageBatch", e))?;
+        // SendMessageBatch answers 200 with the entries it refused.
+        Ok(out
+            .failed()
+            .iter()
+            .filter_map(|f| f.id().parse().ok())
+            .collect())
     }
 }

@@ -1,7 +1,8 @@
-//! Handing results to pipelines (SPEC section 5): Step Functions task
-//! callbacks and EventBridge announcements. Both carry a reference to the
-//! stored key (secret ARN and version), never the key, unless the caller was
-//! allowed to ask for it.
+//! Handing results and work to pipelines: Step Functions task callbacks and
+//! EventBridge announcements (SPEC section 5), which carry a reference to
+//! the stored key (secret ARN and version), never the key, unless the caller
+//! was allowed to ask for it; and the renewal sweep's requests to the
+//! broker's own SQS queue (SPEC section 12), which carry no key at all.
 
 pub mod aws;
 
@@ -76,4 +77,11 @@ pub trait Handoff: Send + Sync {
         &self,
         token: &TaskToken,
     ) -> impl Future<Output = Result<(), HandoffError>> + Send;
+    /// SendMessageBatch of up to 10 request bodies to `queue_url`: the
+    /// positions of those SQS did not take.
+    fn send_requests(
+        &self,
+        queue_url: &str,
+        bodies: &[String],
+    ) -> impl Future<Output = Result<Vec<usize>, HandoffError>> + Send;
 }

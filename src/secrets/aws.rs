@@ -7,10 +7,11 @@
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::config::Builder as Override;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_secretsmanager::types::Tag;
+use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, Tag};
 
 use super::store::{
-    NewSecret, NewVersion, SecretDescription, SecretStore, SecretValue, StoreError, VersionRef,
+    BatchValues, ListFilter, ListedSecret, NewSecret, NewVersion, SecretDescription, SecretPage,
+    SecretStore, SecretValue, StoreError, VersionRef,
 };
 use crate::aws::{describe_sdk_error, error_code, is_throttling, outcome_unknown, sized_attempts};
 use crate::sensitive::SecretString;
@@ -168,6 +169,94 @@ impl SecretStore for SecretsManager {
                 })
                 .collect(),
         })
+    }
+
+    async fn list(
+        &self,
+        filter: &ListFilter,
+        next_token: Option<&str>,
+    ) -> Result<SecretPage, StoreError> {
+        let by = |key: FilterNameStringType, value: &str| {
+            Filter::builder().key(key).values(value).build()
+        };
+        let mut filters = Vec::new();
+        if let Some(prefix) = &filter.name_prefix {
+            filters.push(by(FilterNameStringType::Name, prefix));
+        }
+        if let Some((key, value)) = &filter.tag {
+            filters.push(by(FilterNameStringType::TagKey, key));
+            filters.push(by(FilterNameStringType::TagValue, value));
+        }
+        let out = self
+            .client
+            .list_secrets()
+            .set_filters(Some(filters))
+            .max_results(100)
+            .set_next_token(next_token.map(str::to_string))
+            .customize()
+            .config_override(sized())
+            .send()
+            .await
+            .map_err(store_error)?;
+        let secrets = out
+            .secret_list()
+            .iter()
+            .filter_map(|entry| {
+                Some(ListedSecret {
+                    arn: entry.arn()?.to_string(),
+                    name: entry.name()?.to_string(),
+                    tags: entry
+                        .tags()
+                        .iter()
+                        .filter_map(|t| {
+                            Some((
+                                t.key()?.to_string(),
+                                t.value().unwrap_or_default().to_string(),
+                            ))
+                        })
+                        .collect(),
+                })
+            })
+            .collect();
+        Ok(SecretPage {
+            secrets,
+            next_token: out.next_token().map(str::to_string),
+        })
+    }
+
+    async fn batch_get(&self, ids: &[String]) -> Result<BatchValues, StoreError> {
+        let out = self
+            .client
+            .batch_get_secret_value()
+            .set_secret_id_list(Some(ids.to_vec()))
+            .customize()
+            .config_override(sized())
+            .send()
+            .await
+            .map_err(store_error)?;
+        let values = out
+            .secret_values()
+            .iter()
+            .filter_map(|v| {
+                Some(SecretValue {
+                    arn: v.arn()?.to_string(),
+                    version_id: v.version_id()?.to_string(),
+                    secret_string: v.secret_string().map(SecretString::new),
+                    stages: v.version_stages().to_vec(),
+                })
+            })
+            .collect();
+        let errors = out
+            .errors()
+            .iter()
+            .map(|e| {
+                (
+                    e.secret_id().unwrap_or_default().to_string(),
+                    e.error_code().unwrap_or("Unknown").to_string(),
+                )
+            })
+            .collect();
+        Ok(BatchValues { values, errors })
     }
 
     async fn move_stage(

@@ -12,8 +12,8 @@ pub mod store;
 
 pub use record::KeyRecord;
 pub use store::{
-    NewSecret, NewVersion, SecretDescription, SecretStore, SecretValue, StoreError, VersionRef,
-    new_version_id,
+    BatchValues, ListFilter, ListedSecret, NewSecret, NewVersion, SecretDescription, SecretPage,
+    SecretStore, SecretValue, StoreError, VersionRef, new_version_id,
 };
 
 /// The staging label on the version currently served to readers.

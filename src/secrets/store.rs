@@ -110,6 +110,37 @@ pub fn new_version_id() -> String {
     )
 }
 
+/// Which secrets to list (ListSecrets' filters, ANDed): a name prefix, a
+/// tag key and value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    pub name_prefix: Option<String>,
+    pub tag: Option<(String, String)>,
+}
+
+/// One secret as ListSecrets describes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListedSecret {
+    pub arn: String,
+    pub name: String,
+    pub tags: HashMap<String, String>,
+}
+
+/// A page of ListSecrets.
+#[derive(Debug, Clone, Default)]
+pub struct SecretPage {
+    pub secrets: Vec<ListedSecret>,
+    pub next_token: Option<String>,
+}
+
+/// BatchGetSecretValue's answer: the current values found, and for each id
+/// that could not be read, its error code.
+#[derive(Debug, Clone, Default)]
+pub struct BatchValues {
+    pub values: Vec<SecretValue>,
+    pub errors: Vec<(String, String)>,
+}
+
 /// How a Secrets Manager call failed. Each carries the service's code and
 /// message (never a secret value); the variant is what callers decide on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -183,6 +214,20 @@ pub trait SecretStore: Send + Sync {
         &self,
         secret_id: &str,
     ) -> impl Future<Output = Result<SecretDescription, StoreError>> + Send;
+
+    /// ListSecrets: one page of the secrets `filter` selects (not those
+    /// scheduled for deletion), from `next_token`.
+    fn list(
+        &self,
+        filter: &ListFilter,
+        next_token: Option<&str>,
+    ) -> impl Future<Output = Result<SecretPage, StoreError>> + Send;
+
+    /// BatchGetSecretValue: the AWSCURRENT values of up to 20 secrets.
+    fn batch_get(
+        &self,
+        ids: &[String],
+    ) -> impl Future<Output = Result<BatchValues, StoreError>> + Send;
 
     /// UpdateSecretVersionStage: put `stage` on `to_version`, taking it off
     /// `from_version` (which must be named when another version holds it).
