@@ -288,6 +288,8 @@ pub struct FakeHandoff {
     pub announced: Mutex<Vec<String>>,
     /// Request bodies sent to a queue, in order.
     pub sent: Mutex<Vec<String>>,
+    /// Heartbeats sent.
+    pub heartbeats: Mutex<usize>,
 }
 
 impl Handoff for FakeHandoff {
@@ -298,6 +300,7 @@ impl Handoff for FakeHandoff {
         Ok(())
     }
     async fn task_heartbeat(&self, _: &TaskToken) -> Result<(), HandoffError> {
+        *self.heartbeats.lock().unwrap() += 1;
         Ok(())
     }
     async fn announce(&self, _: &str, detail: &str) -> Result<(), HandoffError> {

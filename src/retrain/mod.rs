@@ -17,6 +17,7 @@
 //! and the vendor's pre-signed URLs, whatever their size.
 
 pub mod handler;
+mod keepalive;
 pub mod request;
 pub mod starts;
 
@@ -60,17 +61,8 @@ pub struct Runner<P: RunnerPorts> {
 
 /// A retry of the upload needs at least this long to be worth starting.
 const MIN_UPLOAD: Duration = Duration::from_millis(100);
-/// While a transfer runs, Step Functions hears from the task this often
-/// (SendTaskHeartbeat), so that a task whose HeartbeatSeconds is longer
-/// lives as long as its work.
-pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
-/// A transfer in which no byte moved for this long has stalled: it is
-/// ended (and retried while time is left) instead of holding the runner
-/// until its deadline.
-pub const STALL_AFTER: Duration = Duration::from_secs(30);
-
-/// A transfer that moved no byte for [`STALL_AFTER`].
-struct Stalled;
+use keepalive::Stalled;
+pub use keepalive::{HEARTBEAT_EVERY, STALL_AFTER};
 
 /// What a job's raw status means (SPEC section 11): only `job_finished` is
 /// documented; a status that mentions failure or error is taken as final.
@@ -477,10 +469,7 @@ impl<P: RunnerPorts> Runner<P> {
         }
     }
 
-    /// Runs a transfer while telling Step Functions, every
-    /// [`HEARTBEAT_EVERY`], that the task is alive (when the request came
-    /// with a token), and ends it when no byte moved for [`STALL_AFTER`]
-    /// before `expected` bytes (when known) went through.
+    /// Runs a transfer with its task kept alive (`keepalive`).
     async fn keep_alive<T>(
         &self,
         token: Option<&TaskToken>,
@@ -489,65 +478,21 @@ impl<P: RunnerPorts> Runner<P> {
         deadline: &Deadline,
         transfer: impl Future<Output = T>,
     ) -> Result<T, Stalled> {
-        let watch = async {
-            let mut beat = tokio::time::Instant::now();
-            let mut alive = token.is_some();
-            loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let done = expected.is_some_and(|n| progress.bytes() >= n);
-                if !done && progress.idle() >= STALL_AFTER {
-                    return Stalled;
-                }
-                if alive && beat.elapsed() >= HEARTBEAT_EVERY {
-                    beat = tokio::time::Instant::now();
-                    // A task Step Functions stopped waiting for: the work
-                    // goes on all the same (its record makes a retry of the
-                    // task find it), but no more heartbeats.
-                    alive = !self.heartbeat_once(token, deadline).await;
-                }
-            }
-        };
-        tokio::select! {
-            out = transfer => Ok(out),
-            stalled = watch => Err(stalled),
-        }
+        keepalive::keep_alive(
+            self.broker.handoff(),
+            token,
+            progress,
+            expected,
+            deadline,
+            transfer,
+        )
+        .await
     }
 
     /// One heartbeat, when the request came with a token (waiting for
     /// another start's record).
     async fn heartbeat(&self, token: Option<&TaskToken>, deadline: &Deadline) {
-        self.heartbeat_once(token, deadline).await;
-    }
-
-    /// Sends one heartbeat; whether the task is gone. Other failures are
-    /// logged: a heartbeat is no reason to stop the work.
-    async fn heartbeat_once(&self, token: Option<&TaskToken>, deadline: &Deadline) -> bool {
-        let Some(token) = token else {
-            return false;
-        };
-        match tokio::time::timeout(
-            HEARTBEAT_EVERY,
-            deadline.finish(self.broker.handoff().task_heartbeat(token)),
-        )
-        .await
-        {
-            Ok(Ok(())) => false,
-            Ok(Err(HandoffError::TaskGone { code, .. })) => {
-                tracing::warn!(
-                    code,
-                    "Step Functions no longer waits for this task; the work goes on and is recorded"
-                );
-                true
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "a heartbeat failed");
-                false
-            }
-            Err(_) => {
-                tracing::warn!("a heartbeat got no answer in time");
-                false
-            }
-        }
+        keepalive::heartbeat(self.broker.handoff(), token, deadline).await;
     }
 
     async fn status(
