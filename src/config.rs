@@ -251,6 +251,16 @@ impl Config {
         }
     }
 
+    /// The value of the owner tag (`broker::OWNER_TAG`) on the secrets this
+    /// function creates: the secret-key secret's name (a tag value holds at
+    /// most 256 characters).
+    pub fn owner_tag_value(&self) -> String {
+        secret_id::name_of(&self.secret_key_secret_id)
+            .chars()
+            .take(256)
+            .collect()
+    }
+
     /// Whether `id` (a name or ARN) is the secret that holds the secret key,
     /// which no API key may ever be written over.
     pub fn is_secret_key_secret(&self, id: &str) -> bool {

@@ -475,7 +475,12 @@ RUNNER_ONLY_ACTIONS = {"states:SendTaskHeartbeat"}
 IMPLIED_ACTIONS = {"secretsmanager:CreateSecret": {"secretsmanager:TagResource"}}
 
 # The tags the function puts on a secret it creates (the broker in src/).
-CREATED_TAGS = {"managed-by": "p1-key-broker", "p1:credential_type": "retrain", "p1:model_id": "42"}
+CREATED_TAGS = {
+    "managed-by": "p1-key-broker",
+    "p1:credential_type": "retrain",
+    "p1:model_id": "42",
+    "p1:secret_key_secret": "prediction-one/secret-key",
+}
 
 
 def sdk_calls_by_file() -> dict[str, set[str]]:
@@ -640,7 +645,9 @@ def test_secret_creation_is_restricted_to_the_configured_names(function_statemen
     assert st["Condition"]["StringEquals"] == {"aws:RequestTag/managed-by": "p1-key-broker"}
     _, tag = function_statements["TagCreatedKeySecrets"]
     assert tag["Condition"] == {
-        "ForAllValues:StringEquals": {"aws:TagKeys": ["managed-by", "p1:credential_type", "p1:model_id"]}
+        "ForAllValues:StringEquals": {
+            "aws:TagKeys": ["managed-by", "p1:credential_type", "p1:model_id", "p1:secret_key_secret"]
+        }
     }
 
 

@@ -346,6 +346,9 @@ impl<P: Ports> Broker<P> {
                 record.credential.credential_type.as_str().to_string(),
             ),
             ("managed-by".to_string(), "p1-key-broker".to_string()),
+            // Whose: the sweep renews tagged secrets of this secret key only
+            // (two stacks in one account must not renew each other's).
+            (OWNER_TAG.to_string(), self.config.owner_tag_value()),
         ];
         if let Some(model_id) = &record.credential.model_id {
             tags.push(("p1:model_id".to_string(), model_id.as_str().to_string()));
@@ -369,6 +372,10 @@ impl<P: Ports> Broker<P> {
         }
     }
 }
+
+/// The tag naming, on a secret this function creates, the secret that holds
+/// the secret key its keys come from.
+pub const OWNER_TAG: &str = "p1:secret_key_secret";
 
 /// The most of the margin kept for reading back a write whose answer was
 /// lost: one DescribeSecret.

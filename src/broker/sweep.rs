@@ -3,7 +3,9 @@
 //!
 //! A sweep lists the managed secrets (the train and deploy targets, every
 //! secret under the retrain prefix, every secret tagged
-//! `managed-by=p1-key-broker`), reads their current records 20 at a time
+//! `managed-by=p1-key-broker`, but for those whose `p1:secret_key_secret`
+//! tag names another secret key: another stack's), reads their current
+//! records 20 at a time
 //! (BatchGetSecretValue), and finds the due ones: a record of unknown
 //! expiry or expiring within `P1_RENEW_BEFORE_SECONDS` (and not issued in
 //! the last 10 minutes: the same rule as a request's `fresh`), and the
@@ -216,8 +218,14 @@ impl<P: Ports> Broker<P> {
                     .map_err(|e| cannot("list the managed secrets", e))?;
                 // ListSecrets matches name prefixes and tags loosely (case,
                 // prefixes of tags): keep what is exactly ours.
+                // A tagged secret of another secret key (another stack in
+                // the account) is not this sweep's.
+                let owner = self.config.owner_tag_value();
                 listed.extend(page.secrets.into_iter().filter(|s| match &filter.tag {
-                    Some((k, v)) => s.tags.get(k) == Some(v),
+                    Some((k, v)) => {
+                        s.tags.get(k) == Some(v)
+                            && s.tags.get(super::OWNER_TAG).is_none_or(|o| *o == owner)
+                    }
                     None => s.name.starts_with(&prefix),
                 }));
                 next = page.next_token;

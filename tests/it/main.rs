@@ -18,3 +18,4 @@ mod retrain_workflow;
 mod rotation;
 mod runtime_deadline;
 mod stepfunctions;
+mod sweep;
