@@ -221,6 +221,7 @@ impl SecretStore for FakeStore {
                 arn: fake_arn(name),
                 name: name.clone(),
                 tags: tags.get(name).cloned().unwrap_or_default(),
+                rotation_enabled: false,
             })
             .collect();
         Ok(SecretPage {

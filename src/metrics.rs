@@ -104,6 +104,17 @@ pub fn key_served(
     emit(credential_type.as_str(), &values);
 }
 
+/// The soonest expiry of a credential type's managed keys, as the sweep
+/// read them: `SecondsUntilExpiry`, so that the expiry alarms hear of every
+/// key each sweep, whether renewed or not.
+pub fn seconds_until_expiry(credential_type: CredentialType, at: chrono::DateTime<chrono::Utc>) {
+    let left = (at - chrono::Utc::now()).num_seconds() as f64;
+    emit(
+        credential_type.as_str(),
+        &[("SecondsUntilExpiry", left, Unit::Seconds)],
+    );
+}
+
 /// A renewal sweep's counts (SPEC section 12), without dimensions:
 /// `KeysDue`, `KeysRenewed`, `KeysQueued`, `SweepLeft`, and `Failures` with
 /// `Reason=Sweep` for renewals or reads that failed.

@@ -236,21 +236,43 @@ impl<P: Ports> Broker<P> {
         }
         let mut seen = HashSet::new();
         let mut out: Vec<Managed> = Vec::new();
+        let mut rotated = 0;
         for s in listed {
-            if seen.insert(s.arn.clone()) {
-                out.push(Managed {
-                    id: s.arn,
-                    name: s.name,
-                });
+            if !seen.insert(s.arn.clone()) {
+                continue;
             }
+            // Secrets Manager's own rotation renews it: one renewer each.
+            if s.rotation_enabled {
+                rotated += 1;
+                continue;
+            }
+            out.push(Managed {
+                id: s.arn,
+                name: s.name,
+            });
         }
         for target in [&self.config.train_secret_id, &self.config.deploy_secret_id] {
-            if !out.iter().any(|m| secret_id::same_secret(target, &m.id)) {
-                out.push(Managed {
+            if out.iter().any(|m| secret_id::same_secret(target, &m.id)) {
+                continue;
+            }
+            // Not listed (created by someone else, untagged): its rotation
+            // is only known from DescribeSecret.
+            match deadline.work(self.store.describe(target)).await {
+                Ok(d) if d.rotation_enabled => rotated += 1,
+                Ok(d) if seen.contains(&d.arn) => {}
+                Ok(_) => out.push(Managed {
                     id: target.clone(),
                     name: secret_id::name_of(target).to_string(),
-                });
+                }),
+                Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(cannot("describe a configured target", e)),
             }
+        }
+        if rotated > 0 {
+            tracing::info!(
+                rotated,
+                "sweep: secrets that Secrets Manager rotates are left to their rotation"
+            );
         }
         // Never the secret key, whatever else lists it.
         out.retain(|m| !self.config.is_secret_key_secret(&m.id));
@@ -272,6 +294,8 @@ impl<P: Ports> Broker<P> {
         let mut due = Vec::new();
         let mut existing = Vec::new();
         let mut absent = 0;
+        // The soonest expiry per credential type, for the expiry alarms.
+        let mut soonest: Vec<(CredentialType, DateTime<Utc>)> = Vec::new();
         for chunk in managed.chunks(READ_BATCH) {
             let ids: Vec<String> = chunk.iter().map(|m| m.id.clone()).collect();
             let read = deadline
@@ -306,6 +330,16 @@ impl<P: Ports> Broker<P> {
                     continue;
                 };
                 let credential = record.credential.clone();
+                if let Some(at) = record.expiry() {
+                    match soonest
+                        .iter_mut()
+                        .find(|(t, _)| *t == credential.credential_type)
+                    {
+                        Some((_, s)) if at < *s => *s = at,
+                        Some(_) => {}
+                        None => soonest.push((credential.credential_type, at)),
+                    }
+                }
                 if let Some(whose) = self.config.crossed_target(
                     credential.credential_type,
                     credential.model_id.as_ref(),
@@ -332,6 +366,9 @@ impl<P: Ports> Broker<P> {
             }
         }
         report.managed -= absent;
+        for (credential_type, at) in soonest {
+            metrics::seconds_until_expiry(credential_type, at);
+        }
         Ok((due, existing))
     }
 
@@ -655,7 +692,9 @@ mod tests {
         assert!(b.issuer.used.lock().unwrap().is_empty());
         let calls = b.store.calls.lock().unwrap().clone();
         assert!(
-            calls.iter().all(|c| matches!(*c, "list" | "batch_get")),
+            calls
+                .iter()
+                .all(|c| matches!(*c, "list" | "describe" | "batch_get")),
             "{calls:?}"
         );
     }

@@ -205,6 +205,7 @@ impl SecretStore for SecretsManager {
                 Some(ListedSecret {
                     arn: entry.arn()?.to_string(),
                     name: entry.name()?.to_string(),
+                    rotation_enabled: entry.rotation_enabled().unwrap_or(false),
                     tags: entry
                         .tags()
                         .iter()

@@ -124,6 +124,8 @@ pub struct ListedSecret {
     pub arn: String,
     pub name: String,
     pub tags: HashMap<String, String>,
+    /// Secrets Manager rotates it natively.
+    pub rotation_enabled: bool,
 }
 
 /// A page of ListSecrets.
