@@ -5,6 +5,7 @@
 
 mod broker;
 mod common;
+mod docs;
 mod exactly_once;
 mod faults;
 mod infra;
