@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Healthy Secrets Manager call times from this crate's SDK set-up, against
-# moto on loopback (README "Performance", "AWS attempts"):
+# moto on loopback (docs/reliability.md):
 #
 #   scripts/bench_aws_calls.sh [N]      (default 200 calls of each operation)
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The renewal sweep at fleet scale (README "The renewal sweep"):
+# The renewal sweep at fleet scale (docs/sweep.md):
 #
 #   scripts/bench_sweep.sh [--secrets N] [--due-every K]
 #

@@ -20,7 +20,7 @@ pub const ATTEMPTS: u32 = 3;
 pub const MAX_ATTEMPT: Duration = Duration::from_secs(5);
 /// An attempt is never cut shorter than this while the call has it: a
 /// healthy call that opens a new TLS connection takes a few round trips
-/// (README "Performance" has the healthy calls' times against moto).
+/// (docs/reliability.md has the healthy calls' times against moto).
 pub const MIN_ATTEMPT: Duration = Duration::from_millis(300);
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);

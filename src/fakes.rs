@@ -57,6 +57,8 @@ pub struct FakeStore {
     lose_answer: Mutex<Vec<&'static str>>,
     /// Tags by secret (set on create).
     pub tags: Mutex<HashMap<String, HashMap<String, String>>>,
+    /// Secrets whose Secrets Manager rotation is on, by name.
+    pub rotated: Mutex<Vec<String>>,
 }
 
 impl FakeStore {
@@ -186,6 +188,7 @@ impl SecretStore for FakeStore {
                 .iter()
                 .map(|(v, _, stages)| (v.clone(), stages.clone()))
                 .collect(),
+            rotation_enabled: self.rotated.lock().unwrap().iter().any(|r| r == id),
             ..SecretDescription::default()
         })
     }
@@ -201,6 +204,7 @@ impl SecretStore for FakeStore {
 
     async fn list(&self, filter: &ListFilter, _: Option<&str>) -> Result<SecretPage, StoreError> {
         self.take("list").await?;
+        let rotated = self.rotated.lock().unwrap().clone();
         let values = self.values.lock().unwrap();
         let tags = self.tags.lock().unwrap();
         let mut names: Vec<&String> = values.keys().collect();
@@ -221,7 +225,7 @@ impl SecretStore for FakeStore {
                 arn: fake_arn(name),
                 name: name.clone(),
                 tags: tags.get(name).cloned().unwrap_or_default(),
-                rotation_enabled: false,
+                rotation_enabled: rotated.contains(name),
             })
             .collect();
         Ok(SecretPage {

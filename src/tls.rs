@@ -8,7 +8,7 @@
 //! are read once and handed to both. `SSL_CERT_FILE` and `SSL_CERT_DIR`
 //! are honoured, and they *replace* the system's roots: to trust a private
 //! CA as well as the public roots, point `SSL_CERT_FILE` at one bundle of
-//! both (the system bundle with the CA appended; README "Security").
+//! both (the system bundle with the CA appended; docs/security.md).
 //!
 //! They still follow the system's updates: nothing is compiled in.
 //!

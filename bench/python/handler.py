@@ -10,7 +10,7 @@ the function's default cache. One request:
      than now + P1_RENEW_BEFORE_SECONDS;
   2. else read the secret key (bare, or a JSON object's "secret_key"),
      GET {P1_API_BASE_URL}/v1/external/api-key?credential_type=... with the
-     x-api-key header, and store the record of README "What is stored"
+     x-api-key header, and store the record of docs/triggers.md "What is stored"
      with PutSecretValue (CreateSecret when the target is missing).
 
 Same environment as the function (P1_SECRET_KEY_SECRET_ID, P1_API_BASE_URL,

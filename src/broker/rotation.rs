@@ -406,7 +406,7 @@ fn check_pending(value: &SecretString, secret_id: &str, token: &str) -> Result<(
     };
     Err(Error::RotationError(Context::new(
         format!(
-            "the AWSPENDING version {token} of {secret_id:?} {problem}; it cannot be rewritten under the same token. Start over: remove AWSPENDING from that version (aws secretsmanager update-secret-version-stage --secret-id {secret_id} --version-stage AWSPENDING --remove-from-version-id {token}), then rotate again (aws secretsmanager rotate-secret --secret-id {secret_id}); README \"Rotation runbooks\""
+            "the AWSPENDING version {token} of {secret_id:?} {problem}; it cannot be rewritten under the same token. Start over: remove AWSPENDING from that version (aws secretsmanager update-secret-version-stage --secret-id {secret_id} --version-stage AWSPENDING --remove-from-version-id {token}), then rotate again (aws secretsmanager rotate-secret --secret-id {secret_id}); docs/rotation.md, \"Rotation runbooks\""
         ),
         None,
     )))

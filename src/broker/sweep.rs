@@ -155,12 +155,14 @@ impl<P: Ports> Broker<P> {
         request: &SweepRequest,
         deadline: &Deadline,
     ) -> Result<SweepReport, Error> {
-        let managed = self.managed_secrets(deadline).await?;
+        let (managed, rotated) = self.managed_secrets(deadline).await?;
         let mut report = SweepReport {
             managed: managed.len(),
             ..SweepReport::default()
         };
-        let (mut due, existing) = self.due_among(&managed, &mut report, deadline).await?;
+        let (mut due, mut existing) = self.due_among(&managed, &mut report, deadline).await?;
+        // A rotated target exists: its rotation renews it, not the sweep.
+        existing.extend(rotated);
         self.missing_ensured(&existing, &mut due);
         due.sort_by_key(|d| d.expires);
         report.due = due.len();
@@ -196,8 +198,12 @@ impl<P: Ports> Broker<P> {
     }
 
     /// Every managed secret once: the configured targets, what the retrain
-    /// prefix lists, and what carries the tag.
-    async fn managed_secrets(&self, deadline: &Deadline) -> Result<Vec<Managed>, Error> {
+    /// prefix lists, and what carries the tag. Apart: the ids of those that
+    /// Secrets Manager rotates (never swept, never created as missing).
+    async fn managed_secrets(
+        &self,
+        deadline: &Deadline,
+    ) -> Result<(Vec<Managed>, Vec<String>), Error> {
         let prefix = self.config.retrain_secret_prefix.clone();
         let mut listed: Vec<ListedSecret> = Vec::new();
         for filter in [
@@ -236,14 +242,14 @@ impl<P: Ports> Broker<P> {
         }
         let mut seen = HashSet::new();
         let mut out: Vec<Managed> = Vec::new();
-        let mut rotated = 0;
+        let mut rotated: Vec<String> = Vec::new();
         for s in listed {
             if !seen.insert(s.arn.clone()) {
                 continue;
             }
             // Secrets Manager's own rotation renews it: one renewer each.
             if s.rotation_enabled {
-                rotated += 1;
+                rotated.push(s.arn);
                 continue;
             }
             out.push(Managed {
@@ -258,7 +264,7 @@ impl<P: Ports> Broker<P> {
             // Not listed (created by someone else, untagged): its rotation
             // is only known from DescribeSecret.
             match deadline.work(self.store.describe(target)).await {
-                Ok(d) if d.rotation_enabled => rotated += 1,
+                Ok(d) if d.rotation_enabled => rotated.push(d.arn),
                 Ok(d) if seen.contains(&d.arn) => {}
                 Ok(_) => out.push(Managed {
                     id: target.clone(),
@@ -268,15 +274,15 @@ impl<P: Ports> Broker<P> {
                 Err(e) => return Err(cannot("describe a configured target", e)),
             }
         }
-        if rotated > 0 {
+        if !rotated.is_empty() {
             tracing::info!(
-                rotated,
+                rotated = rotated.len(),
                 "sweep: secrets that Secrets Manager rotates are left to their rotation"
             );
         }
         // Never the secret key, whatever else lists it.
         out.retain(|m| !self.config.is_secret_key_secret(&m.id));
-        Ok(out)
+        Ok((out, rotated))
     }
 
     /// Reads the managed secrets' records 20 at a time and sorts them into
@@ -672,6 +678,41 @@ mod tests {
                 .map_err(|r| r.error)
                 .unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn a_rotated_target_is_left_to_its_rotation_even_when_ensured() {
+        let store = fleet();
+        put(
+            &store,
+            "prediction-one/api-key/train",
+            &record("train", Some("2020-01-01T00:00:00Z")),
+        );
+        put(
+            &store,
+            &format!("{PREFIX}9"),
+            &record("9", Some("2020-01-01T00:00:00Z")),
+        );
+        store
+            .rotated
+            .lock()
+            .unwrap()
+            .extend(["prediction-one/api-key/train".into(), format!("{PREFIX}9")]);
+        let b = broker(
+            store,
+            FakeIssuer::default(),
+            &[("P1_RENEW_BEFORE_SECONDS", "432000")],
+        );
+        let report = b
+            .sweep(&SweepRequest { dry_run: false }, &deadline())
+            .await
+            .unwrap();
+        // Expired, ensured (train) and listed (9), but rotated: neither is
+        // due, neither written; 1, 2 and 3 are.
+        assert_eq!((report.due, report.renewed), (3, 3), "{report:?}");
+        let values = b.store.values.lock().unwrap();
+        assert_eq!(values["prediction-one/api-key/train"].len(), 1);
+        assert_eq!(values[&format!("{PREFIX}9")].len(), 1);
     }
 
     #[tokio::test]

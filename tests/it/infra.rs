@@ -12,7 +12,7 @@ use serde_json::Value;
 
 const DEFINITION: &str = include_str!("../../infra/retrain-workflow.asl.json");
 
-/// Retryable per the contract (SPEC section 7, README "Errors"): throttling,
+/// Retryable per the contract (SPEC section 7, docs/triggers.md "Errors"): throttling,
 /// 5xx/network and timeouts after the function's own attempts, and a failed
 /// hand-off, which a retry completes (the key is found `fresh`).
 const RETRYABLE: &[&str] = &[

@@ -329,7 +329,7 @@ async fn test_secret_refuses_an_expired_pending_key() {
     assert_eq!(t, "RotationError");
     assert!(m.contains("expired"), "{m}");
     // A retried createSecret cannot repair it, and says so: the error names
-    // the way out, the README's runbook.
+    // the way out, docs/rotation.md's runbook.
     let (t, m) = invoke(&app, step(&secret, &token, "createSecret"))
         .await
         .unwrap_err();
