@@ -3514,3 +3514,179 @@ def test_samconfig_passes_only_parameters_the_template_has(raw):
     assert len(overrides) >= 10, overrides
     assert set(overrides) <= set(raw["Parameters"]), set(overrides) - set(raw["Parameters"])
     assert template_accepts(raw, overrides), overrides
+
+
+# --------------------------------------------------------------------------
+# The dashboard
+# --------------------------------------------------------------------------
+
+
+def emitted_metrics() -> set[tuple[str, frozenset]]:
+    """Every (metric name, dimension names) the code emits, read from
+    src/metrics.rs: each public function's one emit/emit_with call gives the
+    dimension names, the CamelCase strings in its values the metric names;
+    `retrain` takes its names from its callers in src/."""
+    text = rust_source("src/metrics.rs").split("#[cfg(test)]", 1)[0]
+    out: set = set()
+    functions = re.findall(r"\npub fn ([a-z_]+)\(.*?\n\}\n", text, re.DOTALL)
+    bodies = dict(zip(functions, re.findall(r"\npub fn [a-z_]+\((.*?)\n\}\n", text, re.DOTALL)))
+    for name, body in bodies.items():
+        if name in ("emf_line", "emit"):
+            continue
+        calls = re.findall(r"\bemit(_with)?\(\s*(&\[.*?\]|[a-z_.()]+\.as_str\(\)|credential_type[^,]*),\s*(.*?)\);", body, re.DOTALL)
+        assert calls, f"metrics::{name} emits nothing this test can read"
+        for with_, dims, values in calls:
+            # A dimension is a tuple's first element (not a string inside
+            # its value expression).
+            dim_names = frozenset(re.findall(r'[\[,]\s*\(\s*"([A-Za-z]+)",', dims)) if with_ else frozenset({"CredentialType"})
+            if values.strip() == "values" and name == "retrain":
+                callers = "\n".join(
+                    p.read_text(encoding="utf-8").split("metrics::retrain(", 1)[-1]
+                    for p in (ROOT / "src").rglob("*.rs")
+                    if "metrics::retrain(" in p.read_text(encoding="utf-8")
+                )
+                names = set(re.findall(r'\(\s*"([A-Z][A-Za-z]+)",\s*[^,]+,\s*Unit::', callers))
+            elif values.strip().startswith("&["):
+                names = set(re.findall(r'\(\s*"([A-Z][A-Za-z]+)",\s*[^,]+,\s*Unit::', values))
+            else:
+                # A vector built before the call: what is pushed or chosen.
+                names = set(re.findall(r'\(\s*"([A-Z][A-Za-z]+)",\s*[^,]+,\s*Unit::', body))
+                names |= set(re.findall(r'=>\s*"([A-Z][A-Za-z]+)",', body))
+            assert names, f"metrics::{name}: no metric names found"
+            out |= {(n, dim_names) for n in names}
+    return out
+
+
+def test_the_code_emits_the_metrics_this_test_reads():
+    """The reader above, on the code as it is: SPEC section 9's metrics with
+    CredentialType, the sweep's, the retraining ones with ModelId."""
+    emitted = emitted_metrics()
+    ct = frozenset({"CredentialType"})
+    model = frozenset({"ModelId"})
+    for expected in [
+        ("KeysIssued", ct), ("KeysFresh", ct), ("Failures", ct), ("SecondsUntilExpiry", ct), ("VendorLatencyMs", ct),
+        ("KeysDue", frozenset()), ("SweepLeft", frozenset()), ("Failures", frozenset({"Reason"})),
+        ("Failures", frozenset({"CredentialType", "Reason"})), ("Failures", model),
+        ("RetrainJobsStarted", model), ("RetrainJobsFinished", model), ("RetrainJobsFailed", model),
+        ("ModelsSwitched", model), ("UploadBytes", model),
+    ]:  # fmt: skip
+        assert expected in emitted, (expected, sorted(emitted))
+
+
+def dashboard_body(raw: dict) -> dict:
+    """The dashboard's body, its ${...} placeholders filled (the threshold
+    with its default), parsed as the JSON CloudWatch reads."""
+    dashboard = raw["Resources"]["Dashboard"]
+    assert dashboard["Type"] == "AWS::CloudWatch::Dashboard" and "Condition" not in dashboard
+    body = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
+    assert isinstance(body, str)
+    names = set(re.findall(r"\$\{([^}!]+)\}", body))
+    for name in names:
+        base = name.split(".")[0]
+        assert base.startswith("AWS::") or base in raw["Parameters"] or base in raw["Resources"], name
+        if base in raw["Resources"]:
+            assert "Condition" not in raw["Resources"][base], f"{name}: the dashboard names a conditional resource"
+    filled = re.sub(
+        r"\$\{([^}!]+)\}",
+        lambda m: str(raw["Parameters"][m.group(1)]["Default"]) if m.group(1) in raw["Parameters"] else f"<{m.group(1)}>",
+        body,
+    )
+    return json.loads(filled)
+
+
+def dashboard_metrics(body: dict) -> list[tuple[str, str, frozenset, dict]]:
+    """(namespace, metric name, dimension names, dimensions) of every metric
+    a widget shows, written out or found by a SEARCH expression."""
+    out = []
+    for widget in body["widgets"]:
+        if widget["type"] != "metric":
+            continue
+        for row in widget["properties"]["metrics"]:
+            if isinstance(row[0], dict) and "expression" in row[0]:
+                expression = row[0]["expression"]
+                searches = re.findall(r"SEARCH\('\{([^}]+)\} MetricName=\"([A-Za-z]+)\"', '([A-Za-z0-9]+)', ([0-9]+)\)", expression)
+                assert searches and expression.count("SEARCH(") == len(searches), expression
+                for schema, metric, _, _ in searches:
+                    namespace, *dims = [part.strip() for part in schema.split(",")]
+                    out.append((namespace, metric, frozenset(dims), {}))
+                continue
+            namespace, metric, *rest = row
+            if rest and isinstance(rest[-1], dict):
+                rest = rest[:-1]
+            assert len(rest) % 2 == 0, row
+            dims = dict(zip(rest[::2], rest[1::2]))
+            out.append((namespace, metric, frozenset(dims), dims))
+    return out
+
+
+def test_every_metric_the_dashboard_shows_is_one_the_code_emits(raw):
+    """Issue 18: the dashboard shows what is there. Each PredictionOne/KeyBroker
+    metric, under the dimension names it is emitted with (a SEARCH schema
+    matches that exact set), with credential types the code has; AWS metrics
+    of the stack's own queues, functions and state machines."""
+    body = dashboard_body(raw)
+    shown = dashboard_metrics(body)
+    namespace = rust_const("src/metrics.rs", "NAMESPACE", r'"([^"]+)"').group(1)
+    emitted = emitted_metrics()
+    credential_types = set(re.findall(r'CredentialType::[A-Za-z]+ => "([a-z]+)"', rust_source("src/credential.rs")))
+    assert credential_types == {"train", "deploy", "retrain"}, credential_types
+    ours = [m for m in shown if m[0] == namespace]
+    for _, metric, dims, values in ours:
+        assert (metric, dims) in emitted, f"the dashboard shows {metric} {sorted(dims)}, which the code never emits"
+        if "CredentialType" in values:
+            assert values["CredentialType"] in credential_types, values
+    # Everything the issue asks for is on it.
+    shown_names = {m[1] for m in ours}
+    assert {
+        "SecondsUntilExpiry", "KeysIssued", "KeysFresh", "Failures", "VendorLatencyMs", "KeysDue", "SweepLeft",
+        "RetrainJobsStarted", "RetrainJobsFinished", "RetrainJobsFailed", "UploadBytes",
+    } <= shown_names, shown_names  # fmt: skip
+    assert {d for m, d in emitted if m == "Failures"} <= {m[2] for m in ours if m[1] == "Failures"}, "every Failures dimension set"
+    for ct in credential_types:
+        assert (namespace, "SecondsUntilExpiry", frozenset({"CredentialType"}), {"CredentialType": ct}) in shown, ct
+    # AWS metrics: only of this stack's resources, and every dead-letter queue.
+    aws = [m for m in shown if m[0] != namespace]
+    assert {m[0] for m in aws} <= {"AWS/SQS", "AWS/Lambda", "AWS/States"}, aws
+    for ns, _, _, values in aws:
+        (value,) = values.values()
+        assert re.fullmatch(r"<[A-Za-z]+(\.QueueName)?>", value), (ns, values)
+    queues = {v["QueueName"] for _, _, _, v in aws if "QueueName" in v}
+    dead_letter = {
+        f"<{name}.QueueName>" for name, res in raw["Resources"].items()
+        if res["Type"] == "AWS::SQS::Queue" and ("DeadLetter" in name or name == "AsyncFailureQueue")
+    }  # fmt: skip
+    assert len(dead_letter) >= 4 and dead_letter <= queues, (dead_letter, queues)
+
+
+def test_the_dashboard_marks_the_alarm_threshold_and_reads_failures_from_the_logs(raw):
+    body = dashboard_body(raw)
+    default = raw["Parameters"]["ExpiryAlarmThresholdSeconds"]["Default"]
+    expiry = [w for w in body["widgets"] if "SecondsUntilExpiry" in json.dumps(w)]
+    assert [a["value"] for a in expiry[0]["properties"]["annotations"]["horizontal"]] == [default]
+    # Failures by errorType: the field the code logs them under, in both
+    # functions' log groups (JSON logs: the template sets LogFormat JSON).
+    (logs,) = [w for w in body["widgets"] if w["type"] == "log"]
+    query = logs["properties"]["query"]
+    assert "SOURCE '<KeyBrokerLogGroup>'" in query and "SOURCE '<RetrainRunnerLogGroup>'" in query, query
+    assert "fields.error_type" in query
+    metrics_rs = rust_source("src/metrics.rs")
+    assert metrics_rs.count("error_type = error.error_type()") == 2, "both failure logs carry error_type"
+    for function in ("KeyBrokerFunction", "RetrainRunnerFunction"):
+        assert raw["Resources"][function]["Properties"]["LoggingConfig"]["LogFormat"] == "JSON", function
+    # Widgets on the grid (24 columns), none overlapping.
+    cells = set()
+    for w in body["widgets"]:
+        assert 0 <= w["x"] and w["x"] + w["width"] <= 24, w
+        for x in range(w["x"], w["x"] + w["width"]):
+            for y in range(w["y"], w["y"] + w["height"]):
+                assert (x, y) not in cells, w
+                cells.add((x, y))
+
+
+def test_the_dashboard_is_an_output_named_in_the_readme(raw):
+    output = raw["Outputs"]["DashboardName"]
+    assert output["Value"] == {"Ref": "Dashboard"}
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "DashboardName" in readme
+    name = raw["Resources"]["Dashboard"]["Properties"]["DashboardName"]
+    assert name == {"Fn::Sub": "${AWS::StackName}-${AWS::Region}"}, name
