@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
-# The cold-start benchmark, one command (README "Performance"):
+# The cold-start benchmark, one command (docs/performance.md):
 #
 #   scripts/bench.sh [--arm64] [--rounds N] [--warm N] [--warmup N]
 #                    [--transports http,tls] [--layouts host,bundle]
-#                    [--contenders function,floor,python] [--stock-stand-ins]
+#                    [--contenders function,floor,python,runner] [--stock-stand-ins]
+#                    [--runner-object-kib N] [--transfers MiB | --no-transfers]
 #                    [--out FILE]
 #
 # Installs what it needs into the clone (.venv via scripts/setup.sh: moto and
 # cargo-lambda; .venv-bench: the Python baseline's boto3, requests and
-# awslambdaric, and with --arm64 zig from PyPI's ziglang), builds the
-# function and the floor (examples/floor.rs) once in release, and runs
-# scripts/bench_cold_start.py, which starts its own stand-ins on loopback
-# (moto and the vendor stand-in, plain and behind TLS under a test CA; not
-# the clone's scripts/services.sh ones, which it leaves alone), measures,
-# prints one table, writes the same figures as JSON
+# awslambdaric, and with --arm64 zig from PyPI's ziglang), builds the key
+# broker and the retrain runner (one release build of both binaries) and the
+# floor (examples/floor.rs), and runs scripts/bench_cold_start.py, which
+# starts its own stand-ins on loopback (moto and the vendor stand-in, plain
+# and behind TLS under a test CA; not the clone's scripts/services.sh ones,
+# which it leaves alone), measures cold starts of the broker, the floor, the
+# Python baseline and the runner (a `start` of a --runner-object-kib CSV,
+# default 64) and warm requests of the first three, then runs
+# scripts/bench_transfer.sh on the same runner binary (--transfers MiB each
+# way, default 1024, about a minute here; --no-transfers skips it), prints
+# one table with the transfer rows under it, writes the same figures as JSON
 # (target/bench/results.json; the previous one is kept as results.prev.json)
 # and stops everything it started.
 #
@@ -31,7 +37,7 @@ args=()
 for arg in "$@"; do
   case "$arg" in
     --arm64) arm64=1 ;;
-    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) args+=("$arg") ;;
   esac
 done
@@ -49,8 +55,8 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
-echo "bench: building the function (release)" >&2
-nice -n 10 cargo build --release --bin p1-key-broker
+echo "bench: building the function and the retrain runner (release)" >&2
+nice -n 10 cargo build --release --bin p1-key-broker --bin p1-retrain
 # The floor is built naively, as a user's first function would be: with
 # aws-lc's default CPU-jitter entropy source, which .cargo/config.toml turns
 # off for this project. Its own target dir, so that the two aws-lc builds do

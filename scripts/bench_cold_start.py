@@ -1,18 +1,20 @@
 #!/usr/bin/env python3
 """The cold-start benchmark's harness (run it through scripts/bench.sh).
 
-Three contenders under the same minimal Lambda Runtime API on loopback,
+Four contenders under the same minimal Lambda Runtime API on loopback,
 against the same stand-ins (moto, the vendor stand-in), in one run:
 
   function  target/release/p1-key-broker
   floor     target/floor/release/examples/floor (examples/floor.rs: only the calls,
             built with aws-lc's defaults by scripts/bench.sh)
   python    bench/python/handler.py, boto3 + requests under awslambdaric
+  runner    target/release/p1-retrain, the retrain runner (cold starts only)
 
 Cold starts: each round spawns every contender once per transport (plain
 HTTP; TLS under a local test CA) and trust-store layout (the host's; bundle
-only), hands it one issuing request that creates its target secret, and
-records
+only), hands it one issuing request that creates its target secret (the
+runner: one `start` of a new --runner-object-kib CSV object, see below),
+and records
 
   init_ms          spawn -> the first GET /runtime/invocation/next
   first_ms         that event written -> its response received (a train key:
@@ -25,8 +27,18 @@ records
                    rusage after SIGKILL, which counts ended threads too)
   rss_first_mib    VmHWM at that point
 
+The runner's first invocation is {"action": "start", "bucket", "key"} for
+an object put into moto (path-style) before the spawn, under a new key and
+a new model each time (a `start` of the same object version would answer
+the recorded job without an upload): it claims the object's start record
+(an S3 conditional write under P1_RETRAIN_RESULTS_PREFIX), reads the secret
+key from its own secret, issues the model's retrain key and creates its
+secret under P1_RETRAIN_SECRET_PREFIX, gets an upload URL from the vendor
+stand-in, streams the object into it and writes the start record.
+
 Warm requests: one long-lived instance per contender and transport (host
-layout), the contenders interleaved request by request; each does
+layout; not the runner, whose requests are not the broker's), the
+contenders interleaved request by request; each does
 --warmup + --warm `fresh` requests ({"credential_type": "train"}) and as
 many issuing ones ({"credential_type": "train", "force": true}):
 
@@ -34,6 +46,11 @@ many issuing ones ({"credential_type": "train", "force": true}):
   cpu_ms           the process's own CPU for that invocation: the sum over
                    /proc/<pid>/task/*/schedstat from one /next to the next
   rss_warm_mib     VmHWM after all of them
+
+Transfers (--transfers MiB, default 1024; --no-transfers; only with the
+runner among the contenders): after the rest, scripts/bench_transfer.sh (bench/transfer.py) moves MiB each way
+through the same runner binary, with stand-ins of its own; its rows are
+printed under the table and kept in the JSON ("transfers").
 
 Medians unless said otherwise. Prints one table and writes the same figures
 (and every sample) as JSON. A benchmark, not a test: it asserts only that
@@ -63,8 +80,11 @@ import uuid
 import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONTENDERS = ("function", "floor", "python")
-LABELS = {"function": "p1-key-broker", "floor": "floor", "python": "Python"}
+CONTENDERS = ("function", "floor", "python", "runner")
+LABELS = {"function": "p1-key-broker", "floor": "floor", "python": "Python", "runner": "p1-retrain"}
+# (column, numerator, denominator), shown when both are measured.
+RATIOS = (("function/floor", "function", "floor"), ("Python/function", "python", "function"),
+          ("runner/function", "runner", "function"))
 # What openssl-probe (rustls-native-certs) looks for on Linux.
 SYSTEM_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt",
                   "/etc/ssl/ca-bundle.pem", "/etc/pki/tls/cacert.pem",
@@ -93,6 +113,14 @@ def parse_args():
     p.add_argument("--function", default="target/release/p1-key-broker")
     p.add_argument("--floor", default="target/floor/release/examples/floor")
     p.add_argument("--python", default=".venv-bench/bin/python", help="the baseline's interpreter")
+    p.add_argument("--runner", default="target/release/p1-retrain")
+    p.add_argument("--runner-object-kib", type=int, default=64,
+                   help="size of the CSV object each runner cold start uploads (64)")
+    p.add_argument("--transfers", type=int, default=1024, metavar="MiB",
+                   help="after the rest, scripts/bench_transfer.sh MiB: the runner's transfers of MiB "
+                        "each way (1024; 0: none; only with the runner among the contenders)")
+    p.add_argument("--no-transfers", dest="transfers", action="store_const", const=0,
+                   help="no transfers (--transfers 0)")
     p.add_argument("--arm64-zip", action="append", default=[], metavar="NAME=PATH",
                    help="an arm64 bootstrap.zip to report (function=..., floor=...)")
     p.add_argument("--arm64-note", default="", help="why there is no arm64 zip, for the table")
@@ -115,6 +143,8 @@ def parse_args():
             p.error(f"unknown contender {c!r}")
     if a.rounds < 1 or a.warm < 0 or a.warmup < 0:
         p.error("--rounds must be at least 1, --warm and --warmup not negative")
+    if a.runner_object_kib < 1 or a.transfers < 0:
+        p.error("--runner-object-kib must be at least 1, --transfers not negative")
     return a
 
 
@@ -135,14 +165,16 @@ class RuntimeAPI:
 
     GET .../invocation/next parks until the harness hands it an event; the
     times of every /next, every event written and every answer are kept.
+    Each event's deadline is `deadline_ms` after it is handed out.
     """
 
-    def __init__(self):
+    def __init__(self, deadline_ms=60000):
         self.cond = threading.Condition()
         self.nexts = []  # monotonic time of each GET /next
         self.sent = []  # monotonic time each event was written
         self.done = []  # (monotonic time, kind, body) of each answer
         self.events = queue.Queue()
+        self.deadline_ms = deadline_ms
         api = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -177,7 +209,7 @@ class RuntimeAPI:
                     self.close_connection = True
                     return
                 request_id, body = event
-                deadline = int(time.time() * 1000) + 60000
+                deadline = int(time.time() * 1000) + api.deadline_ms
                 head = (
                     "HTTP/1.1 200 OK\r\n"
                     f"Lambda-Runtime-Aws-Request-Id: {request_id}\r\n"
@@ -232,9 +264,9 @@ class RuntimeAPI:
 class Instance:
     """One process of a contender under its own Runtime API."""
 
-    def __init__(self, name, cmd, env, cwd, log_path):
+    def __init__(self, name, cmd, env, cwd, log_path, deadline_ms=60000):
         self.name = name
-        self.api = RuntimeAPI()
+        self.api = RuntimeAPI(deadline_ms)
         self.log_path = log_path
         self.log = open(log_path, "wb")
         self.rusage_cpu_ms = None
@@ -406,20 +438,52 @@ class Bench:
         self.endpoints = {}
         self.tls = None
         self.secret_key_id = f"bench-{self.run}/secret-key"
+        # The runner's own secret key (a deployment's runner shares the
+        # broker's; here its own, so that the stand-in's calls of each key
+        # are one contender's) and its bucket, per transport.
+        self.runner_secret_key_id = f"bench-{self.run}/runner-secret-key"
+        self.runner_bucket = {}
+        self.s3 = {}
         self.commands = {
             "function": ([os.path.abspath(args.function)], ROOT),
             "floor": ([os.path.abspath(args.floor)], ROOT),
             "python": ([os.path.abspath(args.python), "-m", "awslambdaric", "handler.handler"],
                        os.path.join(ROOT, "bench/python")),
+            "runner": ([os.path.abspath(args.runner)], ROOT),
         }
 
     def store_secret_key(self, transport):
         import boto3
-        sm = boto3.client("secretsmanager", endpoint_url=self.endpoints[transport]["aws"],
-                          region_name=REGION, aws_access_key_id="testing",
-                          aws_secret_access_key="testing",
-                          verify=self.tls["ca"] if transport == "tls" else None)
+        from botocore.config import Config
+        client = dict(endpoint_url=self.endpoints[transport]["aws"], region_name=REGION,
+                      aws_access_key_id="testing", aws_secret_access_key="testing",
+                      verify=self.tls["ca"] if transport == "tls" else None)
+        sm = boto3.client("secretsmanager", **client)
         sm.create_secret(Name=self.secret_key_id, SecretString=f"sk-bench-{self.run}")
+        if "runner" in self.args.contenders:
+            sm.create_secret(Name=self.runner_secret_key_id, SecretString=f"sk-bench-{self.run}-runner")
+            # Path-style, as the runner addresses S3 on loopback.
+            s3 = self.s3[transport] = boto3.client("s3", config=Config(s3={"addressing_style": "path"}),
+                                                   **client)
+            bucket = self.runner_bucket[transport] = f"p1-bench-{self.run}-{transport}"
+            s3.create_bucket(Bucket=bucket)
+
+    def runner_object(self, transport, layout, round_):
+        """A new CSV object for one runner cold start: (bucket, key, bytes).
+        Its own model too, so that each start issues a key and creates its
+        secret, as the broker's first invocation does."""
+        size = self.args.runner_object_kib * 1024
+        model = f"bench-{self.run}-{transport}-{layout}-{round_}"
+        key = f"retrain/{model}/cold-{round_}.csv"
+        head = b"id,feature_a,feature_b,label\n"
+        rows, i = [head], 0
+        while sum(map(len, rows)) < size:
+            rows.append(b"%d,%d.%03d,%s,%d\n" % (i, (i * 7919) % 1000, i % 997, b"abc"[i % 3:i % 3 + 1], i % 2))
+            i += 1
+        body = b"".join(rows)[:size - 1] + b"\n"
+        self.s3[transport].put_object(Bucket=self.runner_bucket[transport], Key=key, Body=body,
+                                      ContentType="text/csv")
+        return self.runner_bucket[transport], key, len(body)
 
     def env(self, contender, transport, layout, target):
         e = {
@@ -441,6 +505,13 @@ class Bench:
             "P1_SECRET_KEY_SECRET_ID": self.secret_key_id,
             "P1_TRAIN_SECRET_ID": target,
         }
+        if contender == "runner":
+            e["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] = "512"  # RetrainRunnerMemorySize's default
+            e["P1_SECRET_KEY_SECRET_ID"] = self.runner_secret_key_id
+            e["P1_RETRAIN_SECRET_PREFIX"] = f"bench-{self.run}/{transport}-{layout}/runner/retrain/"
+            e["P1_RETRAIN_DATA_PREFIX"] = "retrain/"
+            e["P1_RETRAIN_RESULTS_PREFIX"] = "retrain-results/"
+            del e["P1_TRAIN_SECRET_ID"]
         if contender == "python":
             # /var/task is read-only on Lambda: the handler is compiled at
             # every cold start (the libraries' .pyc files exist).
@@ -468,13 +539,24 @@ class Bench:
 
     def cold_start(self, contender, transport, layout, round_):
         target = f"bench-{self.run}/{transport}-{layout}/{contender}/cold-{round_}"
+        if contender == "runner":
+            bucket, key, size = self.runner_object(transport, layout, round_)
+            payload = {"action": "start", "bucket": bucket, "key": key}
+
+            def answered(a):
+                return a.get("action") == "start" and a.get("bytes") == size and bool(a.get("retrain_job_id"))
+        else:
+            payload = {"credential_type": "train"}
+
+            def answered(a):
+                return a.get("status") == "issued"
         inst = self.spawn(contender, transport, layout, target)
         try:
             inst.wait_parked(1)
             init_ms = (inst.api.nexts[0] - inst.t0) * 1000
             cpu_init_ms = inst.cpu_ns() / 1e6
-            first_ms, _, answer = inst.invoke({"credential_type": "train"})
-            if answer.get("status") != "issued":
+            first_ms, _, answer = inst.invoke(payload)
+            if not answered(answer):
                 raise inst._fail(f"first invocation answered {answer}")
             cpu_first_sched_ms = inst.cpu_ns() / 1e6
             rss = inst.hwm_mib()
@@ -494,7 +576,7 @@ class Bench:
     def warm(self, transport):
         fresh = {"credential_type": "train"}
         issuing = {"credential_type": "train", "force": True}
-        contenders = self.args.contenders
+        contenders = [c for c in self.args.contenders if c != "runner"]
         insts = {}
         out = {c: {"fresh": {"wall_ms": [], "cpu_ms": []}, "issuing": {"wall_ms": [], "cpu_ms": []}}
                for c in contenders}
@@ -548,13 +630,46 @@ class Bench:
                             cold.setdefault(f"{t}/{layout}", {}).setdefault(c, []).append(
                                 self.cold_start(c, t, layout, r))
             warm = {}
-            if a.warm > 0:
+            if a.warm > 0 and any(c != "runner" for c in a.contenders):
                 for t in a.transports:
                     warm[t] = self.warm(t)
         finally:
             for s in stand_ins:
                 s.stop()
-        return cold, warm, time.monotonic() - started
+        seconds = time.monotonic() - started
+        transfers = self.transfers() if a.transfers and "runner" in a.contenders else None
+        return cold, warm, seconds, transfers
+
+    def transfers(self):
+        """scripts/bench_transfer.sh on the same runner binary, after the
+        rest (its own stand-ins; these are stopped by now). A failure is
+        reported in the table, not fatal: the cold starts stand."""
+        path = os.path.join(self.out_dir, "transfer.json")
+        log_path = os.path.join(self.logs, "transfer.log")
+        if os.path.exists(path):
+            os.remove(path)
+        log(f"transfers: {self.args.transfers} MiB each way (scripts/bench_transfer.sh; log {log_path})")
+        env = dict(os.environ, P1_BENCH_SKIP_BUILD="1", P1_RETRAIN_BINARY=os.path.abspath(self.args.runner))
+        with open(log_path, "wb") as out:
+            proc = subprocess.Popen([os.path.join(ROOT, "scripts/bench_transfer.sh"), str(self.args.transfers),
+                                     "--json", path], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                rc = proc.wait()
+            finally:
+                if proc.poll() is None:  # interrupted: it stops its own stand-ins on TERM
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    try:
+                        proc.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        proc.wait()
+        if rc != 0 or not os.path.exists(path):
+            tail = open(log_path, errors="replace").read()[-1500:]
+            log(f"transfers failed (exit {rc}); see {log_path}:\n{tail}")
+            return {"error": f"scripts/bench_transfer.sh failed (exit {rc}); see {os.path.relpath(log_path, ROOT)}"}
+        with open(path) as f:
+            return json.load(f)
 
 
 # --------------------------------------------------------------- the report
@@ -581,6 +696,10 @@ def zip_mib(path):
 def build_table(args, cold, warm, sizes):
     """Rows of (section, figure, unit, {contender: value})."""
     rows = []
+    first = "first invocation (issues a key, creates the secret)"
+    if "runner" in args.contenders:
+        first = ("first invocation (issues a key, creates the secret; "
+                 f"p1-retrain: `start` of {args.runner_object_kib} KiB)")
     for key, per in cold.items():
         t, layout = key.split("/")
         section = f"cold start, {TRANSPORTS[t]}, {LAYOUTS[layout]}"
@@ -588,7 +707,7 @@ def build_table(args, cold, warm, sizes):
         def fig(name, unit, field):
             rows.append((section, name, unit, {c: median([r[field] for r in per[c]]) for c in per}))
         fig("init: spawn to first /next", "ms", "init_ms")
-        fig("first invocation (issues a key, creates the secret)", "ms", "first_ms")
+        fig(first, "ms", "first_ms")
         fig("cold start (init + first invocation)", "ms", "cold_ms")
         fig("CPU by the first /next", "ms", "cpu_init_ms")
         fig("CPU by the end of the first invocation", "ms", "cpu_first_ms")
@@ -630,13 +749,13 @@ def fmt_ratio(v):
     return f"{v:.2f}x" if v < 10 else f"{v:.1f}x" if v < 100 else f"{v:.0f}x"
 
 
+def ratio_columns(contenders):
+    return [r for r in RATIOS if r[1] in contenders and r[2] in contenders]
+
+
 def render(rows, contenders, header):
     cols = [LABELS[c] for c in contenders]
-    ratio_cols = []
-    if "function" in contenders and "floor" in contenders:
-        ratio_cols.append(("function/floor", "function", "floor"))
-    if "function" in contenders and "python" in contenders:
-        ratio_cols.append(("Python/function", "python", "function"))
+    ratio_cols = ratio_columns(contenders)
     lines = [header, ""]
     section = None
     width = max(len(f"{r[1]}, {r[2]}") for r in rows) + 2
@@ -654,12 +773,8 @@ def render(rows, contenders, header):
 
 
 def render_markdown(rows, contenders, header):
-    """The same table in Markdown, for the README's Performance section."""
-    ratio_cols = []
-    if "function" in contenders and "floor" in contenders:
-        ratio_cols.append(("function/floor", "function", "floor"))
-    if "function" in contenders and "python" in contenders:
-        ratio_cols.append(("Python/function", "python", "function"))
+    """The same table in Markdown, for docs/performance.md."""
+    ratio_cols = ratio_columns(contenders)
     lines = [header.replace("\n", "; ")]
     section = None
     for sec, name, unit, values in rows:
@@ -674,6 +789,25 @@ def render_markdown(rows, contenders, header):
                          for _, a, b in ratio_cols)
         lines.append(f"| {name.replace('/next', '`/next`')}, {unit} | {cells}{rcells} |")
     return "\n".join(lines)
+
+
+def runner_note(args):
+    return (f"p1-retrain (the retrain runner, target/release/p1-retrain): cold starts only, no warm "
+            f"rows (its requests are not the broker's). Its first invocation is a `start` of a new "
+            f"{args.runner_object_kib} KiB CSV object (a new key and model every round): the "
+            f"object's start record claimed (S3 conditional write), the secret key read, the "
+            f"model's retrain key issued and its secret created, an upload URL from the vendor "
+            f"stand-in, the object streamed into it, the start record written.")
+
+
+def render_transfers(transfers):
+    """The transfer rows (bench/transfer.py's), as text and Markdown."""
+    if "error" in transfers:
+        line = f"transfers: {transfers['error']}"
+        return line, line
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import transfer
+    return transfer.render_text(transfers), transfer.render_markdown(transfers)
 
 
 def host_info():
@@ -709,14 +843,15 @@ def main():
     # contenders and the stand-ins.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     os.chdir(ROOT)
-    for c, path in (("function", args.function), ("floor", args.floor), ("python", args.python)):
+    for c, path in (("function", args.function), ("floor", args.floor), ("python", args.python),
+                    ("runner", args.runner)):
         if c in args.contenders and not os.path.exists(path):
             raise SystemExit(f"bench: {path} is missing (scripts/bench.sh builds and installs it)")
     bench = Bench(args)
-    cold, warm, seconds = bench.run_all()
+    cold, warm, seconds, transfers = bench.run_all()
 
     sizes = {"binary_mib": {}, "zip_x86_64_mib": {}, "zip_arm64_mib": {}}
-    for c, path in (("function", args.function), ("floor", args.floor)):
+    for c, path in (("function", args.function), ("floor", args.floor), ("runner", args.runner)):
         if c in args.contenders:
             sizes["binary_mib"][c] = os.path.getsize(path) / 2**20
             sizes["zip_x86_64_mib"][c] = zip_mib(path)
@@ -730,13 +865,24 @@ def main():
     header = (f"p1-key-broker benchmark ({git_head() or 'unknown commit'}), "
               f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
               f"{info['cores']} x {info['cpu'] or 'CPU'}, {info['os']}\n"
-              f"medians of {args.rounds} cold starts and {args.warm} warm requests of each kind "
-              f"(after {args.warmup} not counted); loopback "
+              f"medians of {args.rounds} cold starts and "
+              + (f"{args.warm} warm requests of each kind (after {args.warmup} not counted)"
+                 if warm else "no warm requests")
+              + "; loopback "
               f"{'stock stand-ins' if args.stock_stand_ins else 'stand-ins with keep-alive (bench/standins.py)'}; "
               f"{seconds:.0f} s")
-    table = render(rows, args.contenders, header)
+    notes = []
     if args.arm64_note:
-        table += f"\n\narm64 zip: {args.arm64_note}"
+        notes.append(f"arm64 zip: {args.arm64_note}")
+    if "runner" in args.contenders:
+        notes.append(runner_note(args))
+    table = render(rows, args.contenders, header) + "".join(f"\n\n{n}" for n in notes)
+    markdown = render_markdown(rows, args.contenders, header) + "".join(
+        f"\n\n{n}".replace("/next", "`/next`") for n in notes)
+    if transfers is not None:
+        text_t, md_t = render_transfers(transfers)
+        table += "\n\n" + text_t
+        markdown += "\n\n" + md_t
     print(table)
 
     result = {
@@ -746,13 +892,15 @@ def main():
         "host": info,
         "settings": {"rounds": args.rounds, "warm": args.warm, "warmup": args.warmup,
                      "transports": args.transports, "layouts": args.layouts,
-                     "contenders": args.contenders, "seconds": round(seconds, 1)},
+                     "contenders": args.contenders, "runner_object_kib": args.runner_object_kib,
+                     "transfers_mib": args.transfers, "seconds": round(seconds, 1)},
         "table": [{"section": s, "figure": n, "unit": u,
                    **{c: (round(v[c], 3) if v.get(c) is not None else None) for c in args.contenders},
-                   "function/floor": ratio(v.get("function"), v.get("floor")),
-                   "python/function": ratio(v.get("python"), v.get("function"))}
+                   **{f"{a}/{b}": ratio(v.get(a), v.get(b)) for _, a, b in RATIOS}}
                   for s, n, u, v in rows],
         "arm64_note": args.arm64_note or None,
+        "runner_note": runner_note(args) if "runner" in args.contenders else None,
+        "transfers": transfers,
         "samples": {"cold": cold, "warm": warm},
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -764,8 +912,7 @@ def main():
     with open(stem + ".txt", "w") as f:
         f.write(table + "\n")
     with open(stem + ".md", "w") as f:
-        f.write(render_markdown(rows, args.contenders, header)
-                + (f"\n\narm64 zip: {args.arm64_note}" if args.arm64_note else "") + "\n")
+        f.write(markdown + "\n")
     log(f"wrote {args.out} (the table also as {stem}.txt and {stem}.md)")
 
 

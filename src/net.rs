@@ -73,12 +73,14 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
 
 /// Why a pre-signed URL may not be used, if it may not (SPEC section 11):
 /// `https` to a public host; but when `local` (the vendor's base URL is
-/// itself on loopback: local runs and tests), `https` to any host and plain
-/// `http` to a loopback one. A host given by name is checked again where it
-/// is resolved ([`PublicOnly`]).
+/// itself on loopback: local runs and tests), `http` or `https` to any host,
+/// loopback, link-local and private addresses included (a stand-in in a
+/// container network, LocalStack's pre-signed S3 URLs). A host given by
+/// name is checked again where it is resolved ([`PublicOnly`]), outside
+/// local runs.
 pub fn transfer_refusal(url: &Url, local: bool) -> Option<&'static str> {
     if local {
-        return (!is_secure_or_loopback(url)).then_some("is not https");
+        return (!matches!(url.scheme(), "http" | "https")).then_some("is not http or https");
     }
     if url.scheme() != "https" {
         return Some("is not https");
@@ -190,11 +192,15 @@ mod tests {
             let url = Url::parse(allowed).unwrap();
             assert_eq!(transfer_refusal(&url, false), None, "{allowed}");
         }
-        // Local runs: the stand-in's own loopback URLs, plain or TLS.
+        // Local runs: the stand-in's own URLs, plain or TLS, on loopback,
+        // on a private network, or by name.
         for local in [
             "http://127.0.0.1:8080/u",
             "https://localhost:8443/u",
             "https://10.0.0.1/u",
+            "http://172.18.0.3:8080/u",
+            "http://169.254.1.1/u",
+            "http://s3.localhost.localstack.cloud:4566/b/k?X-Amz-Signature=s",
         ] {
             assert_eq!(
                 transfer_refusal(&Url::parse(local).unwrap(), true),
@@ -202,11 +208,7 @@ mod tests {
                 "{local}"
             );
         }
-        for refused in [
-            "file:///etc/passwd",
-            "http://10.0.0.1/u",
-            "http://uploads.example.com/u",
-        ] {
+        for refused in ["file:///etc/passwd", "ftp://127.0.0.1/u", "data:,x"] {
             assert!(
                 transfer_refusal(&Url::parse(refused).unwrap(), true).is_some(),
                 "{refused}"

@@ -101,6 +101,12 @@ impl<P: RunnerPorts> Runner<P> {
         if !deadline.can_start() {
             return Err(PredictionOneError::Timeout { attempts: 0 }.into());
         }
+        // The transfers' futures are large (start records, the keep-alive,
+        // the S3 and HTTP streams): on the heap, so that what awaits them
+        // moves a pointer. Unoptimised builds (`cargo lambda watch`, the
+        // tests) give every move of a future its own stack slot, and the
+        // copies of a transfer through its wrappers overflowed a 2 MiB
+        // thread stack.
         match action {
             Action::Start {
                 bucket,
@@ -108,14 +114,14 @@ impl<P: RunnerPorts> Runner<P> {
                 version_id,
                 model_id,
             } => {
-                self.start(
+                Box::pin(self.start(
                     bucket,
                     key,
                     version_id.as_deref(),
                     model_id,
                     token,
                     deadline,
-                )
+                ))
                 .await
             }
             Action::Status {
@@ -128,7 +134,7 @@ impl<P: RunnerPorts> Runner<P> {
                 bucket,
                 key,
             } => {
-                self.save_results(model_id, retrain_job_id, bucket, key, token, deadline)
+                Box::pin(self.save_results(model_id, retrain_job_id, bucket, key, token, deadline))
                     .await
             }
             Action::SwitchModel {
@@ -428,8 +434,12 @@ impl<P: RunnerPorts> Runner<P> {
                     &progress,
                     Some(length),
                     deadline,
-                    self.api()
-                        .upload(&ticket.upload_url, data.watched(&progress), deadline),
+                    // Boxed: moved by pointer through the keep-alive (see run).
+                    Box::pin(self.api().upload(
+                        &ticket.upload_url,
+                        data.watched(&progress),
+                        deadline,
+                    )),
                 )
                 .await;
             let failure = match sent {
@@ -572,7 +582,12 @@ impl<P: RunnerPorts> Runner<P> {
                 &progress,
                 expected,
                 deadline,
-                deadline.finish(self.objects.save(bucket, key, results.watched(&progress))),
+                // Boxed: moved by pointer through the keep-alive (see run).
+                Box::pin(deadline.finish(self.objects.save(
+                    bucket,
+                    key,
+                    results.watched(&progress),
+                ))),
             )
             .await
             .map_err(|Stalled| {

@@ -81,10 +81,16 @@ async fn large_transfers_stay_in_bounded_memory() {
     let config = h.config(&sk, &[]).await;
     let bucket = h.create_bucket().await;
     let model = h.model("");
-    let key = format!("retrain/{model}/large.csv");
+    // One object per pass: a second start of the same object answers the
+    // first one's job (exactly once per object) and uploads nothing.
+    let keys = [
+        format!("retrain/{model}/large.csv"),
+        format!("retrain/{model}/large-2.csv"),
+    ];
     let body = big_data(size);
     let data_sha = sha256_hex(&body);
-    h.put_object(&bucket, &key, body).await;
+    h.put_object(&bucket, &keys[0], body.clone()).await;
+    h.put_object(&bucket, &keys[1], body).await;
 
     let marker = h.id.clone();
     let env = [
@@ -102,7 +108,8 @@ async fn large_transfers_stay_in_bounded_memory() {
     let binary = std::env::var("P1_RETRAIN_BINARY").unwrap_or_else(|_| RETRAIN_FUNCTION.into());
     let rie = Rie::start_binary(&binary, "large", Duration::from_secs(110), &env);
     let mut peaks = Vec::new();
-    for chunked in [false, true] {
+    let mut jobs: Vec<String> = Vec::new();
+    for (key, chunked) in keys.iter().zip([false, true]) {
         h.control(
             "retrain",
             json!({"model_id": model, "running_polls": 0, "results_size": size, "results_chunked": chunked}),
@@ -118,8 +125,12 @@ async fn large_transfers_stay_in_bounded_memory() {
         };
         assert_eq!(out["bytes"], size);
         let job = out["retrain_job_id"].as_str().unwrap().to_string();
+        assert!(!jobs.contains(&job), "a new job for each object: {job}");
+        jobs.push(job.clone());
         let standin = h.job(&model, &job).await;
         assert_eq!(standin["upload"]["sha256"], data_sha.as_str());
+        // The stand-in made this job's results as asked: chunked or not.
+        assert_eq!(standin["settings"]["results_chunked"], chunked, "{standin}");
 
         let request = json!({"action": "status", "model_id": model, "retrain_job_id": job});
         let status = rie.invoke(&request).await;

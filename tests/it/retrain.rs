@@ -466,12 +466,15 @@ async fn every_action_works_over_tls() {
 }
 
 #[tokio::test]
-async fn a_plain_http_upload_url_off_loopback_is_refused_unsent_as_malformed() {
+async fn an_upload_url_that_is_not_http_is_refused_unsent_as_malformed() {
+    // Local mode (the stand-in is on loopback) accepts http and https to
+    // any address (SPEC section 11); outside it, only https to a public
+    // host (unit tests in src/net.rs). Any other scheme, never.
     let s = setup("", json!({})).await;
     s.h.control(
         "script",
         json!({"model_id": s.model, "endpoint": "upload_url", "responses": [
-            {"json": {"retrain_job_id": "rj-plain", "upload_url": "http://192.0.2.1/_upload/abc?X-Amz-Signature=0f"}}
+            {"json": {"retrain_job_id": "rj-plain", "upload_url": "ftp://192.0.2.1/_upload/abc?X-Amz-Signature=0f"}}
         ]}),
     )
     .await;
@@ -486,7 +489,7 @@ async fn a_plain_http_upload_url_off_loopback_is_refused_unsent_as_malformed() {
     // The vendor's answer is unusable: not an upload failure to retry
     // with a new job.
     assert_eq!(t, "PredictionOne.MalformedResponse", "{m}");
-    assert!(m.contains("not https"), "{m}");
+    assert!(m.contains("not http or https"), "{m}");
     assert!(!m.contains("192.0.2.1") && !m.contains("_upload"), "{m}");
 }
 
