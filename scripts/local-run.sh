@@ -87,6 +87,7 @@ echo "== stored in Secrets Manager (api_key redacted)"
 .venv/bin/python - <<'PY'
 import boto3, json
 sm = boto3.client("secretsmanager")
+shown = 0
 for page in sm.get_paginator("list_secrets").paginate():
     for s in sorted(page["SecretList"], key=lambda s: s["Name"]):
         if not s["Name"].startswith("prediction-one/api-key/"):
@@ -95,4 +96,7 @@ for page in sm.get_paginator("list_secrets").paginate():
         record = json.loads(v["SecretString"])
         record["api_key"] = "<redacted %d chars>" % len(record.get("api_key", ""))
         print(json.dumps({"secret": s["Name"], "version_id": v["VersionId"], "record": record}, indent=2))
+        shown += 1
+if not shown:
+    print("(no key secret yet: nothing was stored)")
 PY

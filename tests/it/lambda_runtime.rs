@@ -219,6 +219,25 @@ async fn fixtures_through_cargo_lambda() {
         .await;
     assert_eq!(record["model_id"], "7");
 
+    // The sweep's fixtures: every key made above is fresh, so the dry run
+    // finds none due and the sweep renews none (its listing is this test's
+    // own secrets: the tag names this test's secret key).
+    let dry = watch.invoke("sweep-dry-run.json");
+    assert_eq!(dry["sweep"], "due", "{dry}");
+    assert!(dry["managed"].as_u64().unwrap() >= 5, "{dry}");
+    assert_eq!(
+        (&dry["due"], &dry["renewed"], &dry["left"]),
+        (&json!(0), &json!(0), &json!(0)),
+        "{dry}"
+    );
+    assert_eq!(dry["fresh"], dry["managed"], "{dry}");
+    let swept = watch.invoke("sweep-due.json");
+    assert_eq!(
+        (&swept["due"], &swept["renewed"], &swept["failed"]),
+        (&json!(0), &json!(0), &json!([])),
+        "{swept}"
+    );
+
     // The fixture's token is unknown to Step Functions (moto: InvalidToken):
     // the task is gone, so the invocation succeeds (SPEC section 10).
     let fixture = crate::common::fixture("stepfunctions-task-token.json");
