@@ -56,6 +56,20 @@ pub fn sized_attempts() -> Option<(TimeoutConfig, RetryConfig)> {
     crate::deadline::call_time_left().map(attempts_within)
 }
 
+/// A per-call config override for one SDK crate's `config::Builder`, its
+/// attempts sized with [`sized_attempts`] (the crates' builders share no
+/// trait, hence a macro).
+macro_rules! sized_override {
+    ($builder:ty) => {{
+        let mut config = <$builder>::default();
+        if let Some((timeouts, retry)) = $crate::aws::sized_attempts() {
+            config = config.timeout_config(timeouts).retry_config(retry);
+        }
+        config
+    }};
+}
+pub(crate) use sized_override;
+
 /// The service's error code, when the service answered with one.
 pub fn error_code<E, R>(err: &SdkError<E, R>) -> Option<&str>
 where

@@ -327,6 +327,17 @@ impl Served {
         output
     }
 
+    /// Counts it (`KeysIssued` or `KeysFresh`, `SecondsUntilExpiry`,
+    /// `VendorLatencyMs`).
+    pub fn count(&self) {
+        crate::metrics::key_served(
+            self.result.credential_type,
+            self.result.status,
+            self.result.expires_at.as_deref(),
+            self.vendor_latency_ms,
+        );
+    }
+
     /// The same key served again, as `fresh`: nothing fetched.
     pub fn as_fresh(&self) -> Served {
         Served {

@@ -144,7 +144,7 @@ KEY_SECRET_ACTIONS = {
 }
 
 # The tag by which the sweep finds, and the role reaches, the key secrets the
-# function created (src/broker/sweep.rs MANAGED_TAG).
+# function created (src/broker/mod.rs MANAGED_TAG).
 MANAGED_TAG = ("managed-by", "p1-key-broker")
 
 # Every permission the function needs (docs/deploying.md, "IAM permissions"), by statement.

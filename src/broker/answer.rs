@@ -32,12 +32,7 @@ impl<P: Ports> Broker<P> {
     ) -> Result<Value, Error> {
         let credential_type = request.credential.credential_type;
         match &outcome {
-            Ok(served) => metrics::key_served(
-                credential_type,
-                served.result.status,
-                served.result.expires_at.as_deref(),
-                served.vendor_latency_ms,
-            ),
+            Ok(served) => served.count(),
             Err(e) => metrics::failed(Some(credential_type), e),
         }
         let served = outcome.is_ok();

@@ -345,7 +345,7 @@ impl<P: Ports> Broker<P> {
                 "p1:credential_type".to_string(),
                 record.credential.credential_type.as_str().to_string(),
             ),
-            ("managed-by".to_string(), "p1-key-broker".to_string()),
+            (MANAGED_TAG.0.to_string(), MANAGED_TAG.1.to_string()),
             // Whose: the sweep renews tagged secrets of this secret key only
             // (two stacks in one account must not renew each other's).
             (OWNER_TAG.to_string(), self.config.owner_tag_value()),
@@ -372,6 +372,10 @@ impl<P: Ports> Broker<P> {
         }
     }
 }
+
+/// The tag every secret this function creates carries, by which the sweep
+/// finds those outside the configured names.
+pub const MANAGED_TAG: (&str, &str) = ("managed-by", "p1-key-broker");
 
 /// The tag naming, on a secret this function creates, the secret that holds
 /// the secret key its keys come from.

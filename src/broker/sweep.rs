@@ -25,18 +25,16 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 
-use super::{Broker, Ports};
+use super::{Broker, MANAGED_TAG, OWNER_TAG, Ports};
 use crate::credential::{Credential, CredentialType};
 use crate::deadline::Deadline;
 use crate::error::{Context, Error};
 use crate::handoff::Handoff;
 use crate::metrics;
-use crate::request::{KeyRequest, Status, json_kind};
+use crate::request::{KeyRequest, Status, json_flag, json_kind};
 use crate::secret_id;
 use crate::secrets::{KeyRecord, ListFilter, ListedSecret, SecretStore, StoreError};
 
-/// The tag every secret this function creates carries.
-pub const MANAGED_TAG: (&str, &str) = ("managed-by", "p1-key-broker");
 /// BatchGetSecretValue's most ids per call.
 const READ_BATCH: usize = 20;
 /// SendMessageBatch's most entries per call.
@@ -72,17 +70,9 @@ impl SweepRequest {
             }
             None => return Err(Error::invalid("a sweep is {\"sweep\": \"due\"}")),
         }
-        let dry_run = match fields.get("dry_run") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(other) => {
-                return Err(Error::invalid(format!(
-                    "dry_run must be true or false; got {}",
-                    json_kind(other)
-                )));
-            }
-        };
-        Ok(SweepRequest { dry_run })
+        Ok(SweepRequest {
+            dry_run: json_flag(fields, "dry_run")?,
+        })
     }
 }
 
@@ -230,7 +220,7 @@ impl<P: Ports> Broker<P> {
                 listed.extend(page.secrets.into_iter().filter(|s| match &filter.tag {
                     Some((k, v)) => {
                         s.tags.get(k) == Some(v)
-                            && s.tags.get(super::OWNER_TAG).is_none_or(|o| *o == owner)
+                            && s.tags.get(OWNER_TAG).is_none_or(|o| *o == owner)
                     }
                     None => s.name.starts_with(&prefix),
                 }));
@@ -416,12 +406,7 @@ impl<P: Ports> Broker<P> {
                     include_key: false,
                 };
                 let outcome = self.serve(&request, deadline).await.map(|served| {
-                    metrics::key_served(
-                        served.result.credential_type,
-                        served.result.status,
-                        served.result.expires_at.as_deref(),
-                        served.vendor_latency_ms,
-                    );
+                    served.count();
                     served.result.status
                 });
                 (d, Some(outcome))

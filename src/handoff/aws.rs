@@ -6,7 +6,7 @@ use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 
 use super::{EVENT_DETAIL_TYPE, EVENT_SOURCE, Handoff, HandoffError};
-use crate::aws::{describe_sdk_error, error_code, sized_attempts};
+use crate::aws::{describe_sdk_error, error_code};
 use crate::sensitive::TaskToken;
 
 pub struct AwsHandoff {
@@ -27,27 +27,15 @@ impl AwsHandoff {
 
 /// Each call's attempts sized to the time it has (`crate::aws`).
 fn sized_sfn() -> aws_sdk_sfn::config::Builder {
-    let mut config = aws_sdk_sfn::config::Builder::default();
-    if let Some((timeouts, retry)) = sized_attempts() {
-        config = config.timeout_config(timeouts).retry_config(retry);
-    }
-    config
+    crate::aws::sized_override!(aws_sdk_sfn::config::Builder)
 }
 
 fn sized_sqs() -> aws_sdk_sqs::config::Builder {
-    let mut config = aws_sdk_sqs::config::Builder::default();
-    if let Some((timeouts, retry)) = sized_attempts() {
-        config = config.timeout_config(timeouts).retry_config(retry);
-    }
-    config
+    crate::aws::sized_override!(aws_sdk_sqs::config::Builder)
 }
 
 fn sized_events() -> aws_sdk_eventbridge::config::Builder {
-    let mut config = aws_sdk_eventbridge::config::Builder::default();
-    if let Some((timeouts, retry)) = sized_attempts() {
-        config = config.timeout_config(timeouts).retry_config(retry);
-    }
-    config
+    crate::aws::sized_override!(aws_sdk_eventbridge::config::Builder)
 }
 
 /// SendTaskFailure's limits on `error` and `cause`.

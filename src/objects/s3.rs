@@ -21,7 +21,7 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 
 use super::{ObjectError, ObjectStore, ObjectVersion, WriteIf};
-use crate::aws::{describe_sdk_error, error_code, sized_attempts};
+use crate::aws::{describe_sdk_error, error_code};
 use crate::transfer::{BoxError, Payload};
 
 /// One multipart part: S3's minimum is 5 MiB (but for the last part).
@@ -240,11 +240,7 @@ where
 /// Each small call's attempts sized to the time it has (`crate::aws`);
 /// never a transfer's, which streams for minutes.
 fn sized() -> aws_sdk_s3::config::Builder {
-    let mut config = aws_sdk_s3::config::Builder::default();
-    if let Some((timeouts, retry)) = sized_attempts() {
-        config = config.timeout_config(timeouts).retry_config(retry);
-    }
-    config
+    crate::aws::sized_override!(aws_sdk_s3::config::Builder)
 }
 
 /// S3's "null" version is no version at all.

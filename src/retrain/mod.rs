@@ -244,8 +244,9 @@ impl<P: RunnerPorts> Runner<P> {
         let object = self.find_data(bucket, key, version_id, deadline).await?;
         let starts = Starts::new(&self.objects, &self.config().retrain_results_prefix);
         let claimed = starts
-            .claim(&object, model_id, deadline, || {
-                self.heartbeat(token, deadline)
+            // Waiting for another start's record: a heartbeat now and then.
+            .claim(&object, model_id, deadline, || async {
+                keepalive::heartbeat(self.broker.handoff(), token, deadline).await;
             })
             .await;
         let mut claim = match claimed {
@@ -428,20 +429,19 @@ impl<P: RunnerPorts> Runner<P> {
             let length = data.length.unwrap_or_default();
             attempts += 1;
             let progress = Progress::default();
-            let sent = self
-                .keep_alive(
-                    token,
-                    &progress,
-                    Some(length),
-                    deadline,
-                    // Boxed: moved by pointer through the keep-alive (see run).
-                    Box::pin(self.api().upload(
-                        &ticket.upload_url,
-                        data.watched(&progress),
-                        deadline,
-                    )),
-                )
-                .await;
+            let sent = keepalive::keep_alive(
+                self.broker.handoff(),
+                token,
+                &progress,
+                Some(length),
+                deadline,
+                // Boxed: moved by pointer through the keep-alive (see run).
+                Box::pin(
+                    self.api()
+                        .upload(&ticket.upload_url, data.watched(&progress), deadline),
+                ),
+            )
+            .await;
             let failure = match sent {
                 Ok(Ok(())) => return Ok(length),
                 Ok(Err(failure)) => failure,
@@ -477,32 +477,6 @@ impl<P: RunnerPorts> Runner<P> {
             }
             tokio::time::sleep(wait).await;
         }
-    }
-
-    /// Runs a transfer with its task kept alive (`keepalive`).
-    async fn keep_alive<T>(
-        &self,
-        token: Option<&TaskToken>,
-        progress: &Progress,
-        expected: Option<u64>,
-        deadline: &Deadline,
-        transfer: impl Future<Output = T>,
-    ) -> Result<T, Stalled> {
-        keepalive::keep_alive(
-            self.broker.handoff(),
-            token,
-            progress,
-            expected,
-            deadline,
-            transfer,
-        )
-        .await
-    }
-
-    /// One heartbeat, when the request came with a token (waiting for
-    /// another start's record).
-    async fn heartbeat(&self, token: Option<&TaskToken>, deadline: &Deadline) {
-        keepalive::heartbeat(self.broker.handoff(), token, deadline).await;
     }
 
     async fn status(
@@ -576,8 +550,8 @@ impl<P: RunnerPorts> Runner<P> {
         // margin after it. Heartbeats meanwhile, and a stall ends it.
         let progress = Progress::default();
         let expected = results.length;
-        let saved = self
-            .keep_alive(
+        let saved = keepalive::keep_alive(
+                self.broker.handoff(),
                 token,
                 &progress,
                 expected,
@@ -706,12 +680,7 @@ impl<P: RunnerPorts> Runner<P> {
             include_key: false,
         };
         let served = self.broker.serve(&request, deadline).await?;
-        metrics::key_served(
-            CredentialType::Retrain,
-            served.result.status,
-            served.result.expires_at.as_deref(),
-            served.vendor_latency_ms,
-        );
+        served.count();
         Ok(served)
     }
 }

@@ -207,11 +207,7 @@ impl<'a, O: ObjectStore> Starts<'a, O> {
                     WriteIf::Unchanged(&condition_etag)
                 }
             };
-            let body = serde_json::to_vec(&mine).map_err(|e| {
-                Unclaimed::Store(ObjectError::Other(format!(
-                    "cannot encode the start record: {e}"
-                )))
-            })?;
+            let body = encode(&mine).map_err(Unclaimed::Store)?;
             match deadline
                 .work(self.objects.write_small(bucket, &key, body, condition))
                 .await
@@ -236,7 +232,7 @@ impl<'a, O: ObjectStore> Starts<'a, O> {
     pub async fn job_created(&self, claim: &mut Claim, retrain_job_id: &str, deadline: &Deadline) {
         let mut record = claim.record.clone();
         record.retrain_job_id = Some(retrain_job_id.into());
-        if let Ok(etag) = self.write(claim, &record, deadline).await {
+        if let Ok(etag) = self.write(claim, record.clone(), deadline).await {
             claim.etag = etag;
             claim.record = record;
         }
@@ -255,7 +251,7 @@ impl<'a, O: ObjectStore> Starts<'a, O> {
         record.state = STARTED.into();
         record.retrain_job_id = Some(retrain_job_id.into());
         record.bytes = Some(bytes);
-        self.write(&claim, &record, deadline).await.map(|_| ())
+        self.write(&claim, record, deadline).await.map(|_| ())
     }
 
     /// Gives the object up after a failed start, so that a retry may claim
@@ -263,7 +259,7 @@ impl<'a, O: ObjectStore> Starts<'a, O> {
     pub async fn release(&self, claim: Box<Claim>, deadline: &Deadline) {
         let mut record = claim.record.clone();
         record.state = RELEASED.into();
-        if let Err(e) = self.write(&claim, &record, deadline).await {
+        if let Err(e) = self.write(&claim, record, deadline).await {
             tracing::warn!(error = %e, "could not release the start record; it expires with its lease");
         }
     }
@@ -271,13 +267,11 @@ impl<'a, O: ObjectStore> Starts<'a, O> {
     async fn write(
         &self,
         claim: &Claim,
-        record: &Record,
+        mut record: Record,
         deadline: &Deadline,
     ) -> Result<String, ObjectError> {
-        let mut record = record.clone();
         record.updated_at = crate::expiry::format_instant(chrono::Utc::now());
-        let body = serde_json::to_vec(&record)
-            .map_err(|e| ObjectError::Other(format!("cannot encode the start record: {e}")))?;
+        let body = encode(&record)?;
         deadline
             .finish(self.objects.write_small(
                 &record.bucket,
@@ -287,4 +281,9 @@ impl<'a, O: ObjectStore> Starts<'a, O> {
             ))
             .await
     }
+}
+
+fn encode(record: &Record) -> Result<Vec<u8>, ObjectError> {
+    serde_json::to_vec(record)
+        .map_err(|e| ObjectError::Other(format!("cannot encode the start record: {e}")))
 }

@@ -13,7 +13,7 @@ use super::store::{
     BatchValues, ListFilter, ListedSecret, NewSecret, NewVersion, SecretDescription, SecretPage,
     SecretStore, SecretValue, StoreError, VersionRef,
 };
-use crate::aws::{describe_sdk_error, error_code, is_throttling, outcome_unknown, sized_attempts};
+use crate::aws::{describe_sdk_error, error_code, is_throttling, outcome_unknown};
 use crate::sensitive::SecretString;
 
 pub struct SecretsManager {
@@ -28,11 +28,7 @@ impl SecretsManager {
 
 /// Each call's attempts sized to the time it has (`crate::aws`).
 fn sized() -> Override {
-    let mut config = Override::default();
-    if let Some((timeouts, retry)) = sized_attempts() {
-        config = config.timeout_config(timeouts).retry_config(retry);
-    }
-    config
+    crate::aws::sized_override!(Override)
 }
 
 fn store_error<E>(err: SdkError<E>) -> StoreError

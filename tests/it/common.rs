@@ -416,6 +416,23 @@ pub fn data(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Loads a fixture from `events/`.
+/// Turns on a bucket's EventBridge notifications (S3 `Object Created`
+/// events on the default bus).
+pub async fn send_events_to_eventbridge(s3: &aws_sdk_s3::Client, bucket: &str) {
+    s3.put_bucket_notification_configuration()
+        .bucket(bucket)
+        .notification_configuration(
+            aws_sdk_s3::types::NotificationConfiguration::builder()
+                .event_bridge_configuration(
+                    aws_sdk_s3::types::EventBridgeConfiguration::builder().build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("EventBridge notifications on");
+}
+
 pub fn fixture(name: &str) -> Value {
     let path = format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")))

@@ -127,18 +127,7 @@ impl Stack {
             .await;
         let bucket = format!("p1-ls-{}", h.id);
         s3.create_bucket().bucket(&bucket).send().await.unwrap();
-        s3.put_bucket_notification_configuration()
-            .bucket(&bucket)
-            .notification_configuration(
-                aws_sdk_s3::types::NotificationConfiguration::builder()
-                    .event_bridge_configuration(
-                        aws_sdk_s3::types::EventBridgeConfiguration::builder().build(),
-                    )
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
+        crate::common::send_events_to_eventbridge(&s3, &bucket).await;
 
         let mut queues = Vec::new();
         for name in ["runner", "polls"] {

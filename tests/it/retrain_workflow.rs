@@ -110,18 +110,7 @@ async fn workflow_with(
         .to_string();
 
     // S3 -> EventBridge -> (the template's rule pattern) -> a queue.
-    h.s3.put_bucket_notification_configuration()
-        .bucket(&bucket)
-        .notification_configuration(
-            aws_sdk_s3::types::NotificationConfiguration::builder()
-                .event_bridge_configuration(
-                    aws_sdk_s3::types::EventBridgeConfiguration::builder().build(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .expect("EventBridge notifications on");
+    crate::common::send_events_to_eventbridge(&h.s3, &bucket).await;
     let events_queue = h.create_queue("p1-s3-events").await;
     let events_queue_arn = h
         .sqs
