@@ -93,6 +93,11 @@ async fn sentinels_never_leave_through_logs_errors_or_results() {
         record(invoke(&app, json!({"SecretId": target, "ClientRequestToken": pending, "Step": step, "RotationToken": "SENTINELRT-1"})).await);
     }
 
+    // The sweep reads every managed record (BatchGetSecretValue brings the
+    // sentinel keys back) and reports on them.
+    record(invoke(&app, json!({"sweep": "due", "dry_run": true})).await);
+    record(invoke(&app, json!({"sweep": "due"})).await);
+
     // The runs did what they should, so the search below means something.
     assert!(
         outputs[0].contains("\"issued\"") && outputs[1].contains("\"fresh\""),
@@ -107,10 +112,19 @@ async fn sentinels_never_leave_through_logs_errors_or_results() {
         "{outputs:?}"
     );
     assert_eq!(
-        outputs[7..],
+        outputs[7..11],
         ["null", "null", "null", "null"],
         "rotation steps: {outputs:?}"
     );
+    for swept in &outputs[11..] {
+        let report: Value = serde_json::from_str(swept).expect(swept);
+        // deploy and model 1 (train is rotated now: left to its rotation).
+        assert_eq!(
+            (&report["managed"], &report["fresh"]),
+            (&json!(2), &json!(2)),
+            "{swept}"
+        );
+    }
     let (_, current) = h.record(&target, "AWSCURRENT").await;
     assert_eq!(
         current["api_key"], "SENTINELAK-4",
