@@ -25,6 +25,17 @@
 #       Log: .local/localstack.log. A running one is stopped first.
 #   scripts/localstack.sh stop
 #       SIGTERM, up to 15 s for it to exit, then SIGKILL.
+#   scripts/localstack.sh start stack | stop stack
+#       A second instance, for the whole stack deployed by CloudFormation
+#       (scripts/localstack/, scripts/local-stack.sh): also CloudFormation,
+#       IAM, STS, Lambda (its functions run as local processes by the
+#       executor plugin in scripts/localstack/plugin), CloudWatch, Logs and
+#       Scheduler; path-style queue URLs (SQS_ENDPOINT_STRATEGY=path: the
+#       default host sqs.<region>.127.0.0.1 is not a valid URL host) and
+#       queue mappings that poll every second. Files: .local/localstack-stack*,
+#       env in .local/localstack-stack.env (P1_STACK_LOCALSTACK_URL); the
+#       functions' output in .local/localstack-stack/functions/<name>.log.
+#       P1_EXECUTOR_CA_BUNDLE, when set, is the CA bundle the functions trust.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .local
@@ -38,6 +49,20 @@ LOCALSTACK_DEPS_BEFORE=2026-03-24T00:00:00Z
 LOCALSTACK_PY311_VERSION=4.8.1
 LOCALSTACK_PY311_DEPS_BEFORE=2025-09-17T00:00:00Z
 SERVICES=s3,events,stepfunctions,sqs,secretsmanager
+STACK_SERVICES=$SERVICES,cloudformation,iam,sts,lambda,logs,cloudwatch,scheduler
+
+# Sets the instance's file names from its name ("" or "stack").
+instance() {
+  case "${1:-}" in
+    "") NAME=localstack; ENV_VAR=P1_LOCALSTACK_URL ;;
+    stack) NAME=localstack-stack; ENV_VAR=P1_STACK_LOCALSTACK_URL ;;
+    *) echo "localstack: unknown instance '$1' (none, or stack)" >&2; exit 2 ;;
+  esac
+  INSTANCE=${1:-}
+  PIDFILE=.local/$NAME.pid
+  ENVFILE=.local/$NAME.env
+  LOGFILE=.local/$NAME.log
+}
 
 # Prints "MAJOR.MINOR" of a working interpreter with venv and ensurepip
 # (Debian's python3.N without python3.N-venv has no ensurepip); fails if
@@ -124,9 +149,10 @@ still_running() {
 }
 
 stop() {
-  if [ -f .local/localstack.pid ]; then
+  instance "${1:-}"
+  if [ -f "$PIDFILE" ]; then
     local pid
-    pid=$(cat .local/localstack.pid)
+    pid=$(cat "$PIDFILE")
     if is_localstack "$pid" && kill -TERM "$pid" 2>/dev/null; then
       for _ in $(seq 1 150); do
         still_running "$pid" || break
@@ -137,17 +163,17 @@ stop() {
         kill -KILL "$pid" 2>/dev/null || true
       fi
     fi
-    rm -f .local/localstack.pid
+    rm -f "$PIDFILE"
   fi
-  rm -f .local/localstack.env
+  rm -f "$ENVFILE"
 }
 
 start() {
   install
-  stop
+  stop "${1:-}"
   local port root url
   port=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  root=$PWD/.local/localstack
+  root=$PWD/.local/$NAME
   # A fresh filesystem every start, but for its cache: the index of AWS's
   # service specs that it builds at its first request (without it, that run
   # ends up ~340 MB bigger) and its self-signed certificate. Its service
@@ -158,6 +184,22 @@ start() {
   mkdir -p "$root/fs/var/lib/localstack" "$root/home"
   if [ -d "$root/cache.keep" ]; then mv "$root/cache.keep" "$cache"; fi
   url=http://127.0.0.1:$port
+  local extra=(SERVICES="$SERVICES")
+  if [ "$INSTANCE" = stack ]; then
+    [ "$VERSION" = "$LOCALSTACK_VERSION" ] || {
+      echo "localstack: the stack needs localstack-core $LOCALSTACK_VERSION (Python 3.12+);" \
+        "$VERSION cannot update it" >&2
+      exit 1
+    }
+    mkdir -p "$root/functions"
+    extra=(SERVICES="$STACK_SERVICES"
+      PYTHONPATH="$PWD/scripts/localstack/plugin"
+      LAMBDA_RUNTIME_EXECUTOR=p1-process
+      P1_EXECUTOR_LOG_DIR="$root/functions"
+      P1_EXECUTOR_CA_BUNDLE="${P1_EXECUTOR_CA_BUNDLE:-}"
+      SQS_ENDPOINT_STRATEGY=path
+      LAMBDA_EVENT_SOURCE_MAPPING_MAX_BACKOFF_ON_EMPTY_POLL_SEC=1)
+  fi
   # DISABLE_EVENTS turns off its usage reporting, DNS_ADDRESS=0 its DNS
   # server, SKIP_SSL_CERT_DOWNLOAD its certificate download: nothing leaves
   # loopback. OVERRIDE_IN_DOCKER=0: these machines have a /.dockerenv, from
@@ -167,44 +209,44 @@ start() {
   env -u AWS_ENDPOINT_URL -u AWS_PROFILE -u AWS_CONFIG_FILE -u AWS_SHARED_CREDENTIALS_FILE \
     GATEWAY_LISTEN="127.0.0.1:$port" \
     LOCALSTACK_HOST="127.0.0.1:$port" \
-    SERVICES="$SERVICES" \
+    "${extra[@]}" \
     SKIP_SSL_CERT_DOWNLOAD=1 \
     DISABLE_EVENTS=1 \
     DNS_ADDRESS=0 \
     OVERRIDE_IN_DOCKER=0 \
     FILESYSTEM_ROOT="$root/fs" \
     HOME="$root/home" \
-    "$VENV/bin/python" -m localstack.runtime.main >.local/localstack.log 2>&1 &
+    "$VENV/bin/python" -m localstack.runtime.main >"$LOGFILE" 2>&1 &
   local pid=$!
-  echo "$pid" >.local/localstack.pid
+  echo "$pid" >"$PIDFILE"
   local deadline=$((SECONDS + 60))
   while [ "$SECONDS" -lt "$deadline" ]; do
     # Not is_localstack: until the fork has exec'd, its cmdline is this script's.
     if ! still_running "$pid"; then
-      echo "localstack: exited while starting; end of .local/localstack.log:" >&2
-      tail -n 30 .local/localstack.log >&2
-      rm -f .local/localstack.pid
+      echo "localstack: exited while starting; end of $LOGFILE:" >&2
+      tail -n 30 "$LOGFILE" >&2
+      rm -f "$PIDFILE"
       return 1
     fi
     if "$VENV/bin/python" - "$url/_localstack/health" <<'PY' 2>/dev/null; then
 import sys, urllib.request
 urllib.request.urlopen(sys.argv[1], timeout=1)
 PY
-      echo "export P1_LOCALSTACK_URL=$url" >.local/localstack.env
+      echo "export $ENV_VAR=$url" >"$ENVFILE"
       echo "localstack: localstack-core $VERSION (Python $PY_MINOR) on $url," \
-        "pid $pid; env in .local/localstack.env" >&2
+        "pid $pid; env in $ENVFILE" >&2
       return 0
     fi
     sleep 0.1
   done
-  echo "localstack: not ready after 60 s; see .local/localstack.log" >&2
-  stop
+  echo "localstack: not ready after 60 s; see $LOGFILE" >&2
+  stop "$INSTANCE"
   return 1
 }
 
 case "${1:-}" in
   install) install ;;
-  start) start ;;
-  stop) stop ;;
-  *) echo "usage: $0 install|start|stop" >&2; exit 2 ;;
+  start) instance "${2:-}"; start "${2:-}" ;;
+  stop) stop "${2:-}" ;;
+  *) echo "usage: $0 install | start [stack] | stop [stack]" >&2; exit 2 ;;
 esac
