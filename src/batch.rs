@@ -23,11 +23,11 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use crate::broker::{Broker, Ports};
-use crate::credential::Credential;
+use crate::credential::{Credential, Status};
 use crate::deadline::Deadline;
 use crate::error::Error;
 use crate::prediction_one::PredictionOneError;
-use crate::request::{KeyRequest, Served, Status};
+use crate::request::{KeyRequest, Served};
 use crate::secret_id;
 use crate::trigger::SqsMessage;
 

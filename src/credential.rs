@@ -1,10 +1,31 @@
 //! The words everything shares: which kind of key ([`CredentialType`]), for
-//! which model API ([`ModelId`]), together a [`Credential`].
+//! which model API ([`ModelId`]), together a [`Credential`]; and whether a
+//! key was served [`Status::Issued`] or [`Status::Fresh`].
 //!
-//! They sit below both the configuration and the request, so neither has to
-//! import the other; the stored record and the vendor client speak them too.
+//! They sit below the configuration, the request and the metrics, so that
+//! none of them has to import another; the stored record and the vendor
+//! client speak them too.
 
 use serde::Serialize;
+
+/// How a key was served: the result's `status`, and which of `KeysIssued`
+/// and `KeysFresh` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// A new key was fetched and stored.
+    Issued,
+    /// The stored key is still valid; nothing was fetched.
+    Fresh,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Issued => "issued",
+            Status::Fresh => "fresh",
+        }
+    }
+}
 
 /// The vendor's `credential_type` query parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

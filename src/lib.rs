@@ -36,7 +36,7 @@
 //!   real adapters; [`bootstrap`]: what both `main`s share.
 //!
 //! The words and rules they share, each in one place:
-//! - [`credential`]: `CredentialType`, `ModelId`, `Credential`.
+//! - [`credential`]: `CredentialType`, `ModelId`, `Credential`, `Status`.
 //! - [`request`]: the request (the list of its fields, validation) and the
 //!   result; `Served::output` is the only way an API key leaves.
 //! - [`config`]: the environment, validated once at start-up.

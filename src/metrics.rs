@@ -5,10 +5,9 @@
 
 use std::io::Write;
 
-use crate::credential::CredentialType;
+use crate::credential::{CredentialType, Status};
 use crate::error::Error;
 use crate::expiry;
-use crate::request::Status;
 
 pub const NAMESPACE: &str = "PredictionOne/KeyBroker";
 

@@ -11,7 +11,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::config::Config;
-use crate::credential::{Credential, CredentialType, ModelId};
+use crate::credential::{Credential, CredentialType, ModelId, Status};
 use crate::error::Error;
 use crate::secret_id;
 use crate::sensitive::{ApiKey, TaskToken};
@@ -260,23 +260,6 @@ fn raw_str<'a>(request: &'a Value, name: &str) -> Option<&'a str> {
         .unwrap_or(request)
         .get(name)
         .and_then(Value::as_str)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    /// A new key was fetched and stored.
-    Issued,
-    /// The stored key is still valid; nothing was fetched.
-    Fresh,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Issued => "issued",
-            Status::Fresh => "fresh",
-        }
-    }
 }
 
 /// The result object: a reference to the stored key, never the key itself.

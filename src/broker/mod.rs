@@ -19,12 +19,12 @@ use std::time::Instant;
 use chrono::Utc;
 
 use crate::config::Config;
-use crate::credential::Credential;
+use crate::credential::{Credential, Status};
 use crate::deadline::Deadline;
 use crate::error::{Context, Error};
 use crate::handoff::Handoff;
 use crate::prediction_one::{IssuedKey, KeyIssuer, PredictionOneError};
-use crate::request::{KeyRequest, KeyResult, Served, Status};
+use crate::request::{KeyRequest, KeyResult, Served};
 use crate::secret_id;
 use crate::secret_key::SecretKeySource;
 use crate::secrets::{

@@ -10,12 +10,12 @@
 use chrono::Utc;
 
 use super::{Broker, Ports};
+use crate::credential::Status;
 use crate::credential::{Credential, CredentialType, ModelId};
 use crate::deadline::Deadline;
 use crate::error::{Context, Error};
 use crate::expiry;
 use crate::metrics;
-use crate::request::Status;
 use crate::secret_id;
 use crate::secrets::{
     AWSCURRENT, AWSPENDING, KeyRecord, NewVersion, SecretDescription, SecretStore, StoreError,

@@ -26,12 +26,12 @@ use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 
 use super::{Broker, MANAGED_TAG, OWNER_TAG, Ports};
-use crate::credential::{Credential, CredentialType};
+use crate::credential::{Credential, CredentialType, Status};
 use crate::deadline::Deadline;
 use crate::error::{Context, Error};
 use crate::handoff::Handoff;
 use crate::metrics;
-use crate::request::{KeyRequest, Status, json_flag, json_kind};
+use crate::request::{KeyRequest, json_flag, json_kind};
 use crate::secret_id;
 use crate::secrets::{KeyRecord, ListFilter, ListedSecret, SecretStore, StoreError};
 

@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 
 use crate::broker::{Broker, Ports};
 use crate::config::Config;
-use crate::credential::{Credential, CredentialType, ModelId};
+use crate::credential::{Credential, CredentialType, ModelId, Status};
 use crate::deadline::Deadline;
 use crate::error::{Context, Error};
 use crate::handoff::{Handoff, HandoffError};
@@ -40,7 +40,7 @@ use crate::objects::{self, ObjectError, ObjectStore, ObjectVersion};
 use crate::prediction_one::backoff;
 use crate::prediction_one::retrain::TransferError;
 use crate::prediction_one::{JobStatus, PredictionOneError, RetrainApi, UploadTicket};
-use crate::request::{KeyRequest, Rejected, Served, Status};
+use crate::request::{KeyRequest, Rejected, Served};
 use crate::secrets::StoreError;
 use crate::sensitive::{ApiKey, TaskToken};
 use crate::transfer::{Payload, Progress};
