@@ -2337,7 +2337,7 @@ def test_runner_function_shape_and_environment(expanded):
         queue = r[queue_name]["Properties"]
         assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["RetrainRunnerDeadLetterQueue", "Arn"]}
     # Lambda's limit for a function timeout.
-    assert max(expanded["Parameters"]["RetrainRunnerTimeoutSeconds"]["AllowedValues"]) <= 900
+    assert max(int(v) for v in expanded["Parameters"]["RetrainRunnerTimeoutSeconds"]["AllowedValues"]) <= 900
 
 
 def runner_mappings(expanded: dict) -> dict:
@@ -2373,6 +2373,43 @@ def find_in_map(expanded: dict, node, values: dict):
     return table[keys[0]][keys[1]]
 
 
+def walk(tree):
+    """Every dict in a template tree."""
+    if isinstance(tree, dict):
+        yield tree
+        for v in tree.values():
+            yield from walk(v)
+    elif isinstance(tree, list):
+        for v in tree:
+            yield from walk(v)
+
+
+def test_definition_substitutions_are_strings(raw):
+    """SPEC section 13: the template deploys on LocalStack as shipped, in
+    forms AWS reads the same. DefinitionSubstitutions' values are strings
+    (LocalStack substitutes with str.replace and refuses anything else), so
+    a parameter substituted is a String and a mapping's column substituted
+    holds quoted values; and a Fn::FindInMap keyed by a parameter keys it by
+    a String parameter (LocalStack reads a Number parameter as an integer,
+    which matches no row: CreateChangeSet answers 500)."""
+    params = raw["Parameters"]
+    for name, resource in raw["Resources"].items():
+        for sub, value in resource.get("Properties", {}).get("DefinitionSubstitutions", {}).items():
+            if isinstance(value, dict) and list(value) == ["Ref"] and value["Ref"] in params:
+                assert params[value["Ref"]]["Type"] == "String", f"{name}.{sub}: {value['Ref']} is not a String"
+            if isinstance(value, dict) and "Fn::FindInMap" in value:
+                table, _, column = value["Fn::FindInMap"]
+                for row, cells in raw["Mappings"][table].items():
+                    assert isinstance(cells[column], str), f"{name}.{sub}: {table}[{row}].{column} is not quoted"
+    keyed = [d["Fn::FindInMap"] for d in walk(raw) if "Fn::FindInMap" in d]
+    assert keyed, "the template keys a mapping by a parameter"
+    for table, top, _ in keyed:
+        if isinstance(top, dict) and "Ref" in top and top["Ref"] in params:
+            param = params[top["Ref"]]
+            assert param["Type"] == "String", f"{table} keyed by {top['Ref']}, a {param['Type']}"
+            assert set(map(str, param["AllowedValues"])) <= set(raw["Mappings"][table]), top["Ref"]
+
+
 @pytest.mark.parametrize("queue_name", ["RetrainRunnerQueue", "RetrainRunnerPollQueue"])
 def test_runner_timings_let_every_delivery_happen_while_its_task_waits(expanded, queue_name):
     """SPEC section 11: a runner that is still working keeps its task alive,
@@ -2389,7 +2426,7 @@ def test_runner_timings_let_every_delivery_happen_while_its_task_waits(expanded,
     r = expanded["Resources"]
     param = expanded["Parameters"]["RetrainRunnerTimeoutSeconds"]
     timeouts = param["AllowedValues"]
-    assert param["Type"] == "Number" and param["Default"] in timeouts
+    assert param["Type"] == "String" and param["Default"] in timeouts
     assert "MinValue" not in param and "MaxValue" not in param, "only the table's rows"
     table = expanded["Mappings"]["RunnerTimings"]
     # A row for every allowed value, and no row for anything else.
@@ -2420,7 +2457,11 @@ def test_runner_timings_let_every_delivery_happen_while_its_task_waits(expanded,
         task_heartbeat = find_in_map(expanded, subs["TaskHeartbeatSeconds"], values)
         row = (t, visibility, task_timeout, task_heartbeat)
         for n in (visibility, task_timeout, task_heartbeat):
-            assert type(n) is int and n > 0, row  # TimeoutSecondsPath and HeartbeatSecondsPath need positive integers
+            # Strings (test_definition_substitutions_are_strings) of positive
+            # integers (TimeoutSecondsPath and HeartbeatSecondsPath need them).
+            assert type(n) is str and n.isdigit() and int(n) > 0, row
+        t, visibility, task_timeout, task_heartbeat = (int(n) for n in row)
+        row = (t, visibility, task_timeout, task_heartbeat)
         assert visibility <= SQS_MAX_VISIBILITY, row
         assert visibility >= t, f"{row}: Lambda refuses an SQS mapping whose visibility is below the function's timeout"
         assert visibility < task_timeout, f"{row}: a message must come back while its task waits"
@@ -3089,9 +3130,10 @@ def test_runner_workflow_graph(expanded):
     assert states["IsRetrainingDone"]["Default"] == "CountPollTime"
     # The poll loop fits a Standard execution's history (25,000 events):
     # about 14 events per poll, at the fastest interval for the longest limit.
-    params = expanded["Parameters"]
     fastest = min(int(v) for v in substitution_values(expanded, {"Ref": "RetrainPollIntervalSeconds"}))
-    polls = params["RetrainTimeLimitSeconds"]["MaxValue"] / fastest
+    longest = max(int(v) for v in substitution_values(expanded, {"Ref": "RetrainTimeLimitSeconds"}))
+    assert longest == 86400
+    polls = longest / fastest
     assert polls * 14 < 25_000 * 0.9
 
 
@@ -3681,6 +3723,56 @@ def test_the_dashboard_marks_the_alarm_threshold_and_reads_failures_from_the_log
             for y in range(w["y"], w["y"] + w["height"]):
                 assert (x, y) not in cells, w
                 cells.add((x, y))
+
+
+# CloudWatch's rules for a dashboard body ("Dashboard Body Structure and
+# Syntax"; the service quotas: 500 widgets a dashboard, 500 metrics a
+# widget, 2,500 a dashboard; Logs Insights: 50 log groups a query, a query
+# of at most 10,000 characters). LocalStack fakes AWS::CloudWatch::Dashboard,
+# so the deployed-stack test cannot show that CloudWatch takes the body:
+# this checks it against those rules instead.
+WIDGET_TYPES = {"metric", "text", "log", "alarm", "explorer"}
+STATS = re.compile(r"(SampleCount|Average|Sum|Minimum|Maximum|IQM|p\d{1,2}(\.\d+)?|(tm|wm|tc|ts)\d{1,2})$")
+
+
+def test_the_dashboard_is_within_cloudwatchs_limits(raw):
+    body = dashboard_body(raw)
+    assert set(body) <= {"widgets", "start", "end", "periodOverride", "variables"}, sorted(body)
+    widgets = body["widgets"]
+    assert 0 < len(widgets) <= 500
+    total = 0
+    for w in widgets:
+        assert w["type"] in WIDGET_TYPES, w["type"]
+        assert 0 <= w["x"] <= 23 and 0 <= w["y"], w
+        assert 1 <= w["width"] <= 24 and 1 <= w["height"] <= 1000, w
+        props = w["properties"]
+        if "period" in props:
+            assert props["period"] in (1, 5, 10, 30) or props["period"] % 60 == 0, props["period"]
+        if "stat" in props:
+            assert STATS.match(props["stat"]), props["stat"]
+        if w["type"] == "metric":
+            rows = props["metrics"]
+            assert 1 <= len(rows) <= 500, props["title"]
+            total += len(rows)
+            ids = [r[-1]["id"] for r in rows if isinstance(r[-1], dict) and "id" in r[-1]]
+            assert len(ids) == len(set(ids)), f"{props['title']}: ids {ids} repeat"
+            for i in ids:
+                assert re.fullmatch(r"[a-z][A-Za-z0-9_]*", i), f"{props['title']}: id {i!r}"
+            for r in rows:
+                options = r[-1] if isinstance(r[-1], dict) else {}
+                if "stat" in options:
+                    assert STATS.match(options["stat"]), options
+                if "expression" in options:
+                    # A SEARCH's period is one CloudWatch accepts too.
+                    for period in re.findall(r"SEARCH\(.*?, '[A-Za-z0-9]+', ([0-9]+)\)", options["expression"]):
+                        assert int(period) % 60 == 0, options["expression"]
+            assert props.get("region") == "<AWS::Region>", props.get("region")
+        if w["type"] == "log":
+            query = props["query"]
+            assert len(query) <= 10_000 and 1 <= query.count("SOURCE '") <= 50, query
+        if w["type"] == "text":
+            assert 0 < len(props["markdown"]) <= 10_000
+    assert total <= 2500
 
 
 def test_the_dashboard_is_an_output_named_in_the_readme(raw):
