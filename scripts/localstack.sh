@@ -25,16 +25,18 @@
 #       Log: .local/localstack.log. A running one is stopped first.
 #   scripts/localstack.sh stop
 #       SIGTERM, up to 15 s for it to exit, then SIGKILL.
-#   scripts/localstack.sh start stack | stop stack
-#       A second instance, for the whole stack deployed by CloudFormation
-#       (scripts/localstack/, scripts/local-stack.sh): also CloudFormation,
+#   scripts/localstack.sh start stack|local | stop stack|local
+#       An instance for the whole stack deployed by CloudFormation: "stack"
+#       for its tests (scripts/localstack/run_tests.sh), "local" for a
+#       user's (scripts/local-stack.sh), so that a test run never stops a
+#       user's stack. Also CloudFormation,
 #       IAM, STS, Lambda (its functions run as local processes by the
 #       executor plugin in scripts/localstack/plugin), CloudWatch, Logs and
 #       Scheduler; path-style queue URLs (SQS_ENDPOINT_STRATEGY=path: the
 #       default host sqs.<region>.127.0.0.1 is not a valid URL host) and
-#       queue mappings that poll every second. Files: .local/localstack-stack*,
-#       env in .local/localstack-stack.env (P1_STACK_LOCALSTACK_URL); the
-#       functions' output in .local/localstack-stack/functions/<name>.log.
+#       queue mappings that poll every second. Files: .local/localstack-NAME*,
+#       env in .local/localstack-NAME.env (P1_STACK_LOCALSTACK_URL); the
+#       functions' output in .local/localstack-NAME/functions/<name>.log.
 #       P1_EXECUTOR_CA_BUNDLE, when set, is the CA bundle the functions trust.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,8 +57,8 @@ STACK_SERVICES=$SERVICES,cloudformation,iam,sts,lambda,logs,cloudwatch,scheduler
 instance() {
   case "${1:-}" in
     "") NAME=localstack; ENV_VAR=P1_LOCALSTACK_URL ;;
-    stack) NAME=localstack-stack; ENV_VAR=P1_STACK_LOCALSTACK_URL ;;
-    *) echo "localstack: unknown instance '$1' (none, or stack)" >&2; exit 2 ;;
+    stack | local) NAME=localstack-$1; ENV_VAR=P1_STACK_LOCALSTACK_URL ;;
+    *) echo "localstack: unknown instance '$1' (none, stack or local)" >&2; exit 2 ;;
   esac
   INSTANCE=${1:-}
   PIDFILE=.local/$NAME.pid
@@ -185,7 +187,7 @@ start() {
   if [ -d "$root/cache.keep" ]; then mv "$root/cache.keep" "$cache"; fi
   url=http://127.0.0.1:$port
   local extra=(SERVICES="$SERVICES")
-  if [ "$INSTANCE" = stack ]; then
+  if [ -n "$INSTANCE" ]; then
     [ "$VERSION" = "$LOCALSTACK_VERSION" ] || {
       echo "localstack: the stack needs localstack-core $LOCALSTACK_VERSION (Python 3.12+);" \
         "$VERSION cannot update it" >&2
@@ -248,5 +250,5 @@ case "${1:-}" in
   install) install ;;
   start) instance "${2:-}"; start "${2:-}" ;;
   stop) stop "${2:-}" ;;
-  *) echo "usage: $0 install | start [stack] | stop [stack]" >&2; exit 2 ;;
+  *) echo "usage: $0 install | start [stack|local] | stop [stack|local]" >&2; exit 2 ;;
 esac

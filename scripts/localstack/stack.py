@@ -199,5 +199,129 @@ def ensure_secret_key(c: dict, name: str, value: str) -> None:
         pass
 
 
+# -- scripts/local-stack.sh ------------------------------------------------------
+# The user's stack: the template's defaults, the stand-in as the vendor, the
+# shortest poll interval so that a retraining ends within minutes.
+LOCAL_STACK = "p1-key-broker"
+LOCAL_SECRET_KEY_SECRET = "prediction-one/secret-key"
+
+
+def local_parameters() -> dict[str, str]:
+    return {"ApiBaseUrl": os.environ["P1_STACK_STANDIN_URL"], "RetrainPollIntervalSeconds": "60"}
+
+
+def cli(argv: list[str]) -> int:
+    endpoint = os.environ["P1_STACK_LOCALSTACK_URL"]
+    c = clients(endpoint)
+    command, args = argv[0], argv[1:]
+    if command == "up":
+        # A demo secret key: the stand-in accepts any key.
+        ensure_secret_key(c, LOCAL_SECRET_KEY_SECRET, "local-demo-secret-key")
+        url = package(c, endpoint, Path(os.environ["P1_STACK_BINARIES"]), "local")
+        start = time.monotonic()
+        out = deploy(c, url, LOCAL_STACK, local_parameters())
+        print(f"local-stack: {LOCAL_STACK} deployed in {time.monotonic() - start:.1f} s; outputs:")
+        for k in sorted(out):
+            print(f"  {k:34} {out[k]}")
+        return 0
+    if command == "status":
+        try:
+            desc = c["cloudformation"].describe_stacks(StackName=LOCAL_STACK)["Stacks"][0]
+        except c["cloudformation"].exceptions.ClientError:
+            print(f"local-stack: no stack {LOCAL_STACK} (scripts/local-stack.sh up)")
+            return 1
+        print(f"local-stack: {LOCAL_STACK} is {desc['StackStatus']}")
+        for o in sorted(desc.get("Outputs", []), key=lambda o: o["OutputKey"]):
+            print(f"  {o['OutputKey']:34} {o.get('OutputValue')}")
+        return 0
+    if command == "down":
+        try:
+            c["cloudformation"].describe_stacks(StackName=LOCAL_STACK)
+        except c["cloudformation"].exceptions.ClientError:
+            return 0
+        delete(c, LOCAL_STACK)
+        print(f"local-stack: {LOCAL_STACK} deleted (the bucket and the key secrets are retained, as on AWS)")
+        return 0
+    out = outputs(c, LOCAL_STACK)
+    if command == "sweep":
+        schedule = c["scheduler"].get_schedule(Name=out["SweepScheduleName"])
+        print(f"local-stack: sending the sweep schedule's input {schedule['Target']['Input']}")
+        answer = c["lambda"].invoke(FunctionName=schedule["Target"]["Arn"],
+                                    Payload=schedule["Target"]["Input"].encode())
+        print(json.dumps(json.loads(answer["Payload"].read()), indent=1))
+        return 1 if "FunctionError" in answer else 0
+    if command == "request":
+        model = args[0] if args else "42"
+        request = {"credential_type": "retrain", "model_id": model}
+        c["sqs"].send_message(QueueUrl=out["RetrainQueueUrl"], MessageBody=json.dumps(request))
+        print(f"local-stack: sent {json.dumps(request)} to the request queue; waiting for the key")
+        return show_record(c, f"prediction-one/api-key/retrain/{model}", 60)
+    if command == "upload":
+        data = Path(args[0]) if args else None
+        model = args[1] if len(args) > 1 else "42"
+        body = data.read_bytes() if data else b"id,value\n" + b"".join(b"%d,%d\n" % (i, i * i) for i in range(100))
+        name = data.name if data else "demo.csv"
+        bucket, key = out["RetrainDataBucketName"], f"retrain/{model}/{name}"
+        c["s3"].put_object(Bucket=bucket, Key=key, Body=body)
+        print(f"local-stack: uploaded s3://{bucket}/{key} ({len(body)} bytes); the workflow polls every 60 s")
+        return follow_execution(c, out["RetrainRunnerWorkflowArn"], bucket, model)
+    raise SystemExit(f"stack: unknown command {command}")
+
+
+def show_record(c: dict, secret_id: str, seconds: float) -> int:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            value = c["secretsmanager"].get_secret_value(SecretId=secret_id)
+            record = json.loads(value["SecretString"])
+            record["api_key"] = "<redacted>"
+            print(f"local-stack: {secret_id}, version {value['VersionId']}:")
+            print(json.dumps(record, indent=1))
+            return 0
+        except c["secretsmanager"].exceptions.ResourceNotFoundException:
+            time.sleep(0.5)
+    print(f"local-stack: nothing stored in {secret_id} within {seconds:.0f} s")
+    return 1
+
+
+def follow_execution(c: dict, workflow: str, bucket: str, model: str) -> int:
+    sfn = c["stepfunctions"]
+    seen = {e["executionArn"] for e in sfn.list_executions(stateMachineArn=workflow)["executions"]}
+    end = time.monotonic() + 30
+    arn = None
+    while arn is None and time.monotonic() < end:
+        new = [e for e in sfn.list_executions(stateMachineArn=workflow)["executions"]
+               if e["executionArn"] not in seen]
+        arn = new[0]["executionArn"] if new else None
+        time.sleep(0.5)
+    if arn is None:
+        # The same bytes again are the same object version only in an
+        # unversioned bucket; the stack's bucket is versioned.
+        print("local-stack: no new execution within 30 s")
+        return 1
+    print(f"local-stack: execution {arn.rsplit(':', 1)[1]}")
+    shown = 0
+    while True:
+        desc = sfn.describe_execution(executionArn=arn)
+        events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+        for e in events[shown:]:
+            kind = e["type"]
+            if kind.endswith(("StateEntered", "Failed", "Succeeded", "TimedOut")):
+                detail = e.get("stateEnteredEventDetails", {}).get("name", "")
+                print(f"  {e['timestamp']:%H:%M:%S}  {kind} {detail}")
+        shown = len(events)
+        if desc["status"] != "RUNNING":
+            break
+        time.sleep(1)
+    print(f"local-stack: {desc['status']}")
+    results = c["s3"].list_objects_v2(Bucket=bucket, Prefix=f"retrain-results/{model}/")
+    for o in results.get("Contents", []):
+        print(f"  results: s3://{bucket}/{o['Key']} ({o['Size']} bytes)")
+    return 0 if desc["status"] == "SUCCEEDED" else 1
+
+
 if __name__ == "__main__":
-    sys.exit("stack.py is a library: scripts/local-stack.sh and test_deployed_stack.py use it")
+    if len(sys.argv) < 2:
+        sys.exit("usage: stack.py up|status|down|sweep|request [MODEL]|upload [FILE [MODEL]]"
+                 " (scripts/local-stack.sh runs it)")
+    sys.exit(cli(sys.argv[1:]))
