@@ -49,8 +49,14 @@ pub struct Config {
     pub renew_queue_url: Option<String>,
     /// Credentials whose targets the sweep creates when missing.
     pub sweep_ensure: Vec<Credential>,
-    /// Most renewals one sweep starts or hands off.
+    /// Most renewals one sweep starts or hands off (default 200, or 10,000
+    /// with the queue hand-off).
     pub sweep_max_renewals: usize,
+    /// The sweep's BatchGetSecretValue calls in flight at once.
+    pub sweep_read_concurrency: usize,
+    /// Keys issued together are renewed up to this much before their
+    /// renewal point, each by a stable share of it (SPEC section 12).
+    pub sweep_jitter: Duration,
 }
 
 impl Config {
@@ -155,6 +161,11 @@ impl Config {
             ));
         }
 
+        let renew_queue_url = var("P1_RENEW_QUEUE_URL")?
+            .map(|u| queue_url("P1_RENEW_QUEUE_URL", &u))
+            .transpose()?;
+        let hands_off = renew_queue_url.is_some();
+
         Ok(Config {
             secret_key_secret_id,
             secret_key_field: or_default("P1_SECRET_KEY_FIELD", "secret_key")?,
@@ -195,11 +206,17 @@ impl Config {
             )?),
             retrain_data_prefix,
             retrain_results_prefix,
-            renew_queue_url: var("P1_RENEW_QUEUE_URL")?
-                .map(|u| queue_url("P1_RENEW_QUEUE_URL", &u))
-                .transpose()?,
+            renew_queue_url,
             sweep_ensure: sweep_ensure(&or_default("P1_SWEEP_ENSURE", "train")?)?,
-            sweep_max_renewals: int("P1_SWEEP_MAX_RENEWALS", 200, 1..=10_000)? as usize,
+            // The queue's consumers spread renewals over many invocations:
+            // a sweep may hand off far more than it could renew itself.
+            sweep_max_renewals: int(
+                "P1_SWEEP_MAX_RENEWALS",
+                if hands_off { 10_000 } else { 200 },
+                1..=100_000,
+            )? as usize,
+            sweep_read_concurrency: int("P1_SWEEP_READ_CONCURRENCY", 8, 1..=32)? as usize,
+            sweep_jitter: Duration::from_secs(int("P1_SWEEP_JITTER_SECONDS", 3_600, 0..=86_400)?),
         })
     }
 
@@ -464,6 +481,8 @@ mod tests {
             [Credential::new(CredentialType::Train, None)]
         );
         assert_eq!(c.sweep_max_renewals, 200);
+        assert_eq!(c.sweep_read_concurrency, 8);
+        assert_eq!(c.sweep_jitter, Duration::from_secs(3_600));
     }
 
     #[test]
@@ -489,6 +508,23 @@ mod tests {
         );
         assert_eq!(c.sweep_max_renewals, 10_000);
         assert!(c.renew_queue_url.is_some());
+        // With the queue, the cap's default is 10,000; set, it is what is set.
+        let queue = (
+            "P1_RENEW_QUEUE_URL",
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/p1-requests",
+        );
+        assert_eq!(load(&[base, queue]).unwrap().sweep_max_renewals, 10_000);
+        let c = load(&[
+            base,
+            queue,
+            ("P1_SWEEP_MAX_RENEWALS", "100000"),
+            ("P1_SWEEP_READ_CONCURRENCY", "32"),
+            ("P1_SWEEP_JITTER_SECONDS", "0"),
+        ])
+        .unwrap();
+        assert_eq!(c.sweep_max_renewals, 100_000);
+        assert_eq!(c.sweep_read_concurrency, 32);
+        assert_eq!(c.sweep_jitter, Duration::ZERO);
         let none = load(&[base, ("P1_SWEEP_ENSURE", "none")]).unwrap();
         assert!(none.sweep_ensure.is_empty());
         for (name, value) in [
@@ -496,7 +532,11 @@ mod tests {
             ("P1_SWEEP_ENSURE", "retrain:4/2"),
             ("P1_SWEEP_ENSURE", "train,predict"),
             ("P1_SWEEP_MAX_RENEWALS", "0"),
-            ("P1_SWEEP_MAX_RENEWALS", "10001"),
+            ("P1_SWEEP_MAX_RENEWALS", "100001"),
+            ("P1_SWEEP_READ_CONCURRENCY", "0"),
+            ("P1_SWEEP_READ_CONCURRENCY", "33"),
+            ("P1_SWEEP_JITTER_SECONDS", "86401"),
+            ("P1_SWEEP_JITTER_SECONDS", "-1"),
             ("P1_RENEW_QUEUE_URL", "http://sqs.example.com/1/q"),
             ("P1_RENEW_QUEUE_URL", "not a url"),
         ] {

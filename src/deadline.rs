@@ -109,6 +109,22 @@ impl Deadline {
         self.finish.saturating_duration_since(Instant::now())
     }
 
+    /// The same budget with `keep` less time for work: a phase that must
+    /// leave time for what follows it (the sweep's reads leave time for its
+    /// renewals). Its finish point is the invocation's.
+    pub fn keeping(&self, keep: Duration) -> Deadline {
+        let now = Instant::now();
+        Deadline {
+            work: self
+                .work
+                .checked_sub(keep)
+                .unwrap_or(now)
+                .max(now)
+                .min(self.work),
+            finish: self.finish,
+        }
+    }
+
     /// Whether new work (a request, an SQS record) may still start.
     pub fn can_start(&self) -> bool {
         self.work_left() >= MIN_START

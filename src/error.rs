@@ -144,6 +144,24 @@ impl Error {
     pub fn invalid(message: impl Into<String>) -> Self {
         Error::InvalidRequest(message.into())
     }
+
+    /// A vendor answer that no retry will change (the model or the user is
+    /// gone): a renewal that fails so marks its secret, and sweeps skip it
+    /// (SPEC section 12).
+    pub fn stops_renewal(&self) -> bool {
+        stops_renewal(self.error_type())
+    }
+}
+
+/// Whether an errorType is one of the vendor's answers that no retry will
+/// change ([`Error::stops_renewal`]).
+pub fn stops_renewal(error_type: &str) -> bool {
+    matches!(
+        error_type,
+        "PredictionOne.ModelDeleted"
+            | "PredictionOne.UserDeleted"
+            | "PredictionOne.ModelIdRequired"
+    )
 }
 
 impl From<PredictionOneError> for Error {

@@ -67,8 +67,57 @@ pub fn format_instant(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// A secret's stable share of the sweep's jitter window (SPEC section 12):
+/// from a hash of its ARN, in `[0, window]`, whole seconds. Its renewal
+/// point moves that much earlier, so keys issued together (onboarding, a
+/// recovery after an outage) come due over the window, not in one sweep;
+/// the same secret always gets the same share, so every renewer (the
+/// sweep, a request, the queue's consumers) agrees on when it is due.
+pub fn spread(arn: &str, window: std::time::Duration) -> std::time::Duration {
+    use sha2::{Digest, Sha256};
+    let span = window.as_secs();
+    if span == 0 {
+        return std::time::Duration::ZERO;
+    }
+    let digest = Sha256::digest(arn.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    std::time::Duration::from_secs(u64::from_be_bytes(first) % (span + 1))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_cohort_spreads_over_the_jitter_window() {
+        // 1,000 keys issued at one instant (SPEC section 12, "spread, not
+        // cohorts"): their renewal points fall over the whole hour, about
+        // evenly, and each secret's share never changes.
+        let window = std::time::Duration::from_secs(3600);
+        let shares: Vec<u64> = (0..1000)
+            .map(|i| {
+                let arn = format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:prediction-one/api-key/retrain/{i}-AbCdEf");
+                let s = super::spread(&arn, window);
+                assert_eq!(s, super::spread(&arn, window), "stable");
+                assert!(s <= window);
+                s.as_secs()
+            })
+            .collect();
+        // Ten six-minute slots: none empty, none with more than twice its share.
+        let mut slots = [0usize; 10];
+        for s in &shares {
+            slots[(*s as usize * 10 / 3601).min(9)] += 1;
+        }
+        assert!(slots.iter().all(|&n| (50..=200).contains(&n)), "{slots:?}");
+        // A sweep every hour renews each key once: a sweep at minute m takes
+        // only the keys whose point has passed, not the whole cohort.
+        let by_quarter = shares.iter().filter(|s| **s >= 2700).count();
+        assert!((150..=350).contains(&by_quarter), "{by_quarter}");
+        assert_eq!(
+            super::spread("x", std::time::Duration::ZERO),
+            std::time::Duration::ZERO
+        );
+    }
+
     use super::*;
 
     #[test]

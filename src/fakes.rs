@@ -53,6 +53,8 @@ pub struct FakeStore {
     pub calls: Mutex<Vec<&'static str>>,
     /// Operations that never answer.
     hang: Mutex<Vec<&'static str>>,
+    /// Operations that never answer after their first n calls.
+    hang_after: Mutex<Vec<(&'static str, usize)>>,
     /// Writes that are carried out but whose answer never comes.
     lose_answer: Mutex<Vec<&'static str>>,
     /// Tags by secret (set on create).
@@ -80,6 +82,11 @@ impl FakeStore {
         self.hang.lock().unwrap().push(op);
     }
 
+    /// Makes the calls of `op` after the first `answered` hang.
+    pub fn hang_on_after(&self, op: &'static str, answered: usize) {
+        self.hang_after.lock().unwrap().push((op, answered));
+    }
+
     /// Makes every write `op` ("put", "create") land and then hang, as a
     /// connection that breaks after the request was sent.
     pub fn lose_answer_of(&self, op: &'static str) {
@@ -98,8 +105,18 @@ impl FakeStore {
     }
 
     async fn take(&self, op: &'static str) -> Result<(), StoreError> {
-        self.calls.lock().unwrap().push(op);
-        if self.hang.lock().unwrap().contains(&op) {
+        let made = {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push(op);
+            calls.iter().filter(|c| **c == op).count()
+        };
+        let hangs_now = self
+            .hang_after
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(o, answered)| *o == op && made > *answered);
+        if hangs_now || self.hang.lock().unwrap().contains(&op) {
             std::future::pending::<()>().await;
         }
         match self.fail.lock().unwrap().remove(op) {
@@ -107,10 +124,28 @@ impl FakeStore {
             None => Ok(()),
         }
     }
-    fn put(&self, id: &str, value: &SecretString, token: Option<&str>) -> VersionRef {
+    /// Writes a new current version; a token already used is Secrets
+    /// Manager's idempotency: the same value is that version again, another
+    /// value is refused (`Exists`).
+    fn put(
+        &self,
+        id: &str,
+        value: &SecretString,
+        token: Option<&str>,
+    ) -> Result<VersionRef, StoreError> {
         let id = crate::secret_id::name_of(id);
         let mut values = self.values.lock().unwrap();
         let versions = values.entry(id.to_string()).or_default();
+        if let Some((v, old, _)) = versions.iter().find(|v| Some(v.0.as_str()) == token) {
+            return if old == value.expose() {
+                Ok(VersionRef {
+                    arn: fake_arn(id),
+                    version_id: v.clone(),
+                })
+            } else {
+                Err(StoreError::Exists(format!("token {v} is in use")))
+            };
+        }
         for v in versions.iter_mut() {
             v.2.retain(|s| s != AWSCURRENT);
         }
@@ -120,10 +155,10 @@ impl FakeStore {
             value.expose().to_string(),
             vec![AWSCURRENT.into()],
         ));
-        VersionRef {
+        Ok(VersionRef {
             arn: fake_arn(id),
             version_id,
-        }
+        })
     }
 }
 
@@ -132,14 +167,18 @@ impl SecretStore for FakeStore {
         &self,
         id: &str,
         stage: &str,
-        _: Option<&str>,
+        version: Option<&str>,
     ) -> Result<SecretValue, StoreError> {
         self.take("get").await?;
         let id = crate::secret_id::name_of(id);
         let values = self.values.lock().unwrap();
         let (version_id, value, stages) = values
             .get(id)
-            .and_then(|vs| vs.iter().find(|v| v.2.iter().any(|s| s == stage)))
+            .and_then(|vs| {
+                vs.iter().find(|v| {
+                    v.2.iter().any(|s| s == stage) && version.is_none_or(|want| want == v.0)
+                })
+            })
             .ok_or_else(|| StoreError::NotFound(id.into()))?;
         Ok(SecretValue {
             arn: fake_arn(id),
@@ -158,7 +197,7 @@ impl SecretStore for FakeStore {
         if !self.values.lock().unwrap().contains_key(id) {
             return Err(StoreError::NotFound(id.into()));
         }
-        let written = self.put(id, version.value, version.client_request_token);
+        let written = self.put(id, version.value, version.client_request_token)?;
         self.answer("put", written).await
     }
     async fn create(
@@ -168,11 +207,19 @@ impl SecretStore for FakeStore {
         new: &NewSecret,
     ) -> Result<VersionRef, StoreError> {
         self.take("create").await?;
+        if self
+            .values
+            .lock()
+            .unwrap()
+            .contains_key(crate::secret_id::name_of(id))
+        {
+            return Err(StoreError::Exists(format!("{id} exists")));
+        }
         self.tags
             .lock()
             .unwrap()
             .insert(id.to_string(), new.tags.iter().cloned().collect());
-        let written = self.put(id, value, new.client_request_token.as_deref());
+        let written = self.put(id, value, new.client_request_token.as_deref())?;
         self.answer("create", written).await
     }
     async fn describe(&self, id: &str) -> Result<SecretDescription, StoreError> {
@@ -189,7 +236,13 @@ impl SecretStore for FakeStore {
                 .map(|(v, _, stages)| (v.clone(), stages.clone()))
                 .collect(),
             rotation_enabled: self.rotated.lock().unwrap().iter().any(|r| r == id),
-            ..SecretDescription::default()
+            tags: self
+                .tags
+                .lock()
+                .unwrap()
+                .get(id)
+                .cloned()
+                .unwrap_or_default(),
         })
     }
     async fn move_stage(
@@ -200,6 +253,27 @@ impl SecretStore for FakeStore {
         _: Option<&str>,
     ) -> Result<(), StoreError> {
         self.take("move_stage").await
+    }
+
+    async fn tag(&self, id: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        self.take("tag").await?;
+        let id = crate::secret_id::name_of(id);
+        self.tags
+            .lock()
+            .unwrap()
+            .entry(id.to_string())
+            .or_default()
+            .insert(key.to_string(), value.to_string());
+        Ok(())
+    }
+
+    async fn untag(&self, id: &str, key: &str) -> Result<(), StoreError> {
+        self.take("untag").await?;
+        let id = crate::secret_id::name_of(id);
+        if let Some(tags) = self.tags.lock().unwrap().get_mut(id) {
+            tags.remove(key);
+        }
+        Ok(())
     }
 
     async fn list(&self, filter: &ListFilter, _: Option<&str>) -> Result<SecretPage, StoreError> {
@@ -220,6 +294,10 @@ impl SecretStore for FakeStore {
                         .tag
                         .as_ref()
                         .is_none_or(|(k, v)| tags.get(*name).and_then(|t| t.get(k)) == Some(v))
+                    && filter
+                        .exclude_name_prefix
+                        .as_ref()
+                        .is_none_or(|p| !name.starts_with(p.as_str()))
             })
             .map(|name| ListedSecret {
                 arn: fake_arn(name),
@@ -265,6 +343,8 @@ pub struct FakeIssuer {
     pub refused: Vec<String>,
     /// Secret keys it was called with, in order.
     pub used: Mutex<Vec<String>>,
+    /// An answer every call gets instead of a key.
+    pub fails_with: Mutex<Option<PredictionOneError>>,
 }
 
 impl KeyIssuer for FakeIssuer {
@@ -274,15 +354,22 @@ impl KeyIssuer for FakeIssuer {
         _: &Credential,
         _: &Deadline,
     ) -> Result<IssuedKey, PredictionOneError> {
-        self.used
-            .lock()
-            .unwrap()
-            .push(secret_key.expose().to_string());
+        let n = {
+            let mut used = self.used.lock().unwrap();
+            used.push(secret_key.expose().to_string());
+            used.len()
+        };
+        // A vendor call takes time: concurrent requests meet here.
+        tokio::task::yield_now().await;
         if self.refused.iter().any(|r| r == secret_key.expose()) {
             return Err(PredictionOneError::InactiveCredential);
         }
+        if let Some(e) = self.fails_with.lock().unwrap().clone() {
+            return Err(e);
+        }
+        // Each key a new one, as the vendor's are.
         Ok(IssuedKey {
-            api_key: ApiKey::new("ak"),
+            api_key: ApiKey::new(format!("ak-{n}")),
             end_date: "2099-01-01T00:00:00Z".into(),
         })
     }

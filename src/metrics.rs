@@ -77,6 +77,19 @@ fn emit_with(dimensions: &[(&str, &str)], values: &[(&str, f64, Unit)]) {
     }
     let line = emf_document(dimensions, values, chrono::Utc::now().timestamp_millis());
     let _ = writeln!(std::io::stdout().lock(), "{line}");
+    EMITTED.with(|n| n.set(n.get() + 1));
+}
+
+thread_local! {
+    /// EMF lines emitted on this thread (one thread-local increment a line).
+    static EMITTED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// EMF lines emitted on this thread so far: for tests on a current-thread
+/// runtime, what one call emitted (a dry run's none, SPEC section 12).
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) fn emitted_on_this_thread() -> usize {
+    EMITTED.with(std::cell::Cell::get)
 }
 
 /// A key served (by a request or by rotation): `KeysIssued` or
@@ -114,25 +127,59 @@ pub fn seconds_until_expiry(credential_type: CredentialType, at: chrono::DateTim
     );
 }
 
-/// A renewal sweep's counts (SPEC section 12), without dimensions:
-/// `KeysDue`, `KeysRenewed`, `KeysQueued`, `SweepLeft`, and `Failures` with
-/// `Reason=Sweep` for renewals or reads that failed.
-pub fn swept(due: usize, renewed: usize, queued: usize, left: usize, failed: usize) {
+/// A completed renewal sweep (SPEC section 12), without dimensions:
+/// `KeysDue`, `KeysRenewed`, `KeysQueued`, `SweepLeft`, `KeysStopped` (the
+/// secrets skipped as stopped), `SweepCompleted` (1: an alarm notices when
+/// it stops arriving) and `SweepDurationMs`; and `Failures` with
+/// `Reason=Sweep` for the renewals or reads that failed but may succeed
+/// later (a renewal that failed for good is counted once, by
+/// [`renewal_stopped`]). A dry run emits none of these.
+pub fn swept(sweep: &Swept) {
     emit_with(
         &[],
         &[
-            ("KeysDue", due as f64, Unit::Count),
-            ("KeysRenewed", renewed as f64, Unit::Count),
-            ("KeysQueued", queued as f64, Unit::Count),
-            ("SweepLeft", left as f64, Unit::Count),
+            ("KeysDue", sweep.due as f64, Unit::Count),
+            ("KeysRenewed", sweep.renewed as f64, Unit::Count),
+            ("KeysQueued", sweep.queued as f64, Unit::Count),
+            ("SweepLeft", sweep.left as f64, Unit::Count),
+            ("KeysStopped", sweep.stopped as f64, Unit::Count),
+            ("SweepCompleted", 1.0, Unit::Count),
+            (
+                "SweepDurationMs",
+                sweep.duration_ms as f64,
+                Unit::Milliseconds,
+            ),
         ],
     );
-    if failed > 0 {
+    if sweep.failed > 0 {
         emit_with(
             &[("Reason", "Sweep")],
-            &[("Failures", failed as f64, Unit::Count)],
+            &[("Failures", sweep.failed as f64, Unit::Count)],
         );
     }
+}
+
+/// A sweep's counts, for [`swept`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Swept {
+    pub due: usize,
+    pub renewed: usize,
+    pub queued: usize,
+    pub left: usize,
+    pub stopped: usize,
+    /// Failures that may pass (not the permanent ones).
+    pub failed: usize,
+    pub duration_ms: u64,
+}
+
+/// A renewal that failed for good and stopped its secret's renewals:
+/// `Failures` with `Reason=RenewalStopped`, once per secret (sweeps skip it
+/// afterwards), so that its alarm fires once instead of holding.
+pub fn renewal_stopped() {
+    emit_with(
+        &[("Reason", "RenewalStopped")],
+        &[("Failures", 1.0, Unit::Count)],
+    );
 }
 
 /// A report that Step Functions refused because it no longer waits for it

@@ -272,12 +272,16 @@ pub struct KeyResult {
     pub version_id: String,
     pub end_date: String,
     pub expires_at: Option<String>,
+    /// A key was issued for this request, but another renewal of the target
+    /// stored first: this answer names the winner's version (`fresh`), and
+    /// says that its own key was discarded.
+    pub discarded: bool,
 }
 
 impl KeyResult {
     /// The result object as published (results, task output, announcements).
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut out = json!({
             "status": self.status.as_str(),
             "credential_type": self.credential_type.as_str(),
             "model_id": self.model_id.as_ref().map(ModelId::as_str),
@@ -285,7 +289,11 @@ impl KeyResult {
             "version_id": self.version_id,
             "end_date": self.end_date,
             "expires_at": self.expires_at,
-        })
+        });
+        if self.discarded {
+            out["discarded"] = Value::Bool(true);
+        }
+        out
     }
 }
 
@@ -581,6 +589,7 @@ mod tests {
                 version_id: "v1".into(),
                 end_date: "2030-01-01".into(),
                 expires_at: None,
+                discarded: false,
             },
             api_key: ApiKey::new("AK-SENTINEL"),
             vendor_latency_ms: None,

@@ -29,7 +29,7 @@ use crate::secret_id;
 use crate::secret_key::SecretKeySource;
 use crate::secrets::{
     AWSCURRENT, KeyRecord, NewSecret, NewVersion, P1ANNOUNCED, SecretStore, SecretValue,
-    StoreError, VersionRef, new_version_id,
+    StoreError, VersionRef, renewal_token,
 };
 
 /// The adapters a broker runs on: one type names all three.
@@ -117,17 +117,37 @@ impl<P: Ports> Broker<P> {
             self.check_creatable(target)?;
         }
 
-        let (issued, vendor_latency_ms) = self.issue_key(&request.credential, deadline).await?;
+        let (issued, vendor_latency_ms) = match self.issue_key(&request.credential, deadline).await
+        {
+            Ok(issued) => issued,
+            Err(e) => {
+                if exists && e.stops_renewal() {
+                    let on = current.as_ref().map_or(target.as_str(), |c| c.arn.as_str());
+                    self.mark_stopped(on, &e, deadline).await;
+                }
+                return Err(e);
+            }
+        };
         let record = KeyRecord::issued(
             issued.api_key,
             issued.end_date,
             request.credential.clone(),
             Utc::now(),
         );
-        let stored = self
-            .store_new_key(target, &record, exists, deadline)
-            .await?;
+        let stored = match self
+            .store_new_key(target, &record, exists, current.as_ref(), deadline)
+            .await?
+        {
+            Stored::Ours(stored) => stored,
+            Stored::Theirs(winner) => {
+                return self.lost_to(target, winner, vendor_latency_ms);
+            }
+        };
         tracing::info!(target_secret = %target, version_id = %stored.version_id, "issued and stored a new key");
+        if request.force {
+            // A forced key that was stored: the model is back (SPEC 12).
+            self.clear_stopped(&stored.arn, deadline).await;
+        }
 
         let served = Served {
             result: result_of(Status::Issued, &record, stored),
@@ -136,6 +156,73 @@ impl<P: Ports> Broker<P> {
         };
         self.announce(target, &served.result, deadline).await?;
         Ok(served)
+    }
+
+    /// How long before its expiry a target's key is renewed:
+    /// `P1_RENEW_BEFORE_SECONDS` plus the secret's share of the sweep's
+    /// jitter window, the same for every renewer (SPEC section 12).
+    fn renew_window(&self, arn: &str) -> std::time::Duration {
+        self.config.renew_before + crate::expiry::spread(arn, self.config.sweep_jitter)
+    }
+
+    /// Another renewal of the target stored its key under the same token
+    /// first (SPEC section 12, "one renewal wins"): this one answers
+    /// `fresh` with the winner's version; its own key is discarded, and the
+    /// answer says so.
+    fn lost_to(
+        &self,
+        target: &str,
+        winner: SecretValue,
+        vendor_latency_ms: u64,
+    ) -> Result<Served, Error> {
+        let Some(record) = winner.secret_string.as_ref().and_then(KeyRecord::parse) else {
+            return Err(Error::StoreFailed(Context::new(
+                format!(
+                    "a new key was issued, but another renewal of {target:?} stored first and its value is not a key record; this key was discarded"
+                ),
+                None,
+            )));
+        };
+        tracing::info!(target_secret = %target, version_id = %winner.version_id, "another renewal of the target stored first; this one's key was discarded");
+        let mut result = result_of(
+            Status::Fresh,
+            &record,
+            VersionRef {
+                arn: winner.arn,
+                version_id: winner.version_id,
+            },
+        );
+        result.discarded = true;
+        Ok(Served {
+            result,
+            api_key: record.api_key,
+            vendor_latency_ms: Some(vendor_latency_ms),
+        })
+    }
+
+    /// Marks a target whose renewal failed for good (the model or user is
+    /// gone), so that later sweeps skip it until a forced request succeeds.
+    /// Best effort: a mark that cannot be written is logged.
+    async fn mark_stopped(&self, target: &str, e: &Error, deadline: &Deadline) {
+        let value = format!("{} {}", e.error_type(), Utc::now().format("%Y-%m-%d"));
+        match deadline
+            .finish(self.store.tag(target, STOPPED_TAG, &value))
+            .await
+        {
+            Ok(()) => {
+                crate::metrics::renewal_stopped();
+                tracing::warn!(target_secret = %target, mark = %value, "renewal stopped: sweeps skip this secret until a request with force succeeds");
+            }
+            Err(err) => {
+                tracing::warn!(target_secret = %target, error = %err, "cannot mark the secret's renewal as stopped")
+            }
+        }
+    }
+
+    async fn clear_stopped(&self, target: &str, deadline: &Deadline) {
+        if let Err(err) = deadline.finish(self.store.untag(target, STOPPED_TAG)).await {
+            tracing::warn!(target_secret = %target, error = %err, "cannot remove a stopped-renewal mark");
+        }
     }
 
     /// The target's AWSCURRENT version, or `None` when it has none.
@@ -243,7 +330,11 @@ impl<P: Ports> Broker<P> {
         let Some(record) = current.secret_string.as_ref().and_then(KeyRecord::parse) else {
             return Ok(None);
         };
-        if !record.is_fresh_for(&request.credential, Utc::now(), self.config.renew_before) {
+        if !record.is_fresh_for(
+            &request.credential,
+            Utc::now(),
+            self.renew_window(&current.arn),
+        ) {
             return Ok(None);
         }
         let announced = current.stages.iter().any(|s| s == P1ANNOUNCED);
@@ -273,19 +364,40 @@ impl<P: Ports> Broker<P> {
         target: &str,
         record: &KeyRecord,
         exists: bool,
+        based_on: Option<&SecretValue>,
         deadline: &Deadline,
-    ) -> Result<VersionRef, Error> {
-        let version_id = new_version_id();
+    ) -> Result<Stored, Error> {
+        // One renewal wins: the token is the same for every renewal that
+        // read the same current version (SPEC section 12).
+        let version_id = match based_on {
+            Some(current) => renewal_token(&current.arn, Some(&current.version_id)),
+            None => renewal_token(secret_id::name_of(target), None),
+        };
         // A quarter of the margin (at most READ_BACK) stays for the read-back.
         let reserve = (deadline.finish_left() / 4).min(READ_BACK);
         let written = self
             .store_record(target, record, exists, &version_id, reserve, deadline)
             .await;
         let failure = match written {
-            Ok(stored) => return Ok(stored),
+            Ok(stored) => return Ok(Stored::Ours(stored)),
             Err(e) => e,
         };
         let issued = "a new key was issued but";
+        if matches!(failure, StoreError::Exists(_)) {
+            // The token holds another value: another renewal's, stored first.
+            return match deadline
+                .finish(self.store.get_value(target, AWSCURRENT, None))
+                .await
+            {
+                Ok(winner) => Ok(Stored::Theirs(winner)),
+                Err(e) => Err(Error::StoreFailed(Context::new(
+                    format!(
+                        "{issued} another renewal of {target:?} stored first, and the secret could not be read back; this key was discarded"
+                    ),
+                    e,
+                ))),
+            };
+        }
         if !failure.outcome_unknown() {
             return Err(Error::StoreFailed(Context::new(
                 format!(
@@ -294,15 +406,28 @@ impl<P: Ports> Broker<P> {
                 failure,
             )));
         }
-        match deadline.finish(self.store.describe(target)).await {
-            Ok(d) if d.versions.contains_key(&version_id) => {
+        // The version the token names may be ours, or a concurrent
+        // renewal's (the same token): its value tells.
+        match deadline
+            .finish(self.store.get_value(target, AWSCURRENT, Some(&version_id)))
+            .await
+        {
+            Ok(found) => {
+                let ours = found
+                    .secret_string
+                    .as_ref()
+                    .and_then(KeyRecord::parse)
+                    .is_some_and(|r| r.api_key.expose() == record.api_key.expose());
+                if !ours {
+                    return Ok(Stored::Theirs(found));
+                }
                 tracing::warn!(target_secret = %target, version_id = %version_id, error = %failure, "the write's answer was lost, but the target holds the new version");
-                Ok(VersionRef {
-                    arn: d.arn,
+                Ok(Stored::Ours(VersionRef {
+                    arn: found.arn,
                     version_id,
-                })
+                }))
             }
-            Ok(_) | Err(StoreError::NotFound(_)) => Err(Error::StoreFailed(Context::new(
+            Err(StoreError::NotFound(_)) => Err(Error::StoreFailed(Context::new(
                 format!(
                     "{issued} storing it in {target:?} failed, and reading the secret back shows no version {version_id}, so it was discarded (the same request retried issues another)"
                 ),
@@ -381,6 +506,18 @@ pub const MANAGED_TAG: (&str, &str) = ("managed-by", "p1-key-broker");
 /// the secret key its keys come from.
 pub const OWNER_TAG: &str = "p1:secret_key_secret";
 
+/// The tag on a secret whose renewal failed for good (the errorType and the
+/// date): sweeps skip it until a request with `force` succeeds.
+pub const STOPPED_TAG: &str = "p1:renewal-stopped";
+
+/// What became of a fetched key.
+enum Stored {
+    /// Stored as this version.
+    Ours(VersionRef),
+    /// Another renewal stored first under the same token: its version.
+    Theirs(SecretValue),
+}
+
 /// The most of the margin kept for reading back a write whose answer was
 /// lost: one DescribeSecret.
 const READ_BACK: std::time::Duration = std::time::Duration::from_millis(500);
@@ -394,6 +531,7 @@ fn result_of(status: Status, record: &KeyRecord, version: VersionRef) -> KeyResu
         version_id: version.version_id,
         end_date: record.end_date.clone(),
         expires_at: record.expires_at.clone(),
+        discarded: false,
     }
 }
 
@@ -505,6 +643,94 @@ mod tests {
         (err, started.elapsed())
     }
 
+    fn expired_train_record() -> String {
+        json!({"api_key": "old", "end_date": "2020-01-01T00:00:00Z",
+               "expires_at": "2020-01-01T00:00:00Z", "credential_type": "train",
+               "model_id": null, "issued_at": "2019-12-25T00:00:00Z"})
+        .to_string()
+    }
+
+    #[tokio::test]
+    async fn two_renewals_at_once_store_one_version_and_both_name_it() {
+        let store = FakeStore::with_secret_key("sk-1");
+        store.values.lock().unwrap().insert(
+            "prediction-one/api-key/train".into(),
+            vec![("v0".into(), expired_train_record(), vec![AWSCURRENT.into()])],
+        );
+        let b = broker(store, FakeIssuer::default(), &[]);
+        let r = request(&b);
+        // Both read v0, both fetch a key (the fake vendor yields, so they
+        // meet there), both write under the token derived from v0.
+        let d = deadline();
+        let (one, two) = tokio::join!(b.serve(&r, &d), b.serve(&r, &d));
+        let (one, two) = (one.unwrap(), two.unwrap());
+        assert_eq!(b.issuer.used.lock().unwrap().len(), 2, "both fetched");
+        let mut statuses = [one.result.status, two.result.status];
+        statuses.sort_by_key(|s| s.as_str());
+        assert_eq!(statuses, [Status::Fresh, Status::Issued]);
+        assert_eq!(one.result.version_id, two.result.version_id);
+        let loser = if one.result.status == Status::Fresh {
+            &one
+        } else {
+            &two
+        };
+        assert!(loser.result.discarded);
+        assert_eq!(loser.output(false)["discarded"], true);
+        let winner = if one.result.status == Status::Issued {
+            &one
+        } else {
+            &two
+        };
+        assert!(winner.output(false).get("discarded").is_none());
+        // The loser serves the winner's key, never its own.
+        assert_eq!(loser.api_key.expose(), winner.api_key.expose());
+        let versions = b.store.values.lock().unwrap()["prediction-one/api-key/train"].clone();
+        assert_eq!(versions.len(), 2, "v0 and one new version: {versions:?}");
+        assert_eq!(
+            versions[1].0,
+            crate::secrets::renewal_token(
+                &crate::fakes::fake_arn("prediction-one/api-key/train"),
+                Some("v0")
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_permanent_vendor_error_marks_the_target_and_a_forced_success_clears_it() {
+        let store = FakeStore::with_secret_key("sk-1");
+        store.values.lock().unwrap().insert(
+            "prediction-one/api-key/train".into(),
+            vec![("v0".into(), expired_train_record(), vec![AWSCURRENT.into()])],
+        );
+        let issuer = FakeIssuer::default();
+        *issuer.fails_with.lock().unwrap() = Some(PredictionOneError::UserDeleted);
+        let b = broker(store, issuer, &[]);
+        let e = b.serve(&request(&b), &deadline()).await.unwrap_err();
+        assert_eq!(e.error_type(), "PredictionOne.UserDeleted");
+        let mark =
+            b.store.tags.lock().unwrap()["prediction-one/api-key/train"][STOPPED_TAG].clone();
+        assert!(mark.starts_with("PredictionOne.UserDeleted 20"), "{mark}");
+        // A transient failure marks nothing; a forced success clears it.
+        *b.issuer.fails_with.lock().unwrap() = None;
+        let forced = KeyRequest {
+            force: true,
+            ..request(&b)
+        };
+        b.serve(&forced, &deadline()).await.unwrap();
+        assert!(
+            !b.store.tags.lock().unwrap()["prediction-one/api-key/train"].contains_key(STOPPED_TAG)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_target_is_not_marked() {
+        let issuer = FakeIssuer::default();
+        *issuer.fails_with.lock().unwrap() = Some(PredictionOneError::UserDeleted);
+        let b = broker(FakeStore::with_secret_key("sk-1"), issuer, &[]);
+        b.serve(&request(&b), &deadline()).await.unwrap_err();
+        assert!(!b.store.calls.lock().unwrap().contains(&"tag"));
+    }
+
     #[tokio::test]
     async fn a_hanging_store_ends_with_the_deadline() {
         let (err, took) = serve_with_store_hanging_on("get", 300, 100).await;
@@ -559,7 +785,9 @@ mod tests {
                 vec![("v0".into(), "not a record".into(), vec![AWSCURRENT.into()])],
             );
             store.lose_answer_of("put");
-            store.hang_on("describe");
+            // The target's and the secret key's reads answer; the
+            // read-back never does.
+            store.hang_on_after("get", 2);
             let b = broker(store, FakeIssuer::default(), &[]);
             let err = b.serve(&request(&b), &d()).await.unwrap_err();
             let report = err.report();

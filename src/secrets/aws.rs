@@ -183,6 +183,10 @@ impl SecretStore for SecretsManager {
             filters.push(by(FilterNameStringType::TagKey, key));
             filters.push(by(FilterNameStringType::TagValue, value));
         }
+        // Secrets Manager negates a filter value that starts with "!".
+        if let Some(prefix) = &filter.exclude_name_prefix {
+            filters.push(by(FilterNameStringType::Name, &format!("!{prefix}")));
+        }
         let out = self
             .client
             .list_secrets()
@@ -254,6 +258,32 @@ impl SecretStore for SecretsManager {
             })
             .collect();
         Ok(BatchValues { values, errors })
+    }
+
+    async fn tag(&self, secret_id: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        self.client
+            .tag_resource()
+            .secret_id(secret_id)
+            .tags(Tag::builder().key(key).value(value).build())
+            .customize()
+            .config_override(sized())
+            .send()
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn untag(&self, secret_id: &str, key: &str) -> Result<(), StoreError> {
+        self.client
+            .untag_resource()
+            .secret_id(secret_id)
+            .tag_keys(key)
+            .customize()
+            .config_override(sized())
+            .send()
+            .await
+            .map_err(store_error)?;
+        Ok(())
     }
 
     async fn move_stage(

@@ -13,7 +13,7 @@ pub mod store;
 pub use record::KeyRecord;
 pub use store::{
     BatchValues, ListFilter, ListedSecret, NewSecret, NewVersion, SecretDescription, SecretPage,
-    SecretStore, SecretValue, StoreError, VersionRef, new_version_id,
+    SecretStore, SecretValue, StoreError, VersionRef, new_version_id, renewal_token,
 };
 
 /// The staging label on the version currently served to readers.

@@ -99,6 +99,35 @@ pub fn new_version_id() -> String {
     let bits = fastrand::u128(..);
     // Version 4, variant 1 (RFC 9562).
     let bits = (bits & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    uuid_text(bits)
+}
+
+/// The ClientRequestToken of a renewal (SPEC section 12, "one renewal
+/// wins"): a name-based UUID (RFC 9562 version 8, from SHA-256) of the
+/// target and of the `AWSCURRENT` version the renewal read (`None`: the
+/// target had none). Two renewals of one target that read the same version
+/// derive the same token, so Secrets Manager keeps the first value written
+/// under it and refuses the second (`ResourceExistsException`); a retry of
+/// the same write is the same token and value, which it accepts once.
+/// `target` is the secret's ARN when it was read (so that a name and an ARN
+/// of one secret give one token), else its name.
+pub fn renewal_token(target: &str, based_on: Option<&str>) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"p1-key-broker renewal\0")
+        .chain_update(target.as_bytes())
+        .chain_update(b"\0")
+        .chain_update(based_on.unwrap_or("").as_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    let bits = u128::from_be_bytes(bytes);
+    // Version 8, variant 1 (RFC 9562).
+    let bits = (bits & !(0xf << 76) | (0x8 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    uuid_text(bits)
+}
+
+fn uuid_text(bits: u128) -> String {
     let hex = format!("{bits:032x}");
     format!(
         "{}-{}-{}-{}-{}",
@@ -111,11 +140,13 @@ pub fn new_version_id() -> String {
 }
 
 /// Which secrets to list (ListSecrets' filters, ANDed): a name prefix, a
-/// tag key and value.
+/// tag key and value, names that do not start with a prefix (a negated
+/// name filter, `!prefix`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListFilter {
     pub name_prefix: Option<String>,
     pub tag: Option<(String, String)>,
+    pub exclude_name_prefix: Option<String>,
 }
 
 /// One secret as ListSecrets describes it.
@@ -231,6 +262,21 @@ pub trait SecretStore: Send + Sync {
         ids: &[String],
     ) -> impl Future<Output = Result<BatchValues, StoreError>> + Send;
 
+    /// TagResource: one tag, set (or replaced).
+    fn tag(
+        &self,
+        secret_id: &str,
+        key: &str,
+        value: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// UntagResource: one tag removed (nothing to remove is no error).
+    fn untag(
+        &self,
+        secret_id: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// UpdateSecretVersionStage: put `stage` on `to_version`, taking it off
     /// `from_version` (which must be named when another version holds it).
     /// Without `to_version` the stage is only removed.
@@ -255,5 +301,28 @@ mod tests {
         assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "{a}");
         assert!(a.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
         assert_ne!(a, new_version_id());
+    }
+
+    #[test]
+    fn renewal_tokens_are_stable_uuids_of_the_target_and_the_version_read() {
+        let arn = "arn:aws:secretsmanager:us-east-1:1:secret:t-AbCdEf";
+        let a = renewal_token(arn, Some("v1"));
+        assert_eq!(a, renewal_token(arn, Some("v1")), "same read, same token");
+        assert_ne!(
+            a,
+            renewal_token(arn, Some("v2")),
+            "a newer version, a new renewal"
+        );
+        assert_ne!(a, renewal_token(arn, None));
+        assert_ne!(
+            a,
+            renewal_token(
+                "arn:aws:secretsmanager:us-east-1:1:secret:u-AbCdEf",
+                Some("v1")
+            )
+        );
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "8");
+        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "{a}");
     }
 }

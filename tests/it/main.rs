@@ -8,6 +8,7 @@ mod common;
 mod docs;
 mod exactly_once;
 mod faults;
+mod fleet;
 mod infra;
 mod lambda_runtime;
 mod large_transfer;

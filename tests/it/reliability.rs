@@ -437,11 +437,21 @@ async fn instances_racing_for_one_target_leave_one_complete_current_record() {
             .map(|app| invoke(app, json!({"credential_type": "train", "force": true}))),
     )
     .await;
+    // One renewal wins (SPEC section 12): of those that read the same state,
+    // one stores its key; the others answer `fresh` with the winner's
+    // version and say that their own key was discarded.
     let mut issued = 0;
+    let mut answered = Vec::new();
     for out in &outs {
         match out {
+            Ok(v) if v["status"] == "fresh" => {
+                assert_eq!(v["discarded"], true, "{v}");
+                answered.push(v["version_id"].as_str().unwrap().to_string());
+            }
             Ok(v) => {
                 assert_eq!(v["status"], "issued", "{v}");
+                assert!(v.get("discarded").is_none(), "{v}");
+                answered.push(v["version_id"].as_str().unwrap().to_string());
                 issued += 1;
             }
             Err((t, m)) => assert!(
@@ -467,6 +477,12 @@ async fn instances_racing_for_one_target_leave_one_complete_current_record() {
     );
     assert!(issued >= 1);
     assert_eq!(versions.len(), issued, "one version per issued key");
+    for v in &answered {
+        assert!(
+            versions.iter().any(|w| w.version_id() == Some(v.as_str())),
+            "every answer names a stored version: {v}"
+        );
+    }
     let holders = versions
         .iter()
         .filter(|v| v.version_stages().iter().any(|s| s == "AWSCURRENT"))
