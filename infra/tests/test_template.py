@@ -131,7 +131,13 @@ SECRETS_WRITE_ACTIONS = {
     "secretsmanager:UpdateSecretVersionStage",
     "secretsmanager:CreateSecret",
     "secretsmanager:TagResource",
+    "secretsmanager:UntagResource",
 }
+
+# The one tag the function puts on, and takes off, a secret it manages
+# (src/broker/mod.rs STOPPED_TAG): a renewal stopped for good.
+STOPPED_TAG = "p1:renewal-stopped"
+MARK_ACTIONS = {"secretsmanager:TagResource", "secretsmanager:UntagResource"}
 
 # What the function calls on a key secret it already holds (read, write,
 # move the stage, read back): on the configured ones by name, on the
@@ -152,6 +158,9 @@ FUNCTION_STATEMENTS = {
     "WriteOwnLogs": (None, {"logs:CreateLogStream", "logs:PutLogEvents"}),
     "ReadSecretKey": (None, {"secretsmanager:GetSecretValue"}),
     "ManageKeySecrets": (None, KEY_SECRET_ACTIONS),
+    "ManageRetrainKeySecrets": (None, KEY_SECRET_ACTIONS),
+    "MarkStoppedRenewals": (None, MARK_ACTIONS),
+    "MarkStoppedTaggedRenewals": (None, MARK_ACTIONS),
     # The sweep (SPEC section 12): key secrets elsewhere, by their tag; the
     # listing and batched reads; renewals handed to the request queue.
     "ManageTaggedKeySecrets": (None, KEY_SECRET_ACTIONS),
@@ -434,32 +443,42 @@ def test_secret_key_is_read_only_from_its_own_secret(function_statements, params
 
 
 def test_key_secrets_are_written_only_under_the_configured_names(function_statements, params):
-    targets = [
+    configured = [
         secret_arn(params["TrainSecretName"]),
         secret_arn(params["TrainSecretName"] + "-??????"),
         secret_arn(params["DeploySecretName"]),
         secret_arn(params["DeploySecretName"] + "-??????"),
-        secret_arn(params["RetrainSecretPrefix"] + "*"),
     ]
+    prefix = [secret_arn(params["RetrainSecretPrefix"] + "*")]
+    expected = {
+        "ManageKeySecrets": configured,
+        "ManageRetrainKeySecrets": prefix,
+        # Tags go only on secrets that exist (the suffixed ARN).
+        "MarkStoppedRenewals": [configured[1], configured[3], *prefix],
+    }
     for sid, (_, st) in function_statements.items():
         actions = set(as_list(st["Action"]))
         if not any(a.startswith("secretsmanager:") for a in actions):
             continue
         assert all(a.startswith("secretsmanager:") for a in actions), sid
-        if sid in ("ReadSecretKey", "ManageTaggedKeySecrets", "SweepManagedSecrets"):
+        if sid in ("ReadSecretKey", "ManageTaggedKeySecrets", "MarkStoppedTaggedRenewals", "SweepManagedSecrets"):
             continue  # test_secret_key_is_read_only_from_its_own_secret, test_the_sweep_reaches_*
-        assert as_list(st["Resource"]) == targets, sid
+        assert as_list(st["Resource"]) == expected.get(sid, configured + prefix), sid
     writers = {
         sid
         for sid, (_, st) in function_statements.items()
         if SECRETS_WRITE_ACTIONS & set(as_list(st["Action"]))
     }
-    # The one writer beyond the names writes only what carries the tag.
-    assert writers == {"ManageKeySecrets", "ManageTaggedKeySecrets", "CreateKeySecrets", "TagCreatedKeySecrets"}
+    # The writers beyond the names write only what carries the tag.
+    assert writers == {
+        "ManageKeySecrets", "ManageRetrainKeySecrets", "ManageTaggedKeySecrets", "CreateKeySecrets",
+        "TagCreatedKeySecrets", "MarkStoppedRenewals", "MarkStoppedTaggedRenewals",
+    }  # fmt: skip
     assert "Condition" in function_statements["ManageTaggedKeySecrets"][1]
+    assert "Condition" in function_statements["MarkStoppedTaggedRenewals"][1]
+    targets = configured + prefix
 
-    # What those patterns let through, on concrete ARNs (6-character suffix)
-    # and on the bare ARNs of secrets that do not exist yet.
+
     writable = [
         "prediction-one/api-key/train",
         "prediction-one/api-key/deploy",
@@ -496,6 +515,40 @@ def test_key_secrets_are_written_only_under_the_configured_names(function_statem
         for action in sorted(SECRETS_WRITE_ACTIONS):
             context = {**secret_context(name), **request}
             assert not allowed(function_statements, action, secret_arn(name), context), (action, name)
+
+
+
+def test_writes_under_the_prefix_never_reach_another_stacks_secret(function_statements, params):
+    """SPEC section 12, "ours only": two stacks with different secret keys
+    may share the retrain prefix; the role writes, and marks, a secret under
+    it only when its owner tag names this stack's secret key, or it has none
+    (made before the tag existed)."""
+    name = params["RetrainSecretPrefix"] + "42"
+    arn = secret_arn(name + "-AbC123")
+    ours = {MANAGED_TAG[0]: MANAGED_TAG[1], "p1:secret_key_secret": params["SecretKeySecretName"]}
+    theirs = {**ours, "p1:secret_key_secret": "team/another-secret-key"}
+    legacy = {MANAGED_TAG[0]: MANAGED_TAG[1]}
+    for action in sorted(KEY_SECRET_ACTIONS):
+        assert allowed(function_statements, action, arn, secret_context(name, ours)), action
+        assert allowed(function_statements, action, arn, secret_context(name, legacy)), action
+        assert not allowed(function_statements, action, arn, secret_context(name, theirs)), action
+    mark = {"aws:TagKeys": [STOPPED_TAG]}
+    for action in sorted(MARK_ACTIONS):
+        for tags, expect in ((ours, True), (legacy, True), (theirs, False)):
+            got = allowed(function_statements, action, arn, {**secret_context(name, tags), **mark})
+            assert bool(got) == expect, (action, tags, got)
+        # Only that tag: never the owner or the managed-by tag.
+        for other in ("p1:secret_key_secret", "managed-by", "owner"):
+            got = allowed(function_statements, action, arn, {**secret_context(name, ours), "aws:TagKeys": [other]})
+            if action == "secretsmanager:TagResource":
+                # TagCreatedKeySecrets tags what the function creates (the
+                # tags of a new secret); that one statement only.
+                assert set(got) <= {"TagCreatedKeySecrets"}, (action, other, got)
+            else:
+                assert not got, (action, other, got)
+
+    # What those patterns let through, on concrete ARNs (6-character suffix)
+    # and on the bare ARNs of secrets that do not exist yet.
 
 
 def test_the_sweep_reaches_key_secrets_elsewhere_by_their_tag_only(function_statements, params):
@@ -779,16 +832,20 @@ def test_every_call_is_allowed_on_a_missing_and_on_an_existing_secret(function_s
         for action in secret_actions(call):
             for credential, name in targets.items():
                 for arn in (secret_arn(name), secret_arn(name + "-AbC123")):
+                    if action == "secretsmanager:UntagResource" and not arn.endswith("-AbC123"):
+                        continue  # a mark comes off a secret that exists only
                     context = {
                         **secret_context(name),
                         **{f"aws:RequestTag/{k}": v for k, v in CREATED_TAGS.items()},
                         "aws:TagKeys": list(CREATED_TAGS),
                     }
+                    if action == "secretsmanager:UntagResource":
+                        context["aws:TagKeys"] = [STOPPED_TAG]
                     assert allowed(function_statements, action, arn, context), (
                         f"{action} ({call}) is not allowed on the {credential} target {arn}"
                     )
                     checked += 1
-    assert checked >= 2 * 3 * 7
+    assert checked >= 2 * 3 * 7 + 3
     name = params["SecretKeySecretName"]
     for arn in (secret_arn(name), secret_arn(name + "-AbC123")):
         # GetSecretValue (also a batched read's), and nothing else, on the
@@ -806,7 +863,8 @@ def test_every_call_is_allowed_on_a_missing_and_on_an_existing_secret(function_s
         if call == "secretsmanager:CreateSecret":
             continue
         for action in secret_actions(call):
-            assert allowed(function_statements, action, elsewhere, tagged), f"{action} ({call}) on a tagged secret"
+            context = {**tagged, "aws:TagKeys": [STOPPED_TAG]} if action in MARK_ACTIONS else tagged
+            assert allowed(function_statements, action, elsewhere, context), f"{action} ({call}) on a tagged secret"
             assert not allowed(function_statements, action, elsewhere, secret_context("team/custom-key")), action
     # The hand-offs: task tokens on "*", announcements on the configured bus,
     # the sweep's renewal requests to the broker's own request queue.
@@ -817,6 +875,13 @@ def test_every_call_is_allowed_on_a_missing_and_on_an_existing_secret(function_s
         target = bus if action.startswith("events:") else queue if action.startswith("sqs:") else "*"
         assert allowed(function_statements, action, target, context), action
     assert allowed(function_statements, "sqs:SendMessage", queue, {}) == ["QueueRenewals"]
+
+
+def sweep_source() -> str:
+    """The sweep's source (src/broker/sweep/), production code only."""
+    return "\n".join(
+        production_source(p.relative_to(ROOT).as_posix()) for p in sorted((ROOT / "src/broker/sweep").glob("*.rs"))
+    )
 
 
 def production_source(relative: str) -> str:
@@ -833,7 +898,7 @@ def test_the_sweeps_calls_are_the_brokers_alone():
     ListSecrets and BatchGetSecretValue are made in the store's list and
     batch_get (src/secrets/aws.rs), SendMessageBatch in the hand-off's
     send_requests (src/handoff/aws.rs); those are called from
-    src/broker/sweep.rs alone, the sweep from the broker's handler
+    src/broker/sweep/ alone, the sweep from the broker's handler
     (src/handler.rs) alone, which the runner's binary never calls."""
     for relative, method, call in [
         ("src/secrets/aws.rs", "list", ".list_secrets()"),
@@ -855,9 +920,9 @@ def test_the_sweeps_calls_are_the_brokers_alone():
                 callers.setdefault(method, set()).add(relative)
     assert re.search(r"#\[cfg\(test\)\]\s*mod fakes;", rust_source("src/lib.rs"))
     assert callers == {
-        "list": {"src/broker/sweep.rs"},
-        "batch_get": {"src/broker/sweep.rs"},
-        "send_requests": {"src/broker/sweep.rs"},
+        "list": {"src/broker/sweep/listing.rs"},
+        "batch_get": {"src/broker/sweep/mod.rs"},
+        "send_requests": {"src/broker/sweep/mod.rs"},
         "sweep": {"src/handler.rs"},
     }, callers
     # The runner's binary runs its own handler, never the broker's.
@@ -966,7 +1031,7 @@ def test_environment_and_policy_name_the_same_parameters(expanded):
         "P1_TARGET_KMS_KEY_ID", "P1_RENEW_BEFORE_SECONDS", "P1_SECRET_KEY_CACHE_TTL_SECONDS",
         "P1_HTTP_TIMEOUT_MS", "P1_MAX_ATTEMPTS", "P1_EVENT_BUS_NAME", "P1_ALLOW_KEY_IN_OUTPUT",
         "P1_BATCH_CONCURRENCY", "P1_DEADLINE_MARGIN_MS", "P1_RENEW_QUEUE_URL", "P1_SWEEP_ENSURE",
-        "P1_SWEEP_MAX_RENEWALS",
+        "P1_SWEEP_MAX_RENEWALS", "P1_SWEEP_READ_CONCURRENCY", "P1_SWEEP_JITTER_SECONDS",
     }  # fmt: skip
     # (P1_RETRAIN_DATA_PREFIX is the retrain runner's, section 11.)
     assert set(env) == spec_section_2
@@ -990,7 +1055,19 @@ def test_template_shape(expanded):
     p = fn["Properties"]
     assert p["Runtime"] == "provided.al2023" and p["Architectures"] == ["arm64"]
     assert p["Handler"] == "bootstrap"
-    assert p["MemorySize"] <= 512 and p["Timeout"] <= 120
+    assert p["MemorySize"] <= 512 and p["Timeout"] == {"Ref": "KeyBrokerTimeoutSeconds"}
+    timeouts = expanded["Parameters"]["KeyBrokerTimeoutSeconds"]
+    assert timeouts["Type"] == "String" and timeouts["Default"] == "120"
+    assert max(int(t) for t in timeouts["AllowedValues"]) <= 900
+    # The request queue hides a message for six times the timeout, as Lambda
+    # recommends (and at least the timeout, which it requires of a mapping).
+    table = expanded["Mappings"]["BrokerTimings"]
+    assert set(table) == set(timeouts["AllowedValues"])
+    for t, row in table.items():
+        assert row["VisibilityTimeout"] == str(6 * int(t)), (t, row)
+    assert r["RetrainQueue"]["Properties"]["VisibilityTimeout"] == {
+        "Fn::FindInMap": ["BrokerTimings", {"Ref": "KeyBrokerTimeoutSeconds"}, "VisibilityTimeout"]
+    }
     assert fn["Metadata"]["BuildMethod"] == "rust-cargolambda"
     assert fn["Metadata"]["BuildProperties"] == {"Binary": "p1-key-broker"}
     assert p["LoggingConfig"]["LogGroup"] == {"Ref": "KeyBrokerLogGroup"}
@@ -1010,7 +1087,7 @@ def test_template_shape(expanded):
     assert len(by_type["AWS::Lambda::EventSourceMapping"]) == 3  # the broker's, and the runner's two (transfers, polls)
     queue = r["RetrainQueue"]["Properties"]
     assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["RetrainDeadLetterQueue", "Arn"]}
-    assert queue["VisibilityTimeout"] >= 6 * p["Timeout"]
+    # (six times the timeout, BrokerTimings, checked above)
 
     invoke_config = r["KeyBrokerFunctionEventInvokeConfig"]["Properties"]
     assert invoke_config["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["AsyncFailureQueue", "Arn"]}
@@ -1042,6 +1119,8 @@ def test_template_shape(expanded):
         ("AWS/States", "ExecutionsFailed"),  # the router's: test_retrain_workflow_alarms
         ("PredictionOne/KeyBroker", "SecondsUntilExpiry"),
         ("PredictionOne/KeyBroker", "SweepLeft"),  # test_sweep_alarms_watch_what_the_sweep_emits
+        ("PredictionOne/KeyBroker", "SweepCompleted"),  # likewise
+        ("AWS/SQS", "ApproximateAgeOfOldestMessage"),  # likewise (RequestQueueBacklog)
         ("PredictionOne/KeyBroker", "Failures"),
     }
     dlq_alarms = [
@@ -1377,7 +1456,7 @@ def test_the_sweeps_input_is_a_sweep_the_function_takes():
     trigger = rust_source("src/trigger.rs")
     routed = r'if !has_request_field && fields\.contains_key\("sweep"\) \{\s*return Ok\(Trigger::Sweep\(payload\)\);'
     assert re.search(routed, trigger), "src/trigger.rs no longer routes {\"sweep\": ...} to the sweep as this test reads it"
-    sweep = rust_source("src/broker/sweep.rs")
+    sweep = sweep_source()
     m = re.search(r'\.find\(\|k\| !matches!\(k\.as_str\(\), ((?:"[a-z_]+"\s*\|?\s*)+)\)\)', sweep)
     assert m, "src/broker/sweep.rs no longer lists a sweep's fields as this test reads them"
     assert set(SWEEP_INPUT) <= set(re.findall(r'"([a-z_]+)"', m.group(1))) == {"sweep", "dry_run"}
@@ -1423,13 +1502,13 @@ def rate_seconds(expression: str) -> int:
 def test_sweep_rate_is_at_most_hourly_and_one_the_scheduler_accepts(raw, expanded):
     """The expiry alarms have 3600-second periods and need a report each
     hour, which the sweep gives (SecondsUntilExpiry per credential): so
-    SweepScheduleExpression takes rate(1 hour), rate(1 minute) and rate(N
-    minutes) for N from 2 to 60, and nothing else. Each of these is one
+    SweepScheduleExpression takes rate(1 hour) and rate(N minutes) for N from
+    5 to 60, and nothing else (at least 5 minutes, SPEC section 12). Each of these is one
     EventBridge Scheduler accepts (cfn-lint's custom rule cannot see a value
     through the Ref, so it is held to that rule here)."""
     param = raw["Parameters"]["SweepScheduleExpression"]
     assert param["Type"] == "String" and param["Default"] == "rate(1 hour)"
-    expected = {"rate(1 hour)", "rate(1 minute)"} | {f"rate({n} minutes)" for n in range(2, 61)}
+    expected = {"rate(1 hour)"} | {f"rate({n} minutes)" for n in range(5, 61)}
     units = ("minute", "minutes", "hour", "hours", "day", "days")
     candidates = {f"rate({n} {unit})" for n in range(0, 121) for unit in units}
     odd = ["rate(2 hours)", "rate(0 minutes)", "rate(61 minutes)", "cron(0 * * * ? *)", "rate(1 minutes)",
@@ -1577,14 +1656,29 @@ def test_sweep_environment_is_what_the_code_reads(expanded):
     assert env["P1_RENEW_QUEUE_URL"] == {"Fn::If": ["HandsOffToQueue", {"Ref": "RetrainQueue"}, ""]}
     config = rust_source("src/config.rs")
     for name in ("P1_SWEEP_ENSURE", "P1_SWEEP_MAX_RENEWALS", "P1_RENEW_QUEUE_URL"):
-        assert re.search(r'(var|or_default|int)\("' + name + '"', config), f"src/config.rs no longer reads {name}"
-    m = re.search(r'int\("P1_SWEEP_MAX_RENEWALS", ([0-9_]+), ([0-9_]+)\.\.=([0-9_]+)\)', config)
+        assert re.search(r'(var|or_default|int)\(\s*"' + name + '"', config), f"src/config.rs no longer reads {name}"
+    m = re.search(
+        r'"P1_SWEEP_MAX_RENEWALS",\s*if hands_off \{ ([0-9_]+) \} else \{ ([0-9_]+) \},\s*([0-9_]+)\.\.=([0-9_]+),', config
+    )
     assert m, "src/config.rs reads P1_SWEEP_MAX_RENEWALS in a form this test does not read"
-    default, low, high = (int(g.replace("_", "")) for g in m.groups())
+    queued, alone, low, high = (int(g.replace("_", "")) for g in m.groups())
+    assert (queued, alone, low, high) == (10_000, 200, 1, 100_000)
+    # Empty (the default) is the code's default; else exactly its range.
     maximum = expanded["Parameters"]["SweepMaxRenewals"]
-    assert maximum["Type"] == "Number"
-    bounds = (int(maximum["Default"]), maximum["MinValue"], maximum["MaxValue"])
-    assert bounds == (default, low, high) == (200, 1, 10_000), bounds
+    assert maximum["Type"] == "String" and maximum["Default"] == ""
+    accepted = [v for v in ["", "0", "1", "200", "10000", "99999", "100000", "100001", "01", "1e3", "-1"]
+                if re.fullmatch(maximum["AllowedPattern"], v)]  # fmt: skip
+    assert accepted == ["", "1", "200", "10000", "99999", "100000"], accepted
+    for name, parameter, (low, high, default) in (
+        ("P1_SWEEP_READ_CONCURRENCY", "SweepReadConcurrency", (1, 32, 8)),
+        ("P1_SWEEP_JITTER_SECONDS", "SweepJitterSeconds", (0, 86_400, 3_600)),
+    ):
+        assert env[name] == {"Ref": parameter}
+        param = expanded["Parameters"][parameter]
+        assert (param["MinValue"], param["MaxValue"], int(param["Default"])) == (low, high, default), name
+        code = re.search(r'int\("' + name + r'", ([0-9_]+), ([0-9_]+)\.\.=([0-9_]+)\)', config)
+        assert code, name
+        assert tuple(int(g.replace("_", "")) for g in code.groups()) == (default, low, high), name
     hand_off = expanded["Parameters"]["SweepHandsOffToQueue"]
     assert hand_off["AllowedValues"] == ["true", "false"] and hand_off["Default"] == "true"
     queue_url = "https://sqs.us-east-1.amazonaws.com/123456789012/q"  # what Ref returns for the queue
@@ -1596,7 +1690,7 @@ def test_sweep_environment_is_what_the_code_reads(expanded):
         assert url == (queue_url if holds else ""), value
     # Empty is unset: P1_RENEW_QUEUE_URL is read through var(), which drops
     # empty values (test_sweep_ensure_grammar_is_the_codes reads that).
-    assert re.search(r'renew_queue_url: var\("P1_RENEW_QUEUE_URL"\)\?', config)
+    assert re.search(r'let renew_queue_url = var\("P1_RENEW_QUEUE_URL"\)\?', config)
 
 
 def test_the_sweep_hands_renewals_to_the_brokers_own_queue(expanded):
@@ -1614,7 +1708,7 @@ def test_the_sweep_hands_renewals_to_the_brokers_own_queue(expanded):
     assert condition == "HandsOffToQueue"
     assert as_list(st["Action"]) == ["sqs:SendMessage"] and st["Resource"] == {"Fn::GetAtt": ["RetrainQueue", "Arn"]}
     assert "Condition" not in st
-    body = rust_source("src/broker/sweep.rs").split("fn request_body(", 1)[1].split("\n}\n", 1)[0]
+    body = sweep_source().split("fn request_body(", 1)[1].split("\n}\n", 1)[0]
     fields = set(re.findall(r'body\.insert\(\s*"([a-z_]+)"', body))
     assert fields == {"credential_type", "model_id", "target_secret_id"}, fields
     assert fields <= REQUEST_FIELDS
@@ -1637,43 +1731,68 @@ def sweep_metrics() -> dict[tuple[tuple[str, str], ...], set[str]]:
     for dims, values in calls:
         key = tuple(re.findall(r'\("([A-Za-z]+)",\s*"([A-Za-z]+)"\)', dims))
         assert len(key) == dims.count("("), dims
-        out.setdefault(key, set()).update(re.findall(r'\("([A-Za-z]+)",', values))
+        out.setdefault(key, set()).update(re.findall(r'\(\s*"([A-Za-z]+)",', values))
     return out
 
 
 def test_sweep_alarms_watch_what_the_sweep_emits(expanded):
-    """SweepBehind notifies when the sweep falls behind: due keys left over
-    by every sweep of three hours in a row (the cap or the deadline), or a
-    renewal or read that failed. Its parts watch metrics the code emits,
-    under the same names and dimension sets (src/metrics.rs swept): SweepLeft
-    without dimensions, Failures with Reason=Sweep."""
+    """SPEC section 12, "alarms on the right signal". SweepBehind notifies
+    when the sweep falls behind, through four parts that watch what the
+    code emits, under its names and dimension sets (src/metrics.rs swept):
+    - SweepMissing: no SweepCompleted in two hours (missing data breaching:
+      a sweep that fails, or never runs, emits nothing);
+    - SweepLeftBehind: due keys left by every sweep of three hours;
+    - SweepFailures: renewals or reads that failed for a reason that may
+      pass (Failures, Reason=Sweep) in two hours running, not once;
+    - RequestQueueBacklog: a request an hour old in the request queue.
+    A renewal that failed for good is apart (RenewalsStopped, notifying on
+    its own, once: the secret is then skipped), so one dead model never
+    holds SweepBehind in ALARM."""
     emitted = sweep_metrics()
     assert emitted == {
-        (): {"KeysDue", "KeysRenewed", "KeysQueued", "SweepLeft"},
+        (): {"KeysDue", "KeysRenewed", "KeysQueued", "SweepLeft", "KeysStopped", "SweepCompleted", "SweepDurationMs"},
         (("Reason", "Sweep"),): {"Failures"},
     }, emitted
-    assert "metrics::swept(" in rust_source("src/broker/sweep.rs")
+    assert "metrics::swept(" in sweep_source()
+    metrics_rs = rust_source("src/metrics.rs")
+    stopped_body = metrics_rs.split("pub fn renewal_stopped(", 1)[1].split("\n}\n", 1)[0]
+    assert '("Reason", "RenewalStopped")' in stopped_body and '"Failures"' in stopped_body
+    assert "crate::metrics::renewal_stopped();" in production_source("src/broker/mod.rs")
     namespace = rust_const("src/metrics.rs", "NAMESPACE", r'"([^"]+)"').group(1)
     r = expanded["Resources"]
-    left, failures = r["SweepLeftBehind"], r["SweepFailures"]
-    for alarm in (left, failures):
-        assert alarm["Type"] == "AWS::CloudWatch::Alarm" and "Condition" not in alarm
+    parts = {n: r[n] for n in ("SweepMissing", "SweepLeftBehind", "SweepFailures", "RequestQueueBacklog")}
+    for name, alarm in parts.items():
+        assert alarm["Type"] == "AWS::CloudWatch::Alarm" and "Condition" not in alarm, name
         p = alarm["Properties"]
-        assert p["Namespace"] == namespace
-        assert not {"AlarmActions", "OKActions", "InsufficientDataActions"} & set(p), "the composite notifies"
-        assert p["TreatMissingData"] == "notBreaching", "no sweep, nothing left behind (the expiry alarms catch a stop)"
-        dimensions = tuple((d["Name"], d["Value"]) for d in p.get("Dimensions", []))
-        assert p["MetricName"] in emitted.get(dimensions, set()), (p["MetricName"], dimensions)
-    lp = left["Properties"]
-    assert lp["MetricName"] == "SweepLeft" and "Dimensions" not in lp
+        assert not {"AlarmActions", "OKActions", "InsufficientDataActions"} & set(p), f"{name}: the composite notifies"
+        if name != "RequestQueueBacklog":
+            assert p["Namespace"] == namespace, name
+            dimensions = tuple((d["Name"], d["Value"]) for d in p.get("Dimensions", []))
+            assert p["MetricName"] in emitted.get(dimensions, set()), (name, p["MetricName"], dimensions)
+
+    def shape(name):
+        p = parts[name]["Properties"]
+        return (p["MetricName"], p["Statistic"], p["ComparisonOperator"], p["Threshold"], p["Period"],
+                p["EvaluationPeriods"], p.get("DatapointsToAlarm", p["EvaluationPeriods"]), p["TreatMissingData"])  # fmt: skip
+
+    assert shape("SweepMissing") == ("SweepCompleted", "Sum", "LessThanThreshold", 1, 3600, 2, 2, "breaching")
     # Minimum above 0: every sweep of the hour left keys (one that caught up
     # brings the hour's minimum to 0); three hours of three.
-    assert (lp["Statistic"], lp["ComparisonOperator"], lp["Threshold"]) == ("Minimum", "GreaterThanThreshold", 0)
-    assert (lp["Period"], lp["EvaluationPeriods"], lp["DatapointsToAlarm"]) == (3600, 3, 3)
-    fp = failures["Properties"]
-    assert fp["MetricName"] == "Failures" and fp["Dimensions"] == [{"Name": "Reason", "Value": "Sweep"}]
-    assert (fp["Statistic"], fp["ComparisonOperator"], fp["Threshold"]) == ("Sum", "GreaterThanOrEqualToThreshold", 1)
-    assert fp["EvaluationPeriods"] == 1 and fp.get("DatapointsToAlarm", 1) == 1
+    assert shape("SweepLeftBehind") == ("SweepLeft", "Minimum", "GreaterThanThreshold", 0, 3600, 3, 3, "notBreaching")
+    assert shape("SweepFailures") == ("Failures", "Sum", "GreaterThanOrEqualToThreshold", 1, 3600, 2, 2, "notBreaching")
+    assert parts["SweepFailures"]["Properties"]["Dimensions"] == [{"Name": "Reason", "Value": "Sweep"}]
+    backlog = parts["RequestQueueBacklog"]["Properties"]
+    assert backlog["Namespace"] == "AWS/SQS"
+    assert backlog["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["RetrainQueue", "QueueName"]}}]
+    assert shape("RequestQueueBacklog") == (
+        "ApproximateAgeOfOldestMessage", "Maximum", "GreaterThanOrEqualToThreshold", 3600, 300, 1, 1, "notBreaching"
+    )  # fmt: skip
+    stopped = r["RenewalsStopped"]["Properties"]
+    assert (stopped["Namespace"], stopped["MetricName"], stopped["Dimensions"]) == (
+        namespace, "Failures", [{"Name": "Reason", "Value": "RenewalStopped"}]
+    )  # fmt: skip
+    assert (stopped["Statistic"], stopped["EvaluationPeriods"], stopped["TreatMissingData"]) == ("Sum", 1, "notBreaching")
+    assert stopped["AlarmActions"] == {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
     behind = r["SweepBehind"]
     assert behind["Type"] == "AWS::CloudWatch::CompositeAlarm" and "Condition" not in behind
     bp = behind["Properties"]
@@ -1681,10 +1800,12 @@ def test_sweep_alarms_watch_what_the_sweep_emits(expanded):
         "Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
     }
     rule = cfn_value(bp["AlarmRule"], {}, {})
-    rule = rule.replace("GetAtt:SweepLeftBehind.Arn", "left").replace("GetAtt:SweepFailures.Arn", "failures")
-    for left_state, failures_state in itertools.product(("OK", "ALARM", "INSUFFICIENT_DATA"), repeat=2):
-        alarm = composite_state(rule, {"left": left_state, "failures": failures_state})
-        assert alarm == ("ALARM" in (left_state, failures_state)), (left_state, failures_state)
+    for name in parts:
+        rule = rule.replace(f"GetAtt:{name}.Arn", name)
+    assert "RenewalsStopped" not in rule
+    for states in itertools.product(("OK", "ALARM", "INSUFFICIENT_DATA"), repeat=len(parts)):
+        alarm = composite_state(rule, dict(zip(parts, states)))
+        assert alarm == ("ALARM" in states), states
 
 
 def test_a_rotated_key_is_left_to_its_rotation(raw):
@@ -1694,12 +1815,13 @@ def test_a_rotated_key_is_left_to_its_rotation(raw):
     for name in ("prediction-one/api-key/train", "prediction-one/api-key/deploy", "prediction-one/api-key/retrain/42"):
         for ensure in ("train", "train,deploy", "none"):
             assert template_accepts(raw, {"RotationSecretName": name, "SweepEnsure": ensure}), (name, ensure)
-    sweep = rust_source("src/broker/sweep.rs")
-    assert re.search(r"if s\.rotation_enabled \{\s*rotated\.push\(s\.arn\);\s*continue;", sweep), "listed rotated secrets"
-    assert "Ok(d) if d.rotation_enabled => rotated.push(d.arn)," in sweep, "configured rotated targets"
+    sweep = sweep_source()
+    # Listed or described, a secret whose rotation is on is left to it.
+    assert re.search(r"if s\.rotation_enabled \{\s*return Verdict::Rotated;", sweep), "rotated secrets"
+    assert "rotation_enabled: d.rotation_enabled," in sweep, "configured targets are judged as listed ones"
     # And a rotated target counts as existing: P1_SWEEP_ENSURE does not make
     # it due (a second renewer) every sweep.
-    assert "existing.extend(rotated);" in sweep, "rotated targets exist"
+    assert "existing.extend(listing.rotated.iter().cloned());" in sweep, "rotated targets exist"
 
 
 def test_the_sweeps_schedule_is_an_output(raw):
@@ -1738,7 +1860,7 @@ def test_expiry_alarm_waits_for_the_first_report_then_catches_a_stop(expanded, c
     composite = r[f"{cred}KeyExpiry"]
     for res in (low, reported, composite):
         assert res.get("Condition") == EXPIRY_ALARM_CONDITIONS[credential], res.get("Condition")
-    assert "metrics::seconds_until_expiry(credential_type, at);" in rust_source("src/broker/sweep.rs")
+    assert "metrics::seconds_until_expiry(credential_type, at);" in sweep_source()
     for res in (low, reported):
         p = res["Properties"]
         assert (p["Namespace"], p["MetricName"]) == ("PredictionOne/KeyBroker", "SecondsUntilExpiry")
@@ -1875,7 +1997,11 @@ BROKEN = {
         RUNNER_HEAD + "      Runtime: provided.al2099",
         r"^E3030 .*provided\.al2099",
     ),
-    "timeout over 900": ("Timeout: 120", "Timeout: 1000", r"^E3717 1000 is greater than the maximum of 900"),
+    "timeout over 900": (
+        "Timeout: !Ref KeyBrokerTimeoutSeconds",
+        "Timeout: 1000",
+        r"^E3717 1000 is greater than the maximum of 900",
+    ),
     "bad schedule expression": (
         "ScheduleExpression: !Ref SweepScheduleExpression",
         "ScheduleExpression: rate(1 hourz)",
@@ -2031,6 +2157,7 @@ RUNNER_STATEMENTS = {
             "secretsmanager:UpdateSecretVersionStage",
         },
     ),
+    "MarkStoppedRenewals": (None, {"secretsmanager:TagResource", "secretsmanager:UntagResource"}),
     "CreateRetrainKeySecrets": ("CreatesSecrets", {"secretsmanager:CreateSecret"}),
     "TagCreatedRetrainKeySecrets": ("CreatesSecrets", {"secretsmanager:TagResource"}),
     "KeySecretsEncryption": ("HasTargetKmsKey", {"kms:Decrypt", "kms:GenerateDataKey"}),
@@ -2166,7 +2293,13 @@ def test_runner_role_grants_exactly_the_documented_actions(runner, expanded):
     # Nor does it sweep (test_the_sweeps_calls_are_the_brokers_alone): no
     # listing, no batched reads, no secrets by tag, no hand-off.
     assert not granted & {"secretsmanager:ListSecrets", "secretsmanager:BatchGetSecretValue", "sqs:SendMessage"}
-    assert not [sid for sid, (_, st) in sts.items() if "ResourceTag" in json.dumps(st.get("Condition", {}))]
+    # No secret reached by its tags: the only resource-tag conditions are
+    # the owner's (never another stack's secret, SPEC section 12).
+    for sid, (_, st) in sts.items():
+        tag_keys = set(re.findall(r"ResourceTag/([A-Za-z0-9:_-]+)", json.dumps(st.get("Condition", {}))))
+        assert tag_keys <= {"p1:secret_key_secret"}, (sid, tag_keys)
+        if tag_keys:
+            assert "StringEqualsIfExists" in st["Condition"], sid
     assert not {a for a in granted if a.startswith(("s3:Delete", "s3:PutBucket", "s3:PutObjectAcl"))}
     assert "ManagedPolicyArns" not in expanded["Resources"]["RetrainRunnerRole"]["Properties"]
 
@@ -2276,8 +2409,10 @@ def test_every_runner_call_is_allowed_where_it_is_needed_and_nowhere_else(runner
     secrets_calls = sorted(a for a in calls if a.startswith("secretsmanager:"))
     for call in secrets_calls:
         for action in secret_actions(call):
+            # The stopped mark's own tag key, for the calls that set or clear it.
+            ctx = {**context, "aws:TagKeys": ["p1:renewal-stopped"]} if action.endswith("UntagResource") else context
             for arn in (secret_arn(retrain), secret_arn(retrain + "-AbC123")):
-                assert allowed(sts, action, arn, context), f"{action} is not allowed on {arn}"
+                assert allowed(sts, action, arn, ctx), f"{action} is not allowed on {arn}"
             for other in (values["TrainSecretName"], values["DeploySecretName"], "other/secret"):
                 for arn in (secret_arn(other), secret_arn(other + "-AbC123")):
                     assert not allowed(sts, action, arn, {**context, "secretsmanager:Name": other}), (action, arn)
