@@ -13,7 +13,11 @@ Usage:
     python3 scripts/aws_fault_proxy.py --upstream http://127.0.0.1:PORT
         [--host 127.0.0.1] [--port 0] [--port-file PATH]
         [--hang-seconds 120] [--upstream-timeout 120]
-        [--max-recorded-bytes 67108864]
+        [--max-recorded-bytes 67108864] [--latency-ms 0]
+
+--latency-ms adds that much time before every AWS call it forwards (those
+with X-Amz-Target): a region's round trip, for benchmarks on loopback
+(scripts/bench_sweep.py); 0, the default, adds none.
 
 After binding it prints exactly one line to stdout:
     aws fault proxy listening on http://HOST:PORT
@@ -300,8 +304,9 @@ class ProxyServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, addr, handler, *, upstream: tuple[str, int], hang_seconds: float,
-                 upstream_timeout: float, max_recorded_bytes: int):
+                 upstream_timeout: float, max_recorded_bytes: int, latency_ms: float = 0.0):
         self.state = FaultState(max_recorded_bytes)
+        self.latency = latency_ms / 1000.0
         self.upstream = upstream
         self.hang_seconds = hang_seconds
         self.upstream_timeout = upstream_timeout
@@ -547,6 +552,8 @@ class Handler(BaseHTTPRequestHandler):
     # ------------------------------------------------------------------ forwarding
 
     def _forward(self, target: str, body: bytes) -> None:
+        if target and self.server.latency:
+            time.sleep(self.server.latency)
         host, port = self.server.upstream
         conn = http.client.HTTPConnection(host, port, timeout=self.server.upstream_timeout)
         try:
@@ -712,6 +719,8 @@ def main(argv=None) -> int:
                         help="socket timeout towards the upstream (default 120)")
     parser.add_argument("--max-recorded-bytes", type=int, default=64 * 1024 * 1024,
                         help="memory cap on request bodies kept for /_faults/calls")
+    parser.add_argument("--latency-ms", type=float, default=0.0,
+                        help="time added before every AWS call forwarded (benchmarks)")
     args = parser.parse_args(argv)
 
     family = loopback_family(args.host)
@@ -737,7 +746,8 @@ def main(argv=None) -> int:
         server = server_cls((bind_host, args.port), Handler, upstream=upstream,
                             hang_seconds=args.hang_seconds,
                             upstream_timeout=args.upstream_timeout,
-                            max_recorded_bytes=args.max_recorded_bytes)
+                            max_recorded_bytes=args.max_recorded_bytes,
+                            latency_ms=max(0.0, args.latency_ms))
     except OSError as e:
         print(f"fault proxy: cannot bind {args.host}:{args.port}: {e.strerror or e}",
               file=sys.stderr)
