@@ -516,6 +516,17 @@ mod tests {
         );
     }
 
+    /// A retrain record of `model` under the prefix, carrying one tag.
+    fn put_tagged(store: &FakeStore, model: &str, expires: Option<&str>, tag: (&str, &str)) {
+        let name = format!("{PREFIX}{model}");
+        put(store, &name, &record(model, expires));
+        store
+            .tags
+            .lock()
+            .unwrap()
+            .insert(name, [(tag.0.to_string(), tag.1.to_string())].into());
+    }
+
     fn in_days(days: i64) -> String {
         crate::expiry::format_instant(Utc::now() + chrono::Duration::days(days))
     }
@@ -809,31 +820,21 @@ mod tests {
     #[tokio::test]
     async fn another_stacks_secrets_are_counted_and_never_read() {
         let store = fleet();
-        put(
+        let expired = Some("2020-01-01T00:00:00Z");
+        put_tagged(
             &store,
-            &format!("{PREFIX}theirs"),
-            &record("theirs", Some("2020-01-01T00:00:00Z")),
+            "theirs",
+            expired,
+            (crate::broker::OWNER_TAG, "their-secret-key"),
         );
-        store.tags.lock().unwrap().insert(
-            format!("{PREFIX}theirs"),
-            [(
-                crate::broker::OWNER_TAG.to_string(),
-                "their-secret-key".to_string(),
-            )]
-            .into(),
-        );
-        put(
+        put_tagged(
             &store,
-            &format!("{PREFIX}dead"),
-            &record("dead", Some("2020-01-01T00:00:00Z")),
-        );
-        store.tags.lock().unwrap().insert(
-            format!("{PREFIX}dead"),
-            [(
-                crate::broker::STOPPED_TAG.to_string(),
-                "PredictionOne.ModelDeleted 2026-12-01".to_string(),
-            )]
-            .into(),
+            "dead",
+            expired,
+            (
+                crate::broker::STOPPED_TAG,
+                "PredictionOne.ModelDeleted 2026-12-01",
+            ),
         );
         let b = broker(
             store,
