@@ -382,6 +382,8 @@ pub struct FakeHandoff {
     pub sent: Mutex<Vec<String>>,
     /// Heartbeats sent.
     pub heartbeats: Mutex<usize>,
+    /// Answers to the next heartbeats, in order (then: accepted).
+    pub heartbeat_answers: Mutex<std::collections::VecDeque<HandoffError>>,
 }
 
 impl Handoff for FakeHandoff {
@@ -393,7 +395,10 @@ impl Handoff for FakeHandoff {
     }
     async fn task_heartbeat(&self, _: &TaskToken) -> Result<(), HandoffError> {
         *self.heartbeats.lock().unwrap() += 1;
-        Ok(())
+        match self.heartbeat_answers.lock().unwrap().pop_front() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
     async fn announce(&self, _: &str, detail: &str) -> Result<(), HandoffError> {
         self.announced.lock().unwrap().push(detail.to_string());

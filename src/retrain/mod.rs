@@ -54,6 +54,22 @@ pub trait RunnerPorts: Ports<Issuer: RetrainApi> {
     type Objects: ObjectStore;
 }
 
+/// How long a task that Step Functions calls unknown (`InvalidToken`,
+/// `TaskDoesNotExist`) is asked about again before it counts as gone.
+const NOT_KNOWN_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What the first check of a task found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TaskCheck {
+    /// Step Functions waits for it (or could not say: the work goes on).
+    Waited,
+    /// Gone for good, and why.
+    Gone(String),
+    /// Still unknown when the time left could not cover another question:
+    /// the message goes back to the queue.
+    NotKnownYet(String),
+}
+
 pub struct Runner<P: RunnerPorts> {
     broker: Broker<P>,
     objects: P::Objects,
@@ -160,9 +176,24 @@ impl<P: RunnerPorts> Runner<P> {
         // limit to send a heartbeat to (LocalStack refuses one then).
         if let Some(token) = &request.task_token
             && request.action.is_transfer()
-            && let Some(gone) = self.task_gone(token, deadline).await
         {
-            return Ok(json!({"action": action, "skipped": true, "reason": gone}));
+            match check_task(self.broker.handoff(), token, deadline).await {
+                TaskCheck::Waited => {}
+                TaskCheck::Gone(reason) => {
+                    tracing::warn!(action, subject = %request.action.subject(), reason = %reason, "dropped: Step Functions no longer waits for this task");
+                    return Ok(json!({"action": action, "skipped": true, "reason": reason}));
+                }
+                TaskCheck::NotKnownYet(code) => {
+                    tracing::warn!(action, subject = %request.action.subject(), code = %code, "the task is not known to Step Functions yet; the message goes back to the queue");
+                    return Err(Error::HandOffFailed(Context::new(
+                        format!(
+                            "Step Functions does not know this {action} task yet ({code}), and there was no time to ask again for {} s: the message goes back to the queue",
+                            NOT_KNOWN_FOR.as_secs()
+                        ),
+                        None,
+                    )));
+                }
+            }
         }
         let outcome = self
             .run(&request.action, request.task_token.as_ref(), deadline)
@@ -180,29 +211,6 @@ impl<P: RunnerPorts> Runner<P> {
             deadline,
         )
         .await
-    }
-
-    /// Why Step Functions no longer waits for this task, when it does not:
-    /// a message SQS delivered again after its task timed out, whose work
-    /// (a new vendor job, an upload) would be for nobody. Asked with a
-    /// heartbeat; a heartbeat that fails otherwise does not stop the work.
-    async fn task_gone(&self, token: &TaskToken, deadline: &Deadline) -> Option<String> {
-        match deadline
-            .work(self.broker.handoff().task_heartbeat(token))
-            .await
-        {
-            Ok(()) => None,
-            Err(HandoffError::TaskGone { code, .. }) => {
-                metrics::task_gone(Some(CredentialType::Retrain), &code);
-                Some(format!(
-                    "Step Functions no longer waits for this task ({code}); nothing was done"
-                ))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "the heartbeat failed; working anyway");
-                None
-            }
-        }
     }
 
     /// The answer to a request that failed validation: reported to Step
@@ -695,9 +703,125 @@ fn start_result(model_id: &ModelId, retrain_job_id: &str, bytes: u64) -> Value {
     })
 }
 
+/// Whether Step Functions still waits for this task: a message SQS
+/// delivered again after its task timed out would make a job, or move a
+/// file, for nobody. Asked with a heartbeat (SPEC section 10, "a token
+/// not known yet is not a task gone"): `TaskTimedOut` proves at once
+/// that the task is gone; `InvalidToken` or `TaskDoesNotExist` may only
+/// mean that the task behind a message just sent is not registered yet
+/// (LocalStack answers so for seconds), so they are asked again, with
+/// backoff, for [`NOT_KNOWN_FOR`] before the task counts as gone; when
+/// the time left cannot cover that, the message goes back to the queue.
+/// A heartbeat that fails otherwise (throttling, 5xx) does not stop the
+/// work.
+async fn check_task(handoff: &impl Handoff, token: &TaskToken, deadline: &Deadline) -> TaskCheck {
+    let first = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(250);
+    loop {
+        match deadline.work(handoff.task_heartbeat(token)).await {
+            Ok(()) => return TaskCheck::Waited,
+            Err(HandoffError::TaskGone { code, .. })
+                if code == "TaskTimedOut" || first.elapsed() >= NOT_KNOWN_FOR =>
+            {
+                metrics::task_gone(Some(CredentialType::Retrain), &code);
+                return TaskCheck::Gone(format!(
+                    "Step Functions no longer waits for this task ({code}); nothing was done"
+                ));
+            }
+            Err(HandoffError::TaskGone { code, .. }) => {
+                let wait = pause.min(NOT_KNOWN_FOR.saturating_sub(first.elapsed()));
+                if deadline.work_left() < wait + crate::deadline::MIN_START {
+                    return TaskCheck::NotKnownYet(code);
+                }
+                tracing::info!(code = %code, wait_ms = wait.as_millis() as u64, "the task is not known yet; asking again");
+                tokio::time::sleep(wait).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(2));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the heartbeat failed; working anyway");
+                return TaskCheck::Waited;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn gone(code: &str) -> HandoffError {
+        HandoffError::TaskGone {
+            operation: "SendTaskHeartbeat",
+            code: code.into(),
+            detail: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_task_not_known_yet_is_asked_again_and_a_timed_out_one_is_gone_at_once() {
+        let token = TaskToken::new("TT");
+        let long = Deadline::after(
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_secs(2),
+        );
+        // Unknown twice, then known: the work goes on (three heartbeats).
+        let h = crate::fakes::FakeHandoff::default();
+        h.heartbeat_answers
+            .lock()
+            .unwrap()
+            .extend([gone("InvalidToken"), gone("TaskDoesNotExist")]);
+        assert_eq!(check_task(&h, &token, &long).await, TaskCheck::Waited);
+        assert_eq!(*h.heartbeats.lock().unwrap(), 3);
+        // Timed out: gone at the first answer.
+        let h = crate::fakes::FakeHandoff::default();
+        h.heartbeat_answers
+            .lock()
+            .unwrap()
+            .extend([gone("TaskTimedOut"), gone("TaskTimedOut")]);
+        assert!(
+            matches!(check_task(&h, &token, &long).await, TaskCheck::Gone(r) if r.contains("TaskTimedOut"))
+        );
+        assert_eq!(*h.heartbeats.lock().unwrap(), 1);
+        // Unknown with too little time to ask again: back to the queue.
+        let h = crate::fakes::FakeHandoff::default();
+        h.heartbeat_answers
+            .lock()
+            .unwrap()
+            .extend([gone("InvalidToken")]);
+        let short = Deadline::after(
+            std::time::Duration::from_millis(2_200),
+            std::time::Duration::from_secs(2),
+        );
+        assert_eq!(
+            check_task(&h, &token, &short).await,
+            TaskCheck::NotKnownYet("InvalidToken".into())
+        );
+    }
+
+    /// Real time (about 10 s): the rule's own figure.
+    #[tokio::test]
+    async fn a_task_still_unknown_after_ten_seconds_is_gone() {
+        let token = TaskToken::new("TT");
+        let long = Deadline::after(
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_secs(2),
+        );
+        let h = crate::fakes::FakeHandoff::default();
+        h.heartbeat_answers
+            .lock()
+            .unwrap()
+            .extend((0..100).map(|_| gone("InvalidToken")));
+        let started = tokio::time::Instant::now();
+        assert!(
+            matches!(check_task(&h, &token, &long).await, TaskCheck::Gone(r) if r.contains("InvalidToken"))
+        );
+        assert!(
+            started.elapsed() >= NOT_KNOWN_FOR,
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(*h.heartbeats.lock().unwrap() >= 5);
+    }
 
     #[test]
     fn job_states_follow_the_contract() {

@@ -59,6 +59,43 @@ impl Action {
         }
     }
 
+    /// What the action is about, for a log line: the model and the object
+    /// or the job (names and ids only: never data, never a URL).
+    pub fn subject(&self) -> String {
+        match self {
+            Action::Start {
+                bucket,
+                key,
+                version_id,
+                model_id,
+            } => format!(
+                "model {} object s3://{bucket}/{key}{}",
+                model_id.as_str(),
+                version_id
+                    .as_deref()
+                    .map(|v| format!(" version {v}"))
+                    .unwrap_or_default()
+            ),
+            Action::SaveResults {
+                model_id,
+                retrain_job_id,
+                bucket,
+                key,
+            } => format!(
+                "model {} job {retrain_job_id} results s3://{bucket}/{key}",
+                model_id.as_str()
+            ),
+            Action::Status {
+                model_id,
+                retrain_job_id,
+            }
+            | Action::SwitchModel {
+                model_id,
+                retrain_job_id,
+            } => format!("model {} job {retrain_job_id}", model_id.as_str()),
+        }
+    }
+
     /// Whether the action moves a file (and heartbeats while it does).
     pub fn is_transfer(&self) -> bool {
         matches!(self, Action::Start { .. } | Action::SaveResults { .. })

@@ -345,10 +345,10 @@ impl Stack {
                     continue;
                 };
                 served = true;
-                // As Lambda's event source mapping takes a moment: LocalStack
-                // arms a task's heartbeat limit only after it sent the
-                // message, and loses a report that comes before (AWS does not).
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                // Fed as soon as it is received, as a fast event source
+                // mapping would: LocalStack may not know the task yet, and
+                // the runner asks again until it does (SPEC section 10, "a
+                // token not known yet is not a task gone").
                 let id = message.message_id().unwrap().to_string();
                 let answer = run(
                     &self.runner,
