@@ -29,7 +29,7 @@ use crate::secret_id;
 use crate::secret_key::SecretKeySource;
 use crate::secrets::{
     AWSCURRENT, KeyRecord, NewSecret, NewVersion, P1ANNOUNCED, SecretStore, SecretValue,
-    StoreError, VersionRef, renewal_token,
+    StoreError, VersionRef, new_version_id, renewal_token,
 };
 
 /// The adapters a broker runs on: one type names all three.
@@ -385,18 +385,41 @@ impl<P: Ports> Broker<P> {
         let issued = "a new key was issued but";
         if matches!(failure, StoreError::Exists(_)) {
             // The token holds another value: another renewal's, stored first.
-            return match deadline
+            let winner = match deadline
                 .finish(self.store.get_value(target, AWSCURRENT, None))
                 .await
             {
-                Ok(winner) => Ok(Stored::Theirs(winner)),
-                Err(e) => Err(Error::StoreFailed(Context::new(
-                    format!(
-                        "{issued} another renewal of {target:?} stored first, and the secret could not be read back; this key was discarded"
-                    ),
-                    e,
-                ))),
+                Ok(winner) => winner,
+                Err(e) => {
+                    return Err(Error::StoreFailed(Context::new(
+                        format!(
+                            "{issued} another renewal of {target:?} stored first, and the secret could not be read back; this key was discarded"
+                        ),
+                        e,
+                    )));
+                }
             };
+            // Unless the version read is still current: then the token's
+            // version is an old renewal that someone rolled back (the
+            // AWSCURRENT label moved back by hand), not a winner, and the
+            // key is written under a token of its own.
+            if based_on.is_some_and(|b| b.version_id == winner.version_id) {
+                tracing::warn!(target_secret = %target, "the renewal's token names a version that is no longer current (rolled back?); writing under a new one");
+                let fresh_id = new_version_id();
+                return self
+                    .store_record(target, record, true, &fresh_id, reserve, deadline)
+                    .await
+                    .map(Stored::Ours)
+                    .map_err(|e| {
+                        Error::StoreFailed(Context::new(
+                            format!(
+                                "{issued} could not be stored in {target:?}, so it was discarded"
+                            ),
+                            e,
+                        ))
+                    });
+            }
+            return Ok(Stored::Theirs(winner));
         }
         if !failure.outcome_unknown() {
             return Err(Error::StoreFailed(Context::new(
@@ -693,6 +716,33 @@ mod tests {
                 Some("v0")
             )
         );
+    }
+
+    #[tokio::test]
+    async fn a_rolled_back_current_version_is_renewed_under_a_token_of_its_own() {
+        // v0 was renewed once (under the token derived from v0), then the
+        // AWSCURRENT label was moved back to v0 by hand: the derived token
+        // is taken by that old version, which is no winner.
+        let store = FakeStore::with_secret_key("sk-1");
+        let arn = crate::fakes::fake_arn("prediction-one/api-key/train");
+        let taken = crate::secrets::renewal_token(&arn, Some("v0"));
+        store.values.lock().unwrap().insert(
+            "prediction-one/api-key/train".into(),
+            vec![
+                ("v0".into(), expired_train_record(), vec![AWSCURRENT.into()]),
+                (
+                    taken.clone(),
+                    expired_train_record(),
+                    vec!["AWSPREVIOUS".into()],
+                ),
+            ],
+        );
+        let b = broker(store, FakeIssuer::default(), &[]);
+        let served = b.serve(&request(&b), &deadline()).await.unwrap();
+        assert_eq!(served.result.status, Status::Issued);
+        assert!(!served.result.discarded);
+        assert_ne!(served.result.version_id, taken);
+        assert_ne!(served.result.version_id, "v0");
     }
 
     #[tokio::test]
