@@ -106,13 +106,7 @@ impl<'a, O: ObjectStore> Starts<'a, O> {
 
     /// The record's key for an object version and a model.
     pub fn key_of(&self, object: &ObjectVersion, model_id: &ModelId) -> String {
-        let digest = Sha256::digest(format!(
-            "{}\nmodel {}",
-            object.identity(),
-            model_id.as_str()
-        ));
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{}{FOLDER}{hex}.json", self.prefix)
+        record_key(self.prefix, object, model_id)
     }
 
     /// Claims `object` for a start by `deadline`, or finds the job an
@@ -286,4 +280,42 @@ impl<'a, O: ObjectStore> Starts<'a, O> {
 fn encode(record: &Record) -> Result<Vec<u8>, ObjectError> {
     serde_json::to_vec(record)
         .map_err(|e| ObjectError::Other(format!("cannot encode the start record: {e}")))
+}
+
+/// Where the start record of `object` for `model_id` lives: under the
+/// results prefix, `.starts/` and the hex SHA-256 of the object's identity
+/// and the model (docs/retraining.md shows how to compute it by hand, to
+/// retrain the same bytes on purpose).
+fn record_key(prefix: &str, object: &ObjectVersion, model_id: &ModelId) -> String {
+    let digest = Sha256::digest(format!(
+        "{}\nmodel {}",
+        object.identity(),
+        model_id.as_str()
+    ));
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}{FOLDER}{hex}.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example of docs/retraining.md ("Retraining the same bytes on
+    /// purpose"): the name a user computes with sha256sum is the runner's.
+    #[test]
+    fn a_start_records_name_is_the_documented_hash() {
+        let object = ObjectVersion {
+            bucket: "my-data".into(),
+            key: "retrain/42/sales 2026.csv".into(),
+            version_id: Some("3HL4kqtJlcpXroDTDmJ".into()),
+            etag: Some("\"e1\"".into()),
+            last_modified: None,
+            length: None,
+        };
+        let model = ModelId::parse("42").unwrap();
+        assert_eq!(
+            record_key("retrain-results/", &object, &model),
+            "retrain-results/.starts/fa69ef97120ffd3c173642a3791b8f481571314204602ce053b9212e5d4e5e9b.json"
+        );
+    }
 }
