@@ -2960,8 +2960,16 @@ def test_retrain_workflow_alarms(expanded):
         "Sum", "GreaterThanOrEqualToThreshold", 1
     )
     assert router["EvaluationPeriods"] == 1 and router["TreatMissingData"] == "notBreaching"
+    # A backlog in the runner's transfer queue alarms before a task could
+    # time out for it (each allows QUEUE_WAIT_ALLOWANCE of queue wait).
+    backlog = r["RetrainRunnerQueueBacklog"]["Properties"]
+    assert (backlog["Namespace"], backlog["MetricName"]) == ("AWS/SQS", "ApproximateAgeOfOldestMessage")
+    assert backlog["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["RetrainRunnerQueue", "QueueName"]}}]
+    assert (backlog["Statistic"], backlog["ComparisonOperator"]) == ("Maximum", "GreaterThanOrEqualToThreshold")
+    assert 0 < backlog["Threshold"] + backlog["Period"] <= QUEUE_WAIT_ALLOWANCE / 2 + backlog["Period"], backlog
+    assert backlog["TreatMissingData"] == "notBreaching"
     for name in ("RetrainWorkflowFailuresAlarm", "RetrainRunnerErrorsAlarm", "RetrainRunnerDeadLetterQueueAlarm",
-                 "RetrainDataRuleDeadLetterQueueAlarm", "RetrainRouterFailuresAlarm"):  # fmt: skip
+                 "RetrainDataRuleDeadLetterQueueAlarm", "RetrainRouterFailuresAlarm", "RetrainRunnerQueueBacklog"):  # fmt: skip
         for actions in ("AlarmActions", "OKActions"):
             assert r[name]["Properties"][actions] == {
                 "Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
