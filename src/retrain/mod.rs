@@ -757,6 +757,16 @@ mod tests {
         }
     }
 
+    /// A Step Functions stand-in whose next heartbeats answer `codes`.
+    fn answering<'a>(codes: impl IntoIterator<Item = &'a str>) -> crate::fakes::FakeHandoff {
+        let h = crate::fakes::FakeHandoff::default();
+        h.heartbeat_answers
+            .lock()
+            .unwrap()
+            .extend(codes.into_iter().map(gone));
+        h
+    }
+
     #[tokio::test]
     async fn a_task_not_known_yet_is_asked_again_and_a_timed_out_one_is_gone_at_once() {
         let token = TaskToken::new("TT");
@@ -765,29 +775,17 @@ mod tests {
             std::time::Duration::from_secs(2),
         );
         // Unknown twice, then known: the work goes on (three heartbeats).
-        let h = crate::fakes::FakeHandoff::default();
-        h.heartbeat_answers
-            .lock()
-            .unwrap()
-            .extend([gone("InvalidToken"), gone("TaskDoesNotExist")]);
+        let h = answering(["InvalidToken", "TaskDoesNotExist"]);
         assert_eq!(check_task(&h, &token, &long).await, TaskCheck::Waited);
         assert_eq!(*h.heartbeats.lock().unwrap(), 3);
         // Timed out: gone at the first answer.
-        let h = crate::fakes::FakeHandoff::default();
-        h.heartbeat_answers
-            .lock()
-            .unwrap()
-            .extend([gone("TaskTimedOut"), gone("TaskTimedOut")]);
+        let h = answering(["TaskTimedOut", "TaskTimedOut"]);
         assert!(
             matches!(check_task(&h, &token, &long).await, TaskCheck::Gone(r) if r.contains("TaskTimedOut"))
         );
         assert_eq!(*h.heartbeats.lock().unwrap(), 1);
         // Unknown with too little time to ask again: back to the queue.
-        let h = crate::fakes::FakeHandoff::default();
-        h.heartbeat_answers
-            .lock()
-            .unwrap()
-            .extend([gone("InvalidToken")]);
+        let h = answering(["InvalidToken"]);
         let short = Deadline::after(
             std::time::Duration::from_millis(2_200),
             std::time::Duration::from_secs(2),
@@ -806,11 +804,7 @@ mod tests {
             std::time::Duration::from_secs(60),
             std::time::Duration::from_secs(2),
         );
-        let h = crate::fakes::FakeHandoff::default();
-        h.heartbeat_answers
-            .lock()
-            .unwrap()
-            .extend((0..100).map(|_| gone("InvalidToken")));
+        let h = answering(["InvalidToken"; 100]);
         let started = tokio::time::Instant::now();
         assert!(
             matches!(check_task(&h, &token, &long).await, TaskCheck::Gone(r) if r.contains("InvalidToken"))

@@ -214,8 +214,5 @@ impl<P: Ports> Broker<P> {
 /// A failure that the next page, or the next sweep, may not meet: the
 /// sweep goes on with what it has.
 pub(super) fn transient(e: &StoreError) -> bool {
-    matches!(
-        e,
-        StoreError::Throttled(_) | StoreError::TimedOut(_) | StoreError::Unavailable(_)
-    )
+    e.outcome_unknown() || matches!(e, StoreError::Throttled(_))
 }

@@ -531,6 +531,21 @@ mod tests {
         crate::expiry::format_instant(Utc::now() + chrono::Duration::days(days))
     }
 
+    /// One sweep of `store` with a 5-day renewal window (the fleet's keys
+    /// of 3 days are due, those of 9 and 30 fresh).
+    async fn swept(store: FakeStore) -> (Broker<crate::fakes::Fakes>, SweepReport) {
+        let b = broker(
+            store,
+            FakeIssuer::default(),
+            &[("P1_RENEW_BEFORE_SECONDS", "432000")],
+        );
+        let report = b
+            .sweep(&SweepRequest { dry_run: false }, &deadline())
+            .await
+            .unwrap();
+        (b, report)
+    }
+
     fn deadline() -> Deadline {
         Deadline::after(Duration::from_secs(60), Duration::from_secs(2))
     }
@@ -567,15 +582,7 @@ mod tests {
 
     #[tokio::test]
     async fn exactly_the_due_keys_are_renewed_soonest_first() {
-        let b = broker(
-            fleet(),
-            FakeIssuer::default(),
-            &[("P1_RENEW_BEFORE_SECONDS", "432000")],
-        );
-        let report = b
-            .sweep(&SweepRequest { dry_run: false }, &deadline())
-            .await
-            .unwrap();
+        let (b, report) = swept(fleet()).await;
         // Managed: deploy, 1..5 (train is missing: ensured, not counted).
         assert_eq!(
             (
@@ -690,15 +697,7 @@ mod tests {
             .lock()
             .unwrap()
             .extend(["prediction-one/api-key/train".into(), format!("{PREFIX}9")]);
-        let b = broker(
-            store,
-            FakeIssuer::default(),
-            &[("P1_RENEW_BEFORE_SECONDS", "432000")],
-        );
-        let report = b
-            .sweep(&SweepRequest { dry_run: false }, &deadline())
-            .await
-            .unwrap();
+        let (b, report) = swept(store).await;
         // Expired, ensured (train) and listed (9), but rotated: neither is
         // due, neither written; 1, 2 and 3 are.
         assert_eq!((report.due, report.renewed), (3, 3), "{report:?}");
@@ -836,15 +835,7 @@ mod tests {
                 "PredictionOne.ModelDeleted 2026-12-01",
             ),
         );
-        let b = broker(
-            store,
-            FakeIssuer::default(),
-            &[("P1_RENEW_BEFORE_SECONDS", "432000")],
-        );
-        let report = b
-            .sweep(&SweepRequest { dry_run: false }, &deadline())
-            .await
-            .unwrap();
+        let (b, report) = swept(store).await;
         assert_eq!(report.foreign.names, [format!("{PREFIX}theirs")]);
         assert_eq!(report.stopped.names, [format!("{PREFIX}dead")]);
         let values = b.store.values.lock().unwrap();
